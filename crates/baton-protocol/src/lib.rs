@@ -1,0 +1,26 @@
+//! Shared data types of baton: thread ids, the items of a conversation, the lines of a rollout
+//! transcript and the sandbox and approval policies.
+//!
+//! This crate has no IO. The shapes follow Codex's rollout format (SPEC §4 and §6) so that
+//! files written by either tool can be read by the other.
+
+mod items;
+mod policy;
+mod provider;
+mod rollout;
+mod thread_id;
+
+pub use items::{ContentItem, ResponseItem, history_text};
+pub use policy::{ApprovalPolicy, ParsePolicyError, SandboxMode, SandboxPolicy};
+pub use provider::{ModelProviderInfo, WireApi};
+pub use rollout::{
+    BaseInstructions, Compacted, EventMsg, GitInfo, ImportedFrom, RolloutItem, SessionMeta,
+    SessionSource, TurnContext, format_timestamp,
+};
+pub use thread_id::{ThreadId, ThreadIdError};
+
+/// The `originator` written into every `session_meta` baton creates.
+pub const ORIGINATOR: &str = "baton";
+
+/// The version of baton, written as `cli_version` into transcripts.
+pub const CLI_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,140 @@
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// What the commands of a session may touch (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    ReadOnly,
+    #[default]
+    WorkspaceWrite,
+    DangerFullAccess,
+}
+
+/// When baton asks the person (through the MCP client) before running a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApprovalPolicy {
+    Untrusted,
+    OnFailure,
+    #[default]
+    OnRequest,
+    Never,
+}
+
+/// The sandbox of a turn as recorded in `turn_context.sandbox_policy`, in Codex's shape
+/// (`{"type": "workspace-write", "writable_roots": [...], "network_access": false}`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SandboxPolicy {
+    #[serde(rename = "type")]
+    pub mode: SandboxMode,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writable_roots: Vec<PathBuf>,
+    #[serde(default)]
+    pub network_access: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not a valid {what}; expected one of: {expected}")]
+pub struct ParsePolicyError {
+    value: String,
+    what: &'static str,
+    expected: &'static str,
+}
+
+impl SandboxMode {
+    pub const ALL: [&'static str; 3] = ["read-only", "workspace-write", "danger-full-access"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadOnly => "read-only",
+            Self::WorkspaceWrite => "workspace-write",
+            Self::DangerFullAccess => "danger-full-access",
+        }
+    }
+}
+
+impl ApprovalPolicy {
+    pub const ALL: [&'static str; 4] = ["untrusted", "on-request", "on-failure", "never"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Untrusted => "untrusted",
+            Self::OnFailure => "on-failure",
+            Self::OnRequest => "on-request",
+            Self::Never => "never",
+        }
+    }
+}
+
+impl FromStr for SandboxMode {
+    type Err = ParsePolicyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read-only" => Ok(Self::ReadOnly),
+            "workspace-write" => Ok(Self::WorkspaceWrite),
+            "danger-full-access" => Ok(Self::DangerFullAccess),
+            _ => Err(ParsePolicyError {
+                value: s.to_owned(),
+                what: "sandbox mode",
+                expected: "read-only, workspace-write, danger-full-access",
+            }),
+        }
+    }
+}
+
+impl FromStr for ApprovalPolicy {
+    type Err = ParsePolicyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "untrusted" => Ok(Self::Untrusted),
+            "on-request" => Ok(Self::OnRequest),
+            "on-failure" => Ok(Self::OnFailure),
+            "never" => Ok(Self::Never),
+            _ => Err(ParsePolicyError {
+                value: s.to_owned(),
+                what: "approval policy",
+                expected: "untrusted, on-request, on-failure, never",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for SandboxMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for ApprovalPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for name in SandboxMode::ALL {
+            assert_eq!(name.parse::<SandboxMode>().expect(name).as_str(), name);
+        }
+        for name in ApprovalPolicy::ALL {
+            assert_eq!(name.parse::<ApprovalPolicy>().expect(name).as_str(), name);
+        }
+        assert!("sometimes".parse::<ApprovalPolicy>().is_err());
+    }
+
+    #[test]
+    fn sandbox_policy_has_codex_shape() {
+        let policy: SandboxPolicy =
+            serde_json::from_str(r#"{"type":"workspace-write","writable_roots":[],"network_access":false,"exclude_slash_tmp":false}"#)
+                .expect("codex shape");
+        assert_eq!(policy.mode, SandboxMode::WorkspaceWrite);
+    }
+}

@@ -1,0 +1,265 @@
+use std::path::PathBuf;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::{ApprovalPolicy, ResponseItem, SandboxPolicy, ThreadId};
+
+/// The payload of one transcript line, tagged by the line's `type`.
+///
+/// A line on disk is `{"timestamp": …, "type": …, "payload": …}`; the store adds the timestamp.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+pub enum RolloutItem {
+    SessionMeta(Box<SessionMeta>),
+    TurnContext(TurnContext),
+    ResponseItem(ResponseItem),
+    EventMsg(EventMsg),
+    Compacted(Compacted),
+}
+
+impl RolloutItem {
+    /// The `type` of the line this item is written as.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::SessionMeta(_) => "session_meta",
+            Self::TurnContext(_) => "turn_context",
+            Self::ResponseItem(_) => "response_item",
+            Self::EventMsg(_) => "event_msg",
+            Self::Compacted(_) => "compacted",
+        }
+    }
+}
+
+/// The first line of a transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionMeta {
+    pub id: ThreadId,
+    pub timestamp: String,
+    pub cwd: PathBuf,
+    #[serde(default)]
+    pub originator: String,
+    #[serde(default)]
+    pub cli_version: String,
+    #[serde(default, deserialize_with = "lenient_source")]
+    pub source: SessionSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lenient_instructions",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub base_instructions: Option<BaseInstructions>,
+    /// Extra instructions given when the session started (the `developer-instructions`
+    /// argument); sent as a developer message on every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub developer_instructions: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitInfo>,
+    /// Set when this transcript continues a session first written by another tool (Codex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<ImportedFrom>,
+    /// Set when this thread was forked from another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ThreadId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaseInstructions {
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GitInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportedFrom {
+    /// The Codex rollout file that was read.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub originator: String,
+    #[serde(default)]
+    pub cli_version: String,
+}
+
+/// Which surface started a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionSource {
+    Exec,
+    Mcp,
+    Cli,
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl SessionSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::Mcp => "mcp",
+            Self::Cli => "cli",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// The settings a turn ran with; the last one of a transcript is what a resumed thread uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnContext {
+    pub cwd: PathBuf,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_provider: Option<String>,
+    #[serde(default, deserialize_with = "lenient_default")]
+    pub approval_policy: ApprovalPolicy,
+    #[serde(default, deserialize_with = "lenient_default")]
+    pub sandbox_policy: SandboxPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<String>,
+}
+
+/// What happened, for people and UIs. Not sent to the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventMsg {
+    UserMessage {
+        message: String,
+    },
+    AgentMessage {
+        message: String,
+    },
+    ExecCommandEnd {
+        call_id: String,
+        command: Vec<String>,
+        #[serde(default)]
+        exit_code: i32,
+        #[serde(default)]
+        duration_ms: u64,
+    },
+    PatchApplyEnd {
+        call_id: String,
+        success: bool,
+        #[serde(default)]
+        files: Vec<String>,
+    },
+    TokenCount {
+        #[serde(default)]
+        input_tokens: u64,
+        #[serde(default)]
+        output_tokens: u64,
+        #[serde(default)]
+        total_tokens: u64,
+    },
+    TurnAborted {
+        reason: String,
+    },
+    Error {
+        message: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+/// A compaction: `replacement_history` replaces everything before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Compacted {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub replacement_history: Option<Vec<ResponseItem>>,
+}
+
+/// RFC 3339 in UTC with exactly three decimals, as every transcript timestamp is written.
+pub fn format_timestamp(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Codex has written `source` as a string and, for sub-agents, as an object.
+fn lenient_source<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SessionSource, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).unwrap_or_default())
+}
+
+/// `base_instructions` is `{text, provenance}` in Codex 0.153+, a plain string in older files.
+fn lenient_instructions<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BaseInstructions>, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    Ok(match value {
+        Value::String(text) => Some(BaseInstructions { text }),
+        Value::Object(map) => match map.get("text") {
+            Some(Value::String(text)) => Some(BaseInstructions { text: text.clone() }),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// A value that a newer writer may spell differently falls back to the default.
+fn lenient_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + serde::de::DeserializeOwned,
+{
+    let value = Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn timestamps_have_three_decimals_and_z() {
+        let time = DateTime::from_timestamp(1_764_079_331, 123_456_789).expect("valid time");
+        assert_eq!(format_timestamp(time), "2025-11-25T14:02:11.123Z");
+    }
+
+    #[test]
+    fn reads_codex_session_meta() {
+        let meta: SessionMeta = serde_json::from_value(json!({
+            "id": "019c7616-b3e9-7782-9ea8-b53e6bb09329",
+            "timestamp": "2026-01-01T00:00:00.000Z",
+            "cwd": "/tmp/project",
+            "originator": "codex_exec",
+            "cli_version": "0.169.0",
+            "source": {"subagent": "review"},
+            "model_provider": "openai",
+            "base_instructions": {"text": "be brief", "provenance": "default"}
+        }))
+        .expect("codex meta");
+        assert_eq!(meta.source, SessionSource::Unknown);
+        assert_eq!(
+            meta.base_instructions,
+            Some(BaseInstructions {
+                text: "be brief".into()
+            })
+        );
+    }
+
+    #[test]
+    fn rollout_item_is_adjacently_tagged() {
+        let item = RolloutItem::EventMsg(EventMsg::TurnAborted {
+            reason: "cancelled".into(),
+        });
+        assert_eq!(
+            serde_json::to_value(&item).expect("serialize"),
+            json!({"type": "event_msg", "payload": {"type": "turn_aborted", "reason": "cancelled"}})
+        );
+    }
+}
