@@ -1,3 +1,276 @@
-fn main() {
-    println!("Hello, world!");
+//! The `baton` binary: command-line parsing, logging, and how errors are shown to a person.
+//! Everything else lives in the library crates.
+
+mod sessions;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use baton_config::{ConfigOverrides, parse_cli_override};
+use baton_core::{
+    CoreError, HttpModelClientFactory, ReplyToThread, StartThread, ThreadManager,
+    ThreadManagerOptions, TurnHooks, TurnResult,
+};
+use baton_protocol::SessionSource;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton",
+    version,
+    about = "A coding agent served over MCP, whose sessions are never lost",
+    long_about = "baton is a coding agent that other agents drive over MCP (`baton mcp-server`). \
+Its sessions live in JSONL transcripts under BATON_HOME (default ~/.baton); any baton process \
+continues any session by its id, at any later time."
+)]
+struct Cli {
+    /// Override a config.toml value: `-c key=value`, the value in TOML syntax (repeatable).
+    #[arg(short = 'c', long = "config", value_name = "KEY=VALUE", global = false)]
+    config: Vec<String>,
+    /// The model to use, overriding config.toml.
+    #[arg(long, short = 'm')]
+    model: Option<String>,
+    /// A `[profiles.<name>]` of config.toml to apply.
+    #[arg(long, short = 'p')]
+    profile: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the `baton` and `baton-reply` tools over MCP on stdio (the main job).
+    McpServer,
+    /// Run one turn of a new session, or continue one with `exec resume`.
+    Exec(ExecArgs),
+    /// List, show and reindex sessions.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
+    /// Sandbox tools.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct ExecArgs {
+    #[command(subcommand)]
+    resume: Option<ExecCommand>,
+    /// What to ask the agent.
+    #[arg(required = true)]
+    prompt: Option<String>,
+    #[command(flatten)]
+    options: ExecOptions,
+}
+
+#[derive(Debug, Args)]
+struct ExecOptions {
+    /// Working directory of the session (default: the current directory; for `resume`, the
+    /// recorded one).
+    #[arg(long = "cd", short = 'C', value_name = "DIR")]
+    cd: Option<PathBuf>,
+    /// Print JSONL events on stdout instead of the final message only.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExecCommand {
+    /// Run one more turn of an existing session (baton's or the Codex CLI's).
+    Resume {
+        /// The thread id (a UUID), as printed by `baton exec` or `baton sessions list`.
+        thread_id: String,
+        /// What to ask the agent.
+        prompt: String,
+        #[command(flatten)]
+        options: ExecOptions,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxCommand {
+    /// Print what this machine can enforce.
+    Check,
+}
+
+/// An error that is the user's input at fault: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Don't wait for lingering blocking tasks (a stuck read of stdin) on the way out.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            ExitCode::from(exit_status(&err))
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let overrides = global_overrides(&cli)?;
+    match cli.command {
+        Command::McpServer => {
+            let manager = manager(overrides, SessionSource::Mcp)?;
+            baton_mcp::serve_stdio(manager).await?;
+            Ok(())
+        }
+        Command::Exec(args) => exec(overrides, args).await,
+        Command::Sessions(command) => {
+            let manager = manager(overrides, SessionSource::Exec)?;
+            sessions::run(&manager, command).await
+        }
+        Command::Sandbox(SandboxCommand::Check) => {
+            println!("{}", baton_exec::sandbox_capabilities());
+            Ok(())
+        }
+    }
+}
+
+fn global_overrides(cli: &Cli) -> anyhow::Result<ConfigOverrides> {
+    let mut values = Vec::new();
+    for text in &cli.config {
+        values.push(parse_cli_override(text).map_err(|msg| UsageError(format!("-c {msg}")))?);
+    }
+    Ok(ConfigOverrides {
+        values,
+        profile: cli.profile.clone(),
+        model: cli.model.clone(),
+        ..Default::default()
+    })
+}
+
+fn manager(
+    overrides: ConfigOverrides,
+    source: SessionSource,
+) -> anyhow::Result<Arc<ThreadManager>> {
+    let home = baton_config::find_baton_home()?;
+    let manager = ThreadManager::new(
+        ThreadManagerOptions {
+            home,
+            overrides,
+            source,
+        },
+        Arc::new(HttpModelClientFactory),
+    )?;
+    Ok(Arc::new(manager))
+}
+
+async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> {
+    let manager = manager(overrides, SessionSource::Exec)?;
+    let (options, outcome) = match args.resume {
+        Some(ExecCommand::Resume {
+            thread_id,
+            prompt,
+            options,
+        }) => {
+            let hooks = hooks(&options);
+            let request = ReplyToThread {
+                thread_id,
+                prompt,
+                cwd: options.cd.clone(),
+            };
+            let outcome = manager.reply(request, hooks).await;
+            (options, outcome)
+        }
+        None => {
+            let options = args.options;
+            let prompt = args
+                .prompt
+                .context("a prompt is required: baton exec \"what to do\"")?;
+            let request = StartThread {
+                prompt,
+                cwd: options.cd.clone(),
+                ..Default::default()
+            };
+            let outcome = manager.start_thread(request, hooks(&options)).await;
+            (options, outcome)
+        }
+    };
+    let TurnResult { thread_id, message } = outcome?;
+    eprintln!("thread: {thread_id}");
+    if options.json {
+        println!(
+            "{}",
+            serde_json::json!({"type": "turn.completed", "thread_id": thread_id, "message": message})
+        );
+    } else {
+        println!("{message}");
+    }
+    Ok(())
+}
+
+/// Ctrl-C cancels the turn cleanly (the transcript records the abort); `--json` streams
+/// progress events.
+fn hooks(options: &ExecOptions) -> TurnHooks {
+    let hooks = TurnHooks {
+        progress: options
+            .json
+            .then(|| Arc::new(JsonProgress) as Arc<dyn baton_core::ProgressSink>),
+        ..Default::default()
+    };
+    let cancel = hooks.cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+        }
+    });
+    hooks
+}
+
+/// Prints progress as JSONL events for `exec --json`.
+struct JsonProgress;
+
+#[async_trait::async_trait]
+impl baton_core::ProgressSink for JsonProgress {
+    async fn progress(&self, message: String) {
+        println!(
+            "{}",
+            serde_json::json!({"type": "progress", "message": message})
+        );
+    }
+}
+
+fn one_line(err: &anyhow::Error) -> String {
+    err.to_string().replace('\n', " ")
+}
+
+/// 2 for input the user must fix (a broken config, a bad flag), 1 for everything else.
+fn exit_status(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<baton_config::ConfigError>().is_some()
+        || matches!(err.downcast_ref::<CoreError>(), Some(CoreError::Config(_)))
+    {
+        2
+    } else {
+        1
+    }
 }

@@ -1,14 +1,575 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Loads baton's configuration: `$BATON_HOME/config.toml`, the selected profile, and the
+//! overrides given on the command line (`-c key=value`, `--model`, `--profile`) or in an MCP
+//! call, into one resolved [`Config`] (SPEC §2).
+//!
+//! Precedence, lowest first: built-in defaults, `config.toml` top level, the selected profile,
+//! `-c` / MCP `config` overrides, then the explicit flags (`--model`, the `sandbox` argument …).
+
+mod duration;
+mod overrides;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use baton_protocol::{ApprovalPolicy, ModelProviderInfo, SandboxMode, SandboxPolicy, WireApi};
+use serde::{Deserialize, Serialize};
+
+pub use overrides::{parse_cli_override, set_path};
+
+/// The file name inside `BATON_HOME`.
+pub const CONFIG_FILE_NAME: &str = "config.toml";
+/// Used when neither the config nor a flag names a model.
+pub const DEFAULT_MODEL: &str = "gpt-5.1-codex";
+const DEFAULT_IDLE_THREAD_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// Why the configuration could not be loaded. Each message names the file (and line) or the
+/// override at fault, so a person can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config in {path} line {line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("invalid config override `{key}`: {message}")]
+    Override { key: String, message: String },
+    #[error("profile `{name}` is not defined in {path}; defined profiles: {known}")]
+    UnknownProfile {
+        name: String,
+        path: PathBuf,
+        known: String,
+    },
+    #[error(
+        "model provider `{id}` is not defined; built-in providers are openai and ollama, add others under [model_providers.{id}] in {path}"
+    )]
+    UnknownProvider { id: String, path: PathBuf },
+    #[error("cannot find the home directory; set BATON_HOME")]
+    NoHome,
+}
+
+/// `[sandbox_workspace_write]`, as in Codex.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxWorkspaceWrite {
+    #[serde(default)]
+    pub writable_roots: Vec<PathBuf>,
+    #[serde(default)]
+    pub network_access: bool,
+}
+
+/// The keys that may appear at the top level and inside `[profiles.<name>]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigToml {
+    model: Option<String>,
+    model_provider: Option<String>,
+    model_reasoning_effort: Option<String>,
+    approval_policy: Option<ApprovalPolicy>,
+    sandbox_mode: Option<SandboxMode>,
+    sandbox_workspace_write: Option<SandboxWorkspaceWrite>,
+    #[serde(default)]
+    model_providers: BTreeMap<String, ModelProviderInfo>,
+    #[serde(default)]
+    profiles: BTreeMap<String, toml::Table>,
+    profile: Option<String>,
+    codex_home: Option<PathBuf>,
+    #[serde(default, with = "duration::option")]
+    idle_thread_ttl: Option<Duration>,
+    model_context_window: Option<u64>,
+    model_auto_compact_token_limit: Option<u64>,
+    base_instructions: Option<String>,
+    developer_instructions: Option<String>,
+    /// Accepted for compatibility with Codex configs; baton has no MCP client side.
+    mcp_servers: Option<toml::Table>,
+}
+
+/// What the caller overrides on top of the file.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOverrides {
+    /// `-c key=value` pairs (and the MCP `config` argument, flattened), applied in order.
+    pub values: Vec<(String, toml::Value)>,
+    pub profile: Option<String>,
+    pub model: Option<String>,
+    pub sandbox_mode: Option<SandboxMode>,
+    pub approval_policy: Option<ApprovalPolicy>,
+    pub base_instructions: Option<String>,
+    pub developer_instructions: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub home: PathBuf,
+    pub config_file: PathBuf,
+    pub model: String,
+    pub model_provider: ModelProviderInfo,
+    pub model_providers: BTreeMap<String, ModelProviderInfo>,
+    pub model_reasoning_effort: Option<String>,
+    pub approval_policy: ApprovalPolicy,
+    pub sandbox_mode: SandboxMode,
+    pub sandbox_workspace_write: SandboxWorkspaceWrite,
+    pub codex_home: PathBuf,
+    pub idle_thread_ttl: Duration,
+    pub model_context_window: Option<u64>,
+    pub model_auto_compact_token_limit: Option<u64>,
+    pub base_instructions: Option<String>,
+    pub developer_instructions: Option<String>,
+}
+
+impl Config {
+    /// Loads `home/config.toml` (a missing file is an empty config) and applies `overrides`.
+    pub fn load(home: &Path, overrides: &ConfigOverrides) -> Result<Config, ConfigError> {
+        let config_file = home.join(CONFIG_FILE_NAME);
+        let text = match fs_err::read_to_string(&config_file) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(err) => {
+                return Err(ConfigError::Read {
+                    path: config_file,
+                    source: err,
+                });
+            }
+        };
+        Self::from_toml_str(home, &config_file, &text, overrides)
+    }
+
+    /// As [`Config::load`], from text already read (`config_file` is named in errors).
+    pub fn from_toml_str(
+        home: &Path,
+        config_file: &Path,
+        text: &str,
+        overrides: &ConfigOverrides,
+    ) -> Result<Config, ConfigError> {
+        // Parse the file alone first so that errors point at its lines.
+        let from_file: ConfigToml =
+            toml::from_str(text).map_err(|err| invalid_at(config_file, text, &err))?;
+        let mut table = toml::Table::try_from(&from_file).map_err(|err| ConfigError::Invalid {
+            path: config_file.to_path_buf(),
+            line: 1,
+            message: err.to_string(),
+        })?;
+        for (key, value) in &overrides.values {
+            set_path(&mut table, key, value.clone()).map_err(|message| ConfigError::Override {
+                key: key.clone(),
+                message,
+            })?;
+        }
+        let merged: ConfigToml =
+            table
+                .try_into()
+                .map_err(|err: toml::de::Error| ConfigError::Override {
+                    key: overrides
+                        .values
+                        .iter()
+                        .map(|(k, _)| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    message: err.message().to_owned(),
+                })?;
+
+        let merged = apply_profile(merged, overrides.profile.as_deref(), config_file)?;
+        resolve(home, config_file, merged, overrides)
+    }
+
+    /// The sandbox policy this config gives a turn run in `cwd`.
+    pub fn sandbox_policy(&self) -> SandboxPolicy {
+        SandboxPolicy {
+            mode: self.sandbox_mode,
+            writable_roots: self.sandbox_workspace_write.writable_roots.clone(),
+            network_access: self.sandbox_workspace_write.network_access,
+        }
+    }
+
+    /// The provider with this id, if baton knows it (built-in or configured).
+    pub fn provider(&self, id: &str) -> Option<&ModelProviderInfo> {
+        self.model_providers.get(id)
+    }
+
+    /// The token count past which the conversation is compacted, if a window is known.
+    pub fn auto_compact_token_limit(&self) -> Option<u64> {
+        self.model_auto_compact_token_limit
+            .or_else(|| self.model_context_window.map(|window| window * 9 / 10))
+    }
+}
+
+/// `BATON_HOME`, else `~/.baton`.
+pub fn find_baton_home() -> Result<PathBuf, ConfigError> {
+    if let Some(home) = std::env::var_os("BATON_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(home));
+    }
+    user_home().map(|home| home.join(".baton"))
+}
+
+fn user_home() -> Result<PathBuf, ConfigError> {
+    std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .ok_or(ConfigError::NoHome)
+}
+
+fn invalid_at(path: &Path, text: &str, err: &toml::de::Error) -> ConfigError {
+    let line = err
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+        .unwrap_or(1);
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        message: err.message().to_owned(),
+    }
+}
+
+/// Lays the selected profile's keys over the top level.
+fn apply_profile(
+    base: ConfigToml,
+    requested: Option<&str>,
+    config_file: &Path,
+) -> Result<ConfigToml, ConfigError> {
+    let Some(name) = requested
+        .map(str::to_owned)
+        .or_else(|| base.profile.clone())
+    else {
+        return Ok(base);
+    };
+    let Some(profile) = base.profiles.get(&name).cloned() else {
+        return Err(ConfigError::UnknownProfile {
+            known: if base.profiles.is_empty() {
+                "none".to_owned()
+            } else {
+                base.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+            },
+            name,
+            path: config_file.to_path_buf(),
+        });
+    };
+    let mut table = toml::Table::try_from(&base).map_err(|err| ConfigError::Invalid {
+        path: config_file.to_path_buf(),
+        line: 1,
+        message: err.to_string(),
+    })?;
+    for (key, value) in profile {
+        overrides::merge_value(&mut table, key, value);
+    }
+    table
+        .try_into()
+        .map_err(|err: toml::de::Error| ConfigError::Invalid {
+            path: config_file.to_path_buf(),
+            line: 1,
+            message: format!("in [profiles.{name}]: {}", err.message()),
+        })
+}
+
+fn builtin_providers() -> BTreeMap<String, ModelProviderInfo> {
+    let openai_base = std::env::var("OPENAI_BASE_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
+    let mut providers = BTreeMap::new();
+    providers.insert(
+        "openai".to_owned(),
+        ModelProviderInfo {
+            id: "openai".into(),
+            name: "OpenAI".into(),
+            base_url: openai_base,
+            env_key: Some("OPENAI_API_KEY".into()),
+            wire_api: WireApi::Responses,
+            http_headers: BTreeMap::new(),
+            request_max_retries: None,
+            stream_idle_timeout_ms: None,
+        },
+    );
+    providers.insert(
+        "ollama".to_owned(),
+        ModelProviderInfo {
+            id: "ollama".into(),
+            name: "Ollama".into(),
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            env_key: None,
+            wire_api: WireApi::Chat,
+            http_headers: BTreeMap::new(),
+            request_max_retries: None,
+            stream_idle_timeout_ms: None,
+        },
+    );
+    providers
+}
+
+fn resolve(
+    home: &Path,
+    config_file: &Path,
+    toml: ConfigToml,
+    overrides: &ConfigOverrides,
+) -> Result<Config, ConfigError> {
+    let mut model_providers = builtin_providers();
+    for (id, mut provider) in toml.model_providers {
+        provider.id = id.clone();
+        model_providers.insert(id, provider);
+    }
+    let provider_id = toml.model_provider.unwrap_or_else(|| "openai".to_owned());
+    let model_provider =
+        model_providers
+            .get(&provider_id)
+            .cloned()
+            .ok_or_else(|| ConfigError::UnknownProvider {
+                id: provider_id.clone(),
+                path: config_file.to_path_buf(),
+            })?;
+    let codex_home = match toml.codex_home {
+        Some(path) => path,
+        None => match std::env::var_os("CODEX_HOME").filter(|v| !v.is_empty()) {
+            Some(path) => PathBuf::from(path),
+            None => user_home()
+                .map(|h| h.join(".codex"))
+                .unwrap_or_else(|_| home.join("codex-home-unknown")),
+        },
+    };
+    Ok(Config {
+        home: home.to_path_buf(),
+        config_file: config_file.to_path_buf(),
+        model: overrides
+            .model
+            .clone()
+            .or(toml.model)
+            .unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
+        model_provider,
+        model_providers,
+        model_reasoning_effort: toml.model_reasoning_effort,
+        approval_policy: overrides
+            .approval_policy
+            .or(toml.approval_policy)
+            .unwrap_or_default(),
+        sandbox_mode: overrides
+            .sandbox_mode
+            .or(toml.sandbox_mode)
+            .unwrap_or_default(),
+        sandbox_workspace_write: toml.sandbox_workspace_write.unwrap_or_default(),
+        codex_home,
+        idle_thread_ttl: toml.idle_thread_ttl.unwrap_or(DEFAULT_IDLE_THREAD_TTL),
+        model_context_window: toml.model_context_window,
+        model_auto_compact_token_limit: toml.model_auto_compact_token_limit,
+        base_instructions: overrides
+            .base_instructions
+            .clone()
+            .or(toml.base_instructions),
+        developer_instructions: overrides
+            .developer_instructions
+            .clone()
+            .or(toml.developer_instructions),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    fn load(text: &str, overrides: &ConfigOverrides) -> Result<Config, ConfigError> {
+        Config::from_toml_str(
+            Path::new("/home/x/.baton"),
+            Path::new("/home/x/.baton/config.toml"),
+            text,
+            overrides,
+        )
     }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let config = load("", &ConfigOverrides::default()).expect("empty config");
+        assert_eq!(config.sandbox_mode, SandboxMode::WorkspaceWrite);
+        assert_eq!(config.approval_policy, ApprovalPolicy::OnRequest);
+        assert_eq!(config.model_provider.id, "openai");
+        assert_eq!(config.idle_thread_ttl, Duration::from_secs(1800));
+        assert!(config.provider("ollama").is_some());
+    }
+
+    #[test]
+    fn error_names_file_and_line() {
+        let err = load(
+            "model = \"a\"\n\napproval_policy = \"sometimes\"\n",
+            &ConfigOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/home/x/.baton/config.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+
+        let err = load("model = \n", &ConfigOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1"), "{err}");
+
+        let err = load("x = 1\ny = [\n", &ConfigOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line "), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_line() {
+        let err = load(
+            "model = \"m\"\nmodle = \"x\"\n",
+            &ConfigOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 2") && err.contains("modle"), "{err}");
+    }
+
+    #[test]
+    fn providers_profiles_and_overrides_layer_in_order() {
+        let text = r#"
+model = "top"
+model_provider = "mock"
+[model_providers.mock]
+name = "Mock"
+base_url = "http://127.0.0.1:9/v1"
+env_key = "MOCK_KEY"
+wire_api = "chat"
+[profiles.fast]
+model = "from-profile"
+approval_policy = "never"
+"#;
+        let mut overrides = ConfigOverrides {
+            profile: Some("fast".into()),
+            ..Default::default()
+        };
+        let config = load(text, &overrides).expect("valid");
+        assert_eq!(config.model, "from-profile");
+        assert_eq!(config.approval_policy, ApprovalPolicy::Never);
+        assert_eq!(config.model_provider.wire_api, WireApi::Chat);
+        assert_eq!(config.model_provider.id, "mock");
+
+        overrides.values.push(
+            parse_cli_override("sandbox_workspace_write.network_access=true").expect("override"),
+        );
+        overrides.model = Some("flag".into());
+        let config = load(text, &overrides).expect("valid");
+        assert_eq!(config.model, "flag");
+        assert!(config.sandbox_workspace_write.network_access);
+    }
+
+    #[test]
+    fn unknown_profile_and_provider_are_clear() {
+        let overrides = ConfigOverrides {
+            profile: Some("nope".into()),
+            ..Default::default()
+        };
+        let err = load("", &overrides).unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+        let err = load("model_provider = \"acme\"", &ConfigOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("acme") && err.contains("model_providers"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_override_names_the_key() {
+        let overrides = ConfigOverrides {
+            values: vec![parse_cli_override("sandbox_mode=\"sideways\"").expect("parses")],
+            ..Default::default()
+        };
+        let err = load("", &overrides).unwrap_err().to_string();
+        assert!(err.contains("sandbox_mode"), "{err}");
+    }
+
+    #[test]
+    fn json_overrides_apply_like_cli_ones() {
+        let values = json_overrides(&serde_json::json!({
+            "model": "m1",
+            "sandbox_workspace_write": {"network_access": true, "writable_roots": ["/tmp/x"]}
+        }))
+        .expect("object");
+        let config = load(
+            "",
+            &ConfigOverrides {
+                values,
+                ..Default::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(config.model, "m1");
+        assert!(config.sandbox_workspace_write.network_access);
+        assert!(json_overrides(&serde_json::json!("text")).is_err());
+        assert!(json_overrides(&serde_json::json!({"model": null})).is_err());
+    }
+
+    #[test]
+    fn idle_ttl_accepts_seconds_and_units() {
+        for (text, expected) in [
+            ("idle_thread_ttl = 90", Duration::from_secs(90)),
+            ("idle_thread_ttl = \"500ms\"", Duration::from_millis(500)),
+            ("idle_thread_ttl = \"2m\"", Duration::from_secs(120)),
+        ] {
+            let config = load(text, &ConfigOverrides::default()).expect(text);
+            assert_eq!(config.idle_thread_ttl, expected, "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,200}") {
+            let _ = load(&text, &ConfigOverrides::default());
+        }
+
+        #[test]
+        fn arbitrary_override_never_panics(text in ".{0,80}") {
+            if let Ok(pair) = parse_cli_override(&text) {
+                let overrides = ConfigOverrides { values: vec![pair], ..Default::default() };
+                let _ = load("", &overrides);
+            }
+        }
+    }
+}
+
+/// Re-exported so callers can build override values without depending on `toml` directly.
+pub use toml::Value as TomlValue;
+
+/// Flattens a JSON object of overrides (the MCP `config` argument) into dotted keys and TOML
+/// values, e.g. `{"sandbox_workspace_write": {"network_access": true}}`.
+pub fn json_overrides(value: &serde_json::Value) -> Result<Vec<(String, toml::Value)>, String> {
+    let serde_json::Value::Object(map) = value else {
+        return Err("`config` must be an object of config keys and values".to_owned());
+    };
+    let mut out = Vec::new();
+    for (key, value) in map {
+        out.push((
+            key.clone(),
+            json_to_toml(value).map_err(|e| format!("`{key}`: {e}"))?,
+        ));
+    }
+    Ok(out)
+}
+
+fn json_to_toml(value: &serde_json::Value) -> Result<toml::Value, String> {
+    use serde_json::Value as J;
+    Ok(match value {
+        J::Null => return Err("null is not a config value".to_owned()),
+        J::Bool(b) => toml::Value::Boolean(*b),
+        J::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => toml::Value::Integer(i),
+            (None, Some(f)) => toml::Value::Float(f),
+            _ => return Err(format!("{n} is out of range")),
+        },
+        J::String(s) => toml::Value::String(s.clone()),
+        J::Array(items) => {
+            toml::Value::Array(items.iter().map(json_to_toml).collect::<Result<_, _>>()?)
+        }
+        J::Object(map) => {
+            let mut table = toml::Table::new();
+            for (k, v) in map {
+                table.insert(k.clone(), json_to_toml(v)?);
+            }
+            toml::Value::Table(table)
+        }
+    })
 }

@@ -1,14 +1,20 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The agent loop and the thread manager.
+//!
+//! A [`ThreadManager`] starts threads and continues them by id. Memory is only a cache of the
+//! store: a thread not in memory is found through the store (index, then files, then Codex's
+//! home), rehydrated from its transcript, and continued with the same id. Every item of a turn
+//! is appended to the transcript before anything depends on it.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod agent;
+mod codex_import;
+mod error;
+mod hooks;
+mod manager;
+mod tools;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use error::CoreError;
+pub use hooks::{ApprovalDecision, ApprovalRequest, Approver, ProgressSink, TurnHooks};
+pub use manager::{
+    HttpModelClientFactory, ModelClientFactory, ReplyToThread, SessionPage, SessionQuery,
+    SessionSummary, StartThread, ThreadManager, ThreadManagerOptions, TurnResult,
+};

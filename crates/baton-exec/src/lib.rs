@@ -1,14 +1,19 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Runs the agent's tools: shell commands (in their own process group, with a timeout, bounded
+//! output and an OS sandbox) and `apply_patch` (Codex's patch format), plus the classification
+//! of commands that only read and so need no approval.
+//!
+//! Architecture Invariant: this crate knows nothing of sessions, models or MCP; it depends on
+//! `baton-protocol` only for the sandbox policy types.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod output;
+mod patch;
+mod safe_command;
+mod sandbox;
+mod seccomp;
+mod shell;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use output::OutputCap;
+pub use patch::{PatchError, PatchReport, apply_patch};
+pub use safe_command::is_known_safe_command;
+pub use sandbox::{SandboxReport, sandbox_capabilities, writable_roots};
+pub use shell::{ExecError, ShellOutput, ShellRequest, run_shell};

@@ -1,14 +1,66 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Talks to model servers: streaming (SSE) clients for the OpenAI Responses API and the Chat
+//! Completions API, with retries and errors a person can act on.
+//!
+//! [`HttpModelClient`] sends the whole conversation ([`ModelRequest`]) and returns the model's
+//! output items once the response is complete ([`ModelResponse`]). It retries connection
+//! failures, HTTP 408/409/429/5xx, streams that break off and streams that go idle, with
+//! exponential backoff; other 4xx answers fail at once.
+//!
+//! Architecture invariant: an API key lives only in a request header. It is read from the
+//! environment for each request and never stored, logged, or shown in an error.
+
+mod chat;
+mod client;
+mod error;
+mod history;
+mod responses;
+mod sse;
+
+pub use baton_protocol::{ModelProviderInfo, ResponseItem, WireApi};
+pub use client::HttpModelClient;
+pub use error::ModelError;
+
+/// A function tool offered to the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// A JSON Schema object describing the arguments.
+    pub parameters: serde_json::Value,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Everything a model needs for one turn of inference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelRequest {
+    pub model: String,
+    /// The system (base) instructions.
+    pub instructions: String,
+    /// The whole history, in order.
+    pub input: Vec<ResponseItem>,
+    pub tools: Vec<ToolSpec>,
+    pub reasoning_effort: Option<String>,
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
+/// Token counts a server reported for one response.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// What the model produced in one response.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelResponse {
+    /// Output items in order: assistant messages and `function_call` items (reasoning items
+    /// are kept when the server sends them).
+    pub items: Vec<ResponseItem>,
+    pub usage: Option<TokenUsage>,
+}
+
+/// A model that answers a request; [`HttpModelClient`] is the real one, tests may script
+/// their own.
+#[async_trait::async_trait]
+pub trait ModelClient: Send + Sync {
+    async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError>;
 }

@@ -14,8 +14,10 @@ pub enum WireApi {
     Chat,
 }
 
-/// A model provider as configured under `[model_providers.<id>]` (SPEC §2).
+/// A model provider as configured under `[model_providers.<id>]` (SPEC §2). Unknown keys are
+/// an error so that a misplaced top-level key below a provider table is reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelProviderInfo {
     /// The key under `[model_providers]`; filled in by the config loader.
     #[serde(default)]

@@ -1,14 +1,30 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! baton's session store: the rollout transcripts under `BATON_HOME/sessions`, the SQLite
+//! index over them, and the per-thread locks that keep one writer per thread.
+//!
+//! Architecture invariant: this crate owns every byte under `BATON_HOME`; nothing else opens
+//! a transcript file. The index is a cache: it may be deleted or corrupted at any time, and
+//! every lookup then falls back to the files (and refills the index).
+//!
+//! The file format is Codex's (SPEC §4, §6), so [`read_rollout`] and
+//! [`find_codex_rollout`] also read Codex's transcripts. All IO is blocking; async callers
+//! use `spawn_blocking`.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod codex;
+mod error;
+mod find;
+mod fsutil;
+mod index;
+mod lines;
+mod lock;
+mod reader;
+mod store;
+mod summary;
+mod writer;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use codex::find_codex_rollout;
+pub use error::StoreError;
+pub use lock::ThreadLock;
+pub use reader::{ABORTED_CALL_OUTPUT, LoadedRollout, parse_rollout, read_rollout};
+pub use store::{ListPage, ListQuery, Located, LookupMethod, ReindexReport, Store};
+pub use summary::{SUMMARY_TEXT_LIMIT, ThreadOrigin, ThreadSummary, summarize_rollout};
+pub use writer::RolloutWriter;

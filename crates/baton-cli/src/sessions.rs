@@ -1,0 +1,116 @@
+//! `baton sessions …`: list, show and reindex the session store.
+
+use std::path::PathBuf;
+
+use baton_core::{SessionQuery, SessionSummary, ThreadManager};
+use clap::Subcommand;
+use serde_json::json;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SessionsCommand {
+    /// List sessions, newest update first.
+    List {
+        /// Only sessions whose working directory is DIR.
+        #[arg(long, value_name = "DIR")]
+        cwd: Option<PathBuf>,
+        /// At most N sessions.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a session's conversation.
+    Show {
+        /// The thread id (a UUID).
+        thread_id: String,
+        /// Print the conversation items as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the index (state.sqlite) from the session files.
+    Reindex,
+}
+
+pub(crate) async fn run(manager: &ThreadManager, command: SessionsCommand) -> anyhow::Result<()> {
+    match command {
+        SessionsCommand::List { cwd, limit, json } => {
+            let cwd = cwd.map(|dir| std::fs::canonicalize(&dir).unwrap_or(dir));
+            let page = manager
+                .list_sessions(SessionQuery {
+                    cwd,
+                    limit,
+                    ..Default::default()
+                })
+                .await?;
+            if json {
+                let rows: Vec<_> = page.sessions.iter().map(summary_json).collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else if page.sessions.is_empty() {
+                println!("no sessions yet; start one with `baton exec \"…\"` or over MCP");
+            } else {
+                for session in &page.sessions {
+                    println!(
+                        "{}  {}  {}  {}",
+                        session.id,
+                        session
+                            .updated_at
+                            .with_timezone(&chrono::Local)
+                            .format("%Y-%m-%d %H:%M"),
+                        session.cwd.display(),
+                        shorten(session.first_user_message.as_deref().unwrap_or(""), 60)
+                    );
+                }
+            }
+        }
+        SessionsCommand::Show { thread_id, json } => {
+            if json {
+                let loaded = manager.read_thread(&thread_id).await?;
+                println!(
+                    "{}",
+                    json!({
+                        "threadId": loaded.meta.id,
+                        "cwd": loaded.meta.cwd,
+                        "path": loaded.path,
+                        "items": loaded.history,
+                    })
+                );
+            } else {
+                print!("{}", manager.transcript_text(&thread_id).await?);
+            }
+        }
+        SessionsCommand::Reindex => {
+            let store = manager.store().clone();
+            let report = tokio::task::spawn_blocking(move || store.reindex()).await??;
+            println!("indexed {} sessions", report.found);
+            for (path, why) in &report.unreadable {
+                println!("could not read {}: {why}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn summary_json(session: &SessionSummary) -> serde_json::Value {
+    json!({
+        "id": session.id,
+        "updated_at": session.updated_at.to_rfc3339(),
+        "created_at": session.created_at.to_rfc3339(),
+        "cwd": session.cwd,
+        "first_prompt": session.first_user_message,
+        "last_message": session.last_agent_message,
+        "model": session.model,
+        "turns": session.turns,
+        "source": session.source.as_str(),
+        "path": session.path,
+    })
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}

@@ -1,0 +1,1 @@
+//! MCP client helpers (filled in with the MCP tests).

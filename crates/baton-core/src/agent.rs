@@ -1,0 +1,377 @@
+//! One turn of the agent: the user's prompt, then model requests and tool calls until the
+//! model answers without calling a tool.
+//!
+//! Write order (SPEC §7): every item is appended to the transcript when it is complete and
+//! before anything depends on it; the file is fsynced after each tool output and at the end.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use baton_model::{ModelClient, ModelRequest};
+use baton_protocol::{
+    EventMsg, ResponseItem, RolloutItem, SandboxPolicy, SessionMeta, ThreadId, TurnContext,
+};
+use baton_store::RolloutWriter;
+
+use crate::error::CoreError;
+use crate::hooks::{ApprovalDecision, ApprovalRequest, TurnHooks};
+use crate::tools::{self, APPLY_PATCH_TOOL, ApplyPatchArgs, CommandPlan, SHELL_TOOL, ShellArgs};
+
+/// A model that keeps calling tools forever is stopped after this many requests in one turn.
+const MAX_MODEL_REQUESTS_PER_TURN: usize = 256;
+
+const DEFAULT_BASE_INSTRUCTIONS: &str = "You are baton, a coding agent. You work in the user's \
+project through two tools: `shell` runs commands, `apply_patch` edits files. Inspect before you \
+change, keep changes small and focused, run the project's checks when you can, and finish with a \
+short answer that says what you did and what remains.";
+
+/// The settings a thread's turns run with; recorded in each `turn_context` line.
+#[derive(Debug, Clone)]
+pub(crate) struct ThreadSettings {
+    pub cwd: PathBuf,
+    pub model: String,
+    pub provider_id: String,
+    pub approval_policy: baton_protocol::ApprovalPolicy,
+    pub sandbox: SandboxPolicy,
+    pub effort: Option<String>,
+}
+
+/// A thread held in memory: a cache of its transcript.
+pub(crate) struct LiveThread {
+    pub id: ThreadId,
+    pub path: PathBuf,
+    pub meta: SessionMeta,
+    pub settings: ThreadSettings,
+    pub history: Vec<ResponseItem>,
+    /// Bytes of the transcript this process has seen; a longer file means another process
+    /// appended and the cache must be re-read before the next turn.
+    pub file_len: u64,
+    /// Commands approved "for this session" by the person.
+    pub approved_commands: HashSet<Vec<String>>,
+}
+
+impl LiveThread {
+    pub fn instructions(&self) -> String {
+        let base = self
+            .meta
+            .base_instructions
+            .as_ref()
+            .map(|b| b.text.as_str())
+            .unwrap_or(DEFAULT_BASE_INSTRUCTIONS);
+        format!(
+            "{base}\n\n<environment>\ncwd: {}\nsandbox: {}\napproval policy: {}\n</environment>",
+            self.settings.cwd.display(),
+            self.settings.sandbox.mode,
+            self.settings.approval_policy,
+        )
+    }
+
+    fn turn_context(&self) -> TurnContext {
+        TurnContext {
+            cwd: self.settings.cwd.clone(),
+            model: self.settings.model.clone(),
+            model_provider: Some(self.settings.provider_id.clone()),
+            approval_policy: self.settings.approval_policy,
+            sandbox_policy: self.settings.sandbox.clone(),
+            effort: self.settings.effort.clone(),
+        }
+    }
+}
+
+pub(crate) fn default_base_instructions() -> &'static str {
+    DEFAULT_BASE_INSTRUCTIONS
+}
+
+/// Runs one turn and returns the final agent message.
+pub(crate) struct Turn<'a> {
+    pub thread: &'a mut LiveThread,
+    pub writer: &'a mut RolloutWriter,
+    pub model: Arc<dyn ModelClient>,
+    pub hooks: &'a TurnHooks,
+}
+
+impl Turn<'_> {
+    pub async fn run(mut self, prompt: &str) -> Result<String, CoreError> {
+        self.progress("turn started").await;
+        let context = self.thread.turn_context();
+        self.append(RolloutItem::TurnContext(context))?;
+        self.record(ResponseItem::user_message(prompt))?;
+        self.append(RolloutItem::EventMsg(EventMsg::UserMessage {
+            message: prompt.to_owned(),
+        }))?;
+        self.writer.sync()?;
+
+        let result = self.model_loop().await;
+        match &result {
+            Ok(message) => {
+                self.append(RolloutItem::EventMsg(EventMsg::AgentMessage {
+                    message: message.clone(),
+                }))?;
+            }
+            Err(CoreError::Cancelled) => {
+                self.close_dangling_calls(
+                    "aborted: the turn was cancelled before this call finished",
+                )?;
+                self.append(RolloutItem::EventMsg(EventMsg::TurnAborted {
+                    reason: "cancelled".into(),
+                }))?;
+            }
+            Err(err) => {
+                self.append(RolloutItem::EventMsg(EventMsg::Error {
+                    message: err.to_string(),
+                }))?;
+            }
+        }
+        self.writer.sync()?;
+        self.thread.file_len = self.writer.len();
+        result
+    }
+
+    async fn model_loop(&mut self) -> Result<String, CoreError> {
+        let tools = tools::tool_specs();
+        for _ in 0..MAX_MODEL_REQUESTS_PER_TURN {
+            let request = ModelRequest {
+                model: self.thread.settings.model.clone(),
+                instructions: self.thread.instructions(),
+                input: self.thread.history.clone(),
+                tools: tools.clone(),
+                reasoning_effort: self.thread.settings.effort.clone(),
+            };
+            let response = tokio::select! {
+                biased;
+                _ = self.hooks.cancel.cancelled() => return Err(CoreError::Cancelled),
+                response = self.model.complete(&request) => response?,
+            };
+            if let Some(usage) = &response.usage {
+                self.append(RolloutItem::EventMsg(EventMsg::TokenCount {
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    total_tokens: usage.total_tokens,
+                }))?;
+            }
+            let mut calls = Vec::new();
+            let mut final_message = String::new();
+            for item in response.items {
+                match &item {
+                    ResponseItem::FunctionCall {
+                        name,
+                        arguments,
+                        call_id,
+                    } => calls.push((name.clone(), arguments.clone(), call_id.clone())),
+                    ResponseItem::Message { role, .. } if role == "assistant" => {
+                        if let Some((_, text)) = item.message_text() {
+                            final_message = text;
+                        }
+                    }
+                    _ => {}
+                }
+                self.record(item)?;
+            }
+            if calls.is_empty() {
+                return Ok(final_message);
+            }
+            for (name, arguments, call_id) in calls {
+                if self.hooks.cancel.is_cancelled() {
+                    return Err(CoreError::Cancelled);
+                }
+                let output = self.run_tool(&name, &arguments, &call_id).await;
+                self.record(ResponseItem::FunctionCallOutput {
+                    call_id: call_id.clone(),
+                    output,
+                })?;
+                self.writer.sync()?;
+                if self.hooks.cancel.is_cancelled() {
+                    return Err(CoreError::Cancelled);
+                }
+            }
+        }
+        Ok(format!(
+            "stopped: the model made {MAX_MODEL_REQUESTS_PER_TURN} requests in one turn without finishing"
+        ))
+    }
+
+    async fn run_tool(&mut self, name: &str, arguments: &str, call_id: &str) -> String {
+        match name {
+            SHELL_TOOL => match serde_json::from_str::<ShellArgs>(arguments) {
+                Ok(args) => self.run_shell(args, call_id).await,
+                Err(err) => format!("invalid arguments for shell: {err}"),
+            },
+            APPLY_PATCH_TOOL => match serde_json::from_str::<ApplyPatchArgs>(arguments) {
+                Ok(args) => self.apply_patch(&args.input, call_id).await,
+                Err(err) => format!("invalid arguments for apply_patch: {err}"),
+            },
+            other => format!("unknown tool `{other}`; the tools are `shell` and `apply_patch`"),
+        }
+    }
+
+    async fn run_shell(&mut self, args: ShellArgs, call_id: &str) -> String {
+        let argv = args.argv();
+        if argv.is_empty() {
+            return "invalid arguments for shell: `command` is empty".to_owned();
+        }
+        let settings = self.thread.settings.clone();
+        let approved = self.thread.approved_commands.contains(&argv);
+        let plan = tools::plan_command(
+            settings.approval_policy,
+            &settings.sandbox,
+            &argv,
+            args.with_escalated_permissions.unwrap_or(false),
+            args.justification.as_deref(),
+            approved,
+        );
+        let description = tools::describe_command(&argv);
+        let sandbox = match self.resolve_plan(plan, &argv).await {
+            Ok(sandbox) => sandbox,
+            Err(reason) => return format!("command not run: {description}: {reason}"),
+        };
+        self.progress(&format!("running: {description}")).await;
+        let mut output = self.exec(&args, sandbox, call_id).await;
+        if let Ok(first) = &output
+            && let Some(plan) =
+                tools::retry_after_failure(settings.approval_policy, &settings.sandbox, first.0)
+        {
+            if let Ok(sandbox) = self.resolve_plan(plan, &argv).await {
+                self.progress(&format!("running without sandbox: {description}"))
+                    .await;
+                output = self.exec(&args, sandbox, call_id).await;
+            }
+        }
+        match output {
+            Ok((_, text)) => text,
+            Err(text) => text,
+        }
+    }
+
+    /// Runs the command; `Ok((exit code, text for the model))`, or `Err(text)` if it could not
+    /// be started.
+    async fn exec(
+        &mut self,
+        args: &ShellArgs,
+        sandbox: SandboxPolicy,
+        call_id: &str,
+    ) -> Result<(Option<i32>, String), String> {
+        let request = args.request(&self.thread.settings.cwd, sandbox);
+        let argv = request.argv.clone();
+        let started = Instant::now();
+        match baton_exec::run_shell(request, self.hooks.cancel.child_token()).await {
+            Ok(output) => {
+                let _ = self.append(RolloutItem::EventMsg(EventMsg::ExecCommandEnd {
+                    call_id: call_id.to_owned(),
+                    command: argv,
+                    exit_code: output.exit_code.unwrap_or(-1),
+                    duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                }));
+                Ok((output.exit_code, output.to_model_text()))
+            }
+            Err(err) => Err(format!("the command was not run: {err}")),
+        }
+    }
+
+    /// Asks when the plan says so; the sandbox to run under, or why the command may not run.
+    async fn resolve_plan(
+        &mut self,
+        plan: CommandPlan,
+        argv: &[String],
+    ) -> Result<SandboxPolicy, String> {
+        match plan {
+            CommandPlan::Run(sandbox) => Ok(sandbox),
+            CommandPlan::Refuse(reason) => Err(reason),
+            CommandPlan::Ask { reason, sandbox } => {
+                let decision = match &self.hooks.approver {
+                    Some(approver) => {
+                        approver
+                            .request_approval(ApprovalRequest {
+                                thread_id: self.thread.id,
+                                command: argv.to_vec(),
+                                cwd: self.thread.settings.cwd.clone(),
+                                reason: reason.clone(),
+                            })
+                            .await
+                    }
+                    None => Err("no one can be asked for approval here (the client does not support elicitation)".to_owned()),
+                };
+                match decision {
+                    Ok(ApprovalDecision::Approve) => Ok(sandbox),
+                    Ok(ApprovalDecision::ApproveForSession) => {
+                        self.thread.approved_commands.insert(argv.to_vec());
+                        Ok(sandbox)
+                    }
+                    Ok(ApprovalDecision::Deny) => {
+                        Err(format!("the user denied approval ({reason})"))
+                    }
+                    Err(why) => Err(format!(
+                        "approval was needed ({reason}) but {why}; denied by default"
+                    )),
+                }
+            }
+        }
+    }
+
+    async fn apply_patch(&mut self, patch: &str, call_id: &str) -> String {
+        self.progress("applying patch").await;
+        let cwd = self.thread.settings.cwd.clone();
+        let roots = baton_exec::writable_roots(&self.thread.settings.sandbox, &cwd);
+        let patch = patch.to_owned();
+        let result = tokio::task::spawn_blocking(move || {
+            baton_exec::apply_patch(&patch, &cwd, roots.as_deref())
+        })
+        .await;
+        let (success, files, text) = match result {
+            Ok(Ok(report)) => (true, report.files(), report.summary()),
+            Ok(Err(err)) => (false, Vec::new(), format!("apply_patch failed: {err}")),
+            Err(err) => (false, Vec::new(), format!("apply_patch failed: {err}")),
+        };
+        let _ = self.append(RolloutItem::EventMsg(EventMsg::PatchApplyEnd {
+            call_id: call_id.to_owned(),
+            success,
+            files,
+        }));
+        text
+    }
+
+    /// Pairs every call of this thread's history that has no output yet.
+    fn close_dangling_calls(&mut self, text: &str) -> Result<(), CoreError> {
+        let answered: HashSet<String> = self
+            .thread
+            .history
+            .iter()
+            .filter_map(|item| item.output_call_id().map(str::to_owned))
+            .collect();
+        let dangling: Vec<String> = self
+            .thread
+            .history
+            .iter()
+            .filter_map(|item| item.call_id())
+            .filter(|id| !answered.contains(*id))
+            .map(str::to_owned)
+            .collect();
+        for call_id in dangling {
+            self.record(ResponseItem::FunctionCallOutput {
+                call_id,
+                output: text.to_owned(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Appends a conversation item to the transcript, then to the in-memory history.
+    fn record(&mut self, item: ResponseItem) -> Result<(), CoreError> {
+        self.append(RolloutItem::ResponseItem(item.clone()))?;
+        self.thread.history.push(item);
+        Ok(())
+    }
+
+    fn append(&mut self, item: RolloutItem) -> Result<(), CoreError> {
+        self.writer.append(&item)?;
+        self.thread.file_len = self.writer.len();
+        Ok(())
+    }
+
+    async fn progress(&self, message: &str) {
+        if let Some(sink) = &self.hooks.progress {
+            sink.progress(message.to_owned()).await;
+        }
+    }
+}

@@ -1,0 +1,35 @@
+use std::path::PathBuf;
+
+use baton_protocol::{ThreadId, ThreadIdError};
+
+/// Why a turn could not start or finish. Each message is meant for a person (or the agent
+/// that drives baton) and says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{0}")]
+    MalformedThreadId(#[from] ThreadIdError),
+    #[error(
+        "thread {id} was not found: baton looked in its index and session files under {baton_sessions} and in Codex's sessions under {codex_home}; check the id with `baton sessions list`"
+    )]
+    UnknownThread {
+        id: ThreadId,
+        baton_sessions: PathBuf,
+        codex_home: PathBuf,
+    },
+    #[error(
+        "the working directory {cwd} recorded for thread {id} no longer exists; pass `cwd` (or `--cd`) with the project's current location to continue"
+    )]
+    RecordedCwdMissing { id: ThreadId, cwd: PathBuf },
+    #[error("the working directory {cwd} does not exist or is not a directory")]
+    CwdMissing { cwd: PathBuf },
+    #[error("the turn was cancelled; the thread stays usable")]
+    Cancelled,
+    #[error(transparent)]
+    Config(#[from] baton_config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] baton_store::StoreError),
+    #[error(transparent)]
+    Model(#[from] baton_model::ModelError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}

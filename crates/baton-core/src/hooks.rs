@@ -1,0 +1,45 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use baton_protocol::ThreadId;
+use tokio_util::sync::CancellationToken;
+
+/// Receives human-readable progress of a running turn ("running: cargo test").
+#[async_trait]
+pub trait ProgressSink: Send + Sync {
+    async fn progress(&self, message: String);
+}
+
+/// A command that needs a person's approval before it runs.
+#[derive(Debug, Clone)]
+pub struct ApprovalRequest {
+    pub thread_id: ThreadId,
+    pub command: Vec<String>,
+    pub cwd: PathBuf,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalDecision {
+    Approve,
+    ApproveForSession,
+    Deny,
+}
+
+/// Asks a person (through the MCP client) whether a command may run.
+#[async_trait]
+pub trait Approver: Send + Sync {
+    /// `Err` carries why no answer could be had (no elicitation support, declined,
+    /// cancelled); the command is then denied and the model is told this reason.
+    async fn request_approval(&self, request: ApprovalRequest) -> Result<ApprovalDecision, String>;
+}
+
+/// What the caller of a turn provides besides the prompt.
+#[derive(Clone, Default)]
+pub struct TurnHooks {
+    /// Fires to abort the turn: child processes are killed and `turn_aborted` recorded.
+    pub cancel: CancellationToken,
+    pub progress: Option<Arc<dyn ProgressSink>>,
+    pub approver: Option<Arc<dyn Approver>>,
+}

@@ -1,0 +1,584 @@
+//! The thread manager: starts threads, finds and rehydrates them by id, runs their turns one
+//! after another, and forgets idle ones.
+//!
+//! Architecture invariant: memory is a cache of the store. A thread in memory is re-read
+//! whenever its transcript grew behind our back, and dropping every cached thread at any time
+//! loses nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use baton_config::{Config, ConfigOverrides, TomlValue};
+use baton_model::{HttpModelClient, ModelClient, ModelError};
+use baton_protocol::{
+    ApprovalPolicy, BaseInstructions, CLI_VERSION, ImportedFrom, ModelProviderInfo, ORIGINATOR,
+    ResponseItem, RolloutItem, SandboxMode, SessionMeta, SessionSource, ThreadId, format_timestamp,
+    history_text,
+};
+use baton_store::{ListQuery, LoadedRollout, RolloutWriter, Store, ThreadOrigin, ThreadSummary};
+use chrono::Utc;
+
+use crate::agent::{LiveThread, ThreadSettings, Turn, default_base_instructions};
+use crate::codex_import;
+use crate::error::CoreError;
+use crate::hooks::TurnHooks;
+
+/// Builds model clients; the real one speaks HTTP, tests may script one.
+pub trait ModelClientFactory: Send + Sync {
+    fn client(&self, provider: &ModelProviderInfo) -> Result<Arc<dyn ModelClient>, ModelError>;
+}
+
+/// Clients that talk to the configured provider over HTTP.
+#[derive(Default)]
+pub struct HttpModelClientFactory;
+
+impl ModelClientFactory for HttpModelClientFactory {
+    fn client(&self, provider: &ModelProviderInfo) -> Result<Arc<dyn ModelClient>, ModelError> {
+        Ok(Arc::new(HttpModelClient::new(provider.clone())?))
+    }
+}
+
+pub struct ThreadManagerOptions {
+    pub home: PathBuf,
+    /// Overrides from the command line (`-c`, `--model`, `--profile`), applied to every call.
+    pub overrides: ConfigOverrides,
+    /// Written into `session_meta.source` of threads this manager starts.
+    pub source: SessionSource,
+}
+
+/// A request to start a thread (the `baton` tool, `baton exec`).
+#[derive(Debug, Clone, Default)]
+pub struct StartThread {
+    pub prompt: String,
+    pub cwd: Option<PathBuf>,
+    pub model: Option<String>,
+    pub profile: Option<String>,
+    pub sandbox: Option<SandboxMode>,
+    pub approval_policy: Option<ApprovalPolicy>,
+    pub base_instructions: Option<String>,
+    pub developer_instructions: Option<String>,
+    pub config: Vec<(String, TomlValue)>,
+}
+
+/// A request to continue a thread (the `baton-reply` tool, `baton exec resume`).
+#[derive(Debug, Clone, Default)]
+pub struct ReplyToThread {
+    /// As the caller sent it; parsed as a UUID before it comes near a path.
+    pub thread_id: String,
+    pub prompt: String,
+    /// Overrides the recorded cwd, e.g. after the project moved.
+    pub cwd: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TurnResult {
+    pub thread_id: ThreadId,
+    pub message: String,
+}
+
+/// Filters for [`ThreadManager::list_sessions`].
+#[derive(Debug, Clone, Default)]
+pub struct SessionQuery {
+    pub text: Option<String>,
+    pub cwd: Option<PathBuf>,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+pub type SessionSummary = ThreadSummary;
+
+#[derive(Debug, Clone)]
+pub struct SessionPage {
+    pub sessions: Vec<SessionSummary>,
+    pub next_cursor: Option<String>,
+}
+
+/// A thread's place in memory. Its async mutex serves calls on the thread one at a time, in
+/// the order they arrived (tokio's mutex is fair).
+struct ThreadSlot {
+    live: tokio::sync::Mutex<Option<LiveThread>>,
+    last_used: Mutex<Instant>,
+}
+
+pub struct ThreadManager {
+    options: ThreadManagerOptions,
+    store: Arc<Store>,
+    models: Arc<dyn ModelClientFactory>,
+    slots: Mutex<HashMap<ThreadId, Arc<ThreadSlot>>>,
+    idle_ttl: Duration,
+}
+
+impl ThreadManager {
+    /// Opens the store under `options.home` and checks that the configuration loads.
+    pub fn new(
+        options: ThreadManagerOptions,
+        models: Arc<dyn ModelClientFactory>,
+    ) -> Result<Self, CoreError> {
+        let config = Config::load(&options.home, &options.overrides)?;
+        let store = Arc::new(Store::open(&options.home)?);
+        Ok(Self {
+            idle_ttl: config.idle_thread_ttl,
+            options,
+            store,
+            models,
+            slots: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The configuration with the manager's overrides and `extra` on top.
+    pub fn config(&self, extra: Option<&StartThread>) -> Result<Config, CoreError> {
+        let mut overrides = self.options.overrides.clone();
+        if let Some(start) = extra {
+            overrides.values.extend(start.config.iter().cloned());
+            overrides.profile = start.profile.clone().or(overrides.profile);
+            overrides.model = start.model.clone().or(overrides.model);
+            overrides.sandbox_mode = start.sandbox.or(overrides.sandbox_mode);
+            overrides.approval_policy = start.approval_policy.or(overrides.approval_policy);
+            overrides.base_instructions = start
+                .base_instructions
+                .clone()
+                .or(overrides.base_instructions);
+            overrides.developer_instructions = start
+                .developer_instructions
+                .clone()
+                .or(overrides.developer_instructions);
+        }
+        Ok(Config::load(&self.options.home, &overrides)?)
+    }
+
+    /// Starts a new thread and runs its first turn.
+    pub async fn start_thread(
+        &self,
+        request: StartThread,
+        hooks: TurnHooks,
+    ) -> Result<TurnResult, CoreError> {
+        let config = self.config(Some(&request))?;
+        let cwd = match &request.cwd {
+            Some(cwd) => existing_dir(cwd)?,
+            None => std::env::current_dir().map_err(|err| {
+                CoreError::Internal(format!("cannot read the current directory: {err}"))
+            })?,
+        };
+        let id = ThreadId::new();
+        let meta = SessionMeta {
+            id,
+            timestamp: format_timestamp(Utc::now()),
+            cwd: cwd.clone(),
+            originator: ORIGINATOR.to_owned(),
+            cli_version: CLI_VERSION.to_owned(),
+            source: self.options.source,
+            model_provider: Some(config.model_provider.id.clone()),
+            model: Some(config.model.clone()),
+            base_instructions: Some(BaseInstructions {
+                text: config
+                    .base_instructions
+                    .clone()
+                    .unwrap_or_else(|| default_base_instructions().to_owned()),
+            }),
+            developer_instructions: config.developer_instructions.clone(),
+            git: None,
+            imported_from: None,
+            forked_from: None,
+        };
+        let store = self.store.clone();
+        let meta_for_store = meta.clone();
+        let mut writer = blocking(move || store.create_thread(&meta_for_store)).await??;
+        let mut live = LiveThread {
+            id,
+            path: writer.path().to_path_buf(),
+            settings: ThreadSettings {
+                cwd,
+                model: config.model.clone(),
+                provider_id: config.model_provider.id.clone(),
+                approval_policy: config.approval_policy,
+                sandbox: config.sandbox_policy(),
+                effort: config.model_reasoning_effort.clone(),
+            },
+            meta,
+            history: Vec::new(),
+            file_len: writer.len(),
+            approved_commands: HashSet::new(),
+        };
+        if let Some(text) = &config.developer_instructions {
+            let item = ResponseItem::developer_message(text.clone());
+            writer.append(&RolloutItem::ResponseItem(item.clone()))?;
+            live.history.push(item);
+            live.file_len = writer.len();
+        }
+        let slot = self.slot(id);
+        let mut guard = slot.live.lock().await;
+        let _lock = self.store.lock_thread(id)?;
+        *guard = Some(live);
+        let Some(live) = guard.as_mut() else {
+            return Err(CoreError::Internal("thread slot emptied".into()));
+        };
+        self.run_turn(live, &mut writer, &config, &request.prompt, &hooks)
+            .await
+    }
+
+    /// Continues a thread by id: from memory, else from baton's store, else from Codex's.
+    pub async fn reply(
+        &self,
+        request: ReplyToThread,
+        hooks: TurnHooks,
+    ) -> Result<TurnResult, CoreError> {
+        let id = ThreadId::parse(&request.thread_id)?;
+        let config = self.config(None)?;
+        let slot = self.slot(id);
+        let mut guard = slot.live.lock().await;
+        let _lock = self.store.lock_thread(id)?;
+
+        let mut writer = match guard.as_ref() {
+            Some(live) => {
+                let path = live.path.clone();
+                blocking(move || RolloutWriter::open_append(&path)).await??
+            }
+            None => {
+                let live = self.load_thread(id, &config).await?;
+                let path = live.path.clone();
+                *guard = Some(live);
+                blocking(move || RolloutWriter::open_append(&path)).await??
+            }
+        };
+        let Some(live) = guard.as_mut() else {
+            return Err(CoreError::Internal("thread slot emptied".into()));
+        };
+        if writer.len() != live.file_len {
+            // Another process appended to the transcript: our copy is stale.
+            tracing::info!(thread = %id, "transcript changed on disk; re-reading it");
+            let approved = std::mem::take(&mut live.approved_commands);
+            *live = self.load_thread(id, &config).await?;
+            live.approved_commands = approved;
+        }
+        match request.cwd {
+            Some(cwd) => live.settings.cwd = existing_dir(&cwd)?,
+            None if !live.settings.cwd.is_dir() => {
+                return Err(CoreError::RecordedCwdMissing {
+                    id,
+                    cwd: live.settings.cwd.clone(),
+                });
+            }
+            None => {}
+        }
+        self.run_turn(live, &mut writer, &config, &request.prompt, &hooks)
+            .await
+    }
+
+    async fn run_turn(
+        &self,
+        live: &mut LiveThread,
+        writer: &mut RolloutWriter,
+        config: &Config,
+        prompt: &str,
+        hooks: &TurnHooks,
+    ) -> Result<TurnResult, CoreError> {
+        let provider = config
+            .provider(&live.settings.provider_id)
+            .cloned()
+            .unwrap_or_else(|| config.model_provider.clone());
+        let model = self.models.client(&provider)?;
+        let outcome = Turn {
+            thread: live,
+            writer,
+            model,
+            hooks,
+        }
+        .run(prompt)
+        .await;
+        // The index is a cache: a failure to update it is logged, never fatal.
+        let summary = summarize_live(live, outcome.as_ref().ok());
+        let store = self.store.clone();
+        match blocking(move || store.record_thread(&summary)).await {
+            Ok(Err(err)) => tracing::warn!("could not update the session index: {err}"),
+            Err(err) => tracing::warn!("could not update the session index: {err}"),
+            Ok(Ok(())) => {}
+        }
+        let message = outcome?;
+        Ok(TurnResult {
+            thread_id: live.id,
+            message,
+        })
+    }
+
+    /// Finds a thread's transcript and rebuilds it in memory.
+    async fn load_thread(&self, id: ThreadId, config: &Config) -> Result<LiveThread, CoreError> {
+        let store = self.store.clone();
+        let codex_home = config.codex_home.clone();
+        let located = blocking(move || store.locate(id)).await?;
+        let loaded = match located {
+            Ok(located) => {
+                let path = located.path;
+                blocking(move || baton_store::read_rollout(&path)).await??
+            }
+            Err(baton_store::StoreError::NotFound { .. }) => {
+                let codex_home_for_search = codex_home.clone();
+                let found =
+                    blocking(move || baton_store::find_codex_rollout(&codex_home_for_search, id))
+                        .await??;
+                let Some(codex_path) = found else {
+                    return Err(CoreError::UnknownThread {
+                        id,
+                        baton_sessions: self.store.sessions_dir(),
+                        codex_home,
+                    });
+                };
+                return self.import_codex(id, &codex_path, config).await;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        for warning in &loaded.warnings {
+            tracing::warn!(thread = %id, "{warning}");
+        }
+        Ok(rehydrate(loaded, config))
+    }
+
+    /// Copies a Codex session into baton's store under the same id (SPEC §6). Codex's file is
+    /// only read.
+    async fn import_codex(
+        &self,
+        id: ThreadId,
+        codex_path: &Path,
+        config: &Config,
+    ) -> Result<LiveThread, CoreError> {
+        let path = codex_path.to_path_buf();
+        let loaded = blocking(move || baton_store::read_rollout(&path)).await??;
+        let mut live = rehydrate(loaded.clone(), config);
+        live.history = codex_import::convert_history(&loaded.history);
+        let mut meta = loaded.meta.clone();
+        meta.id = id;
+        meta.imported_from = Some(ImportedFrom {
+            path: codex_path.to_path_buf(),
+            originator: meta.originator.clone(),
+            cli_version: meta.cli_version.clone(),
+        });
+        meta.originator = ORIGINATOR.to_owned();
+        meta.cli_version = CLI_VERSION.to_owned();
+        meta.model_provider = Some(live.settings.provider_id.clone());
+        meta.model = Some(live.settings.model.clone());
+        let store = self.store.clone();
+        let history = live.history.clone();
+        let meta_for_store = meta.clone();
+        let (path, len) = blocking(move || -> Result<(PathBuf, u64), baton_store::StoreError> {
+            let mut writer = store.create_thread(&meta_for_store)?;
+            for item in history {
+                writer.append(&RolloutItem::ResponseItem(item))?;
+            }
+            writer.sync()?;
+            Ok((writer.path().to_path_buf(), writer.len()))
+        })
+        .await??;
+        tracing::info!(thread = %id, from = %codex_path.display(), "imported a Codex session");
+        live.meta = meta;
+        live.path = path;
+        live.file_len = len;
+        Ok(live)
+    }
+
+    /// Lists sessions, newest first (the `baton-sessions` tool).
+    pub async fn list_sessions(&self, query: SessionQuery) -> Result<SessionPage, CoreError> {
+        let store = self.store.clone();
+        let page = blocking(move || {
+            store.list(&ListQuery {
+                cwd: query.cwd,
+                text: query.text,
+                limit: query.limit,
+                cursor: query.cursor,
+            })
+        })
+        .await??;
+        Ok(SessionPage {
+            sessions: page.threads,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// Reads a thread's transcript (baton's, else Codex's) without continuing it.
+    pub async fn read_thread(&self, thread_id: &str) -> Result<LoadedRollout, CoreError> {
+        let id = ThreadId::parse(thread_id)?;
+        let config = self.config(None)?;
+        let store = self.store.clone();
+        let located = blocking(move || store.locate(id)).await?;
+        let path = match located {
+            Ok(located) => located.path,
+            Err(baton_store::StoreError::NotFound { .. }) => {
+                let codex_home = config.codex_home.clone();
+                let search_home = codex_home.clone();
+                blocking(move || baton_store::find_codex_rollout(&search_home, id))
+                    .await??
+                    .ok_or_else(|| CoreError::UnknownThread {
+                        id,
+                        baton_sessions: self.store.sessions_dir(),
+                        codex_home,
+                    })?
+            }
+            Err(err) => return Err(err.into()),
+        };
+        Ok(blocking(move || baton_store::read_rollout(&path)).await??)
+    }
+
+    /// The conversation of a thread as readable text.
+    pub async fn transcript_text(&self, thread_id: &str) -> Result<String, CoreError> {
+        let loaded = self.read_thread(thread_id).await?;
+        Ok(format!(
+            "thread {}\ncwd: {}\nfile: {}\n\n{}",
+            loaded.meta.id,
+            loaded.meta.cwd.display(),
+            loaded.path.display(),
+            history_text(&loaded.history)
+        ))
+    }
+
+    /// The slot of a thread, created if needed; forgets threads idle past the TTL.
+    fn slot(&self, id: ThreadId) -> Arc<ThreadSlot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        evict_idle(&mut slots, self.idle_ttl);
+        let slot = slots
+            .entry(id)
+            .or_insert_with(|| {
+                Arc::new(ThreadSlot {
+                    live: tokio::sync::Mutex::new(None),
+                    last_used: Mutex::new(Instant::now()),
+                })
+            })
+            .clone();
+        *slot.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        slot
+    }
+
+    /// Drops threads idle longer than `idle_thread_ttl` from memory; returns how many remain.
+    pub fn evict_idle_threads(&self) -> usize {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        evict_idle(&mut slots, self.idle_ttl);
+        slots.len()
+    }
+
+    pub fn idle_thread_ttl(&self) -> Duration {
+        self.idle_ttl
+    }
+}
+
+fn evict_idle(slots: &mut HashMap<ThreadId, Arc<ThreadSlot>>, ttl: Duration) {
+    slots.retain(|_, slot| {
+        let idle = slot
+            .last_used
+            .lock()
+            .map(|t| t.elapsed() > ttl)
+            .unwrap_or(false);
+        // A slot someone holds (a running or queued call) stays.
+        let in_use = Arc::strong_count(slot) > 1 || slot.live.try_lock().is_err();
+        !idle || in_use
+    });
+}
+
+/// A thread's settings come from its last `turn_context`, else from its `session_meta`, and
+/// what the transcript does not say comes from the config.
+fn rehydrate(loaded: LoadedRollout, config: &Config) -> LiveThread {
+    let context = loaded.last_turn_context.clone();
+    let recorded_provider = context
+        .as_ref()
+        .and_then(|c| c.model_provider.clone())
+        .or_else(|| loaded.meta.model_provider.clone());
+    // A provider this config does not define falls back to the configured one, model included
+    // (SPEC §7: imported Codex sessions).
+    let (provider_id, model) = match recorded_provider.filter(|id| config.provider(id).is_some()) {
+        Some(id) => {
+            let model = context
+                .as_ref()
+                .map(|c| c.model.clone())
+                .filter(|m| !m.is_empty())
+                .or_else(|| loaded.meta.model.clone())
+                .unwrap_or_else(|| config.model.clone());
+            (id, model)
+        }
+        None => (config.model_provider.id.clone(), config.model.clone()),
+    };
+    let settings = ThreadSettings {
+        cwd: context
+            .as_ref()
+            .map(|c| c.cwd.clone())
+            .unwrap_or_else(|| loaded.meta.cwd.clone()),
+        model,
+        provider_id,
+        approval_policy: context
+            .as_ref()
+            .map(|c| c.approval_policy)
+            .unwrap_or(config.approval_policy),
+        sandbox: context
+            .as_ref()
+            .map(|c| c.sandbox_policy.clone())
+            .unwrap_or_else(|| config.sandbox_policy()),
+        effort: context
+            .and_then(|c| c.effort)
+            .or_else(|| config.model_reasoning_effort.clone()),
+    };
+    LiveThread {
+        id: loaded.meta.id,
+        path: loaded.path,
+        meta: loaded.meta,
+        settings,
+        history: loaded.history,
+        file_len: loaded.file_len,
+        approved_commands: HashSet::new(),
+    }
+}
+
+fn summarize_live(live: &LiveThread, final_message: Option<&String>) -> ThreadSummary {
+    let user_texts: Vec<String> = live
+        .history
+        .iter()
+        .filter_map(|item| match item.message_text() {
+            Some(("user", text)) => Some(text),
+            _ => None,
+        })
+        .collect();
+    let last_agent_message = final_message.cloned().or_else(|| {
+        live.history
+            .iter()
+            .rev()
+            .find_map(|item| match item.message_text() {
+                Some(("assistant", text)) => Some(text),
+                _ => None,
+            })
+    });
+    let now = Utc::now();
+    ThreadSummary {
+        id: live.id,
+        path: live.path.clone(),
+        cwd: live.settings.cwd.clone(),
+        created_at: live.id.created_at().unwrap_or(now),
+        updated_at: now,
+        first_user_message: user_texts.first().cloned(),
+        last_agent_message,
+        model: Some(live.settings.model.clone()),
+        turns: u32::try_from(user_texts.len()).unwrap_or(u32::MAX),
+        source: if live.meta.imported_from.is_some() {
+            ThreadOrigin::Codex
+        } else {
+            ThreadOrigin::Baton
+        },
+    }
+}
+
+fn existing_dir(path: &Path) -> Result<PathBuf, CoreError> {
+    match std::fs::canonicalize(path) {
+        Ok(dir) if dir.is_dir() => Ok(dir),
+        _ => Err(CoreError::CwdMissing {
+            cwd: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Runs blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| CoreError::Internal(format!("a background task failed: {err}")))
+}

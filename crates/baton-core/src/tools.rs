@@ -1,0 +1,296 @@
+//! The tools offered to the model (`shell`, `apply_patch`) and the approval rules that decide
+//! whether a command runs, asks first, or is refused.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use baton_exec::{OutputCap, ShellRequest};
+use baton_model::ToolSpec;
+use baton_protocol::{ApprovalPolicy, SandboxMode, SandboxPolicy};
+use serde::Deserialize;
+use serde_json::json;
+
+pub(crate) const SHELL_TOOL: &str = "shell";
+pub(crate) const APPLY_PATCH_TOOL: &str = "apply_patch";
+const DEFAULT_SHELL_TIMEOUT: Duration = Duration::from_millis(60_000);
+
+pub(crate) fn tool_specs() -> Vec<ToolSpec> {
+    vec![
+        ToolSpec {
+            name: SHELL_TOOL.to_owned(),
+            description: "Runs a command and returns its exit code and output (stdout and stderr, \
+                          capped). The command is an argv array executed directly, without a shell; \
+                          use [\"bash\", \"-lc\", \"…\"] for pipes, globs or redirections."
+                .to_owned(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "command": {"type": "array", "items": {"type": "string"}, "description": "argv of the command"},
+                    "workdir": {"type": "string", "description": "working directory, relative to the session cwd"},
+                    "timeout_ms": {"type": "integer", "description": "kill the command after this many milliseconds (default 60000)"},
+                    "with_escalated_permissions": {"type": "boolean", "description": "ask the user to run this command outside the sandbox"},
+                    "justification": {"type": "string", "description": "why escalated permissions are needed"}
+                },
+                "required": ["command"],
+                "additionalProperties": false
+            }),
+        },
+        ToolSpec {
+            name: APPLY_PATCH_TOOL.to_owned(),
+            description: "Edits files with a patch in this format: '*** Begin Patch', then \
+                          '*** Add File: path' (lines prefixed +), '*** Delete File: path', or \
+                          '*** Update File: path' (optionally '*** Move to: new path') followed by \
+                          '@@' hunks of ' ', '-', '+' lines; end with '*** End Patch'. Paths are \
+                          relative to the session cwd."
+                .to_owned(),
+            parameters: json!({
+                "type": "object",
+                "properties": {"input": {"type": "string", "description": "the whole patch"}},
+                "required": ["input"],
+                "additionalProperties": false
+            }),
+        },
+    ]
+}
+
+/// The `shell` tool's arguments. `command` may also be a single string, run with `bash -lc`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ShellArgs {
+    pub command: CommandArg,
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub with_escalated_permissions: Option<bool>,
+    #[serde(default)]
+    pub justification: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum CommandArg {
+    Argv(Vec<String>),
+    Script(String),
+}
+
+impl ShellArgs {
+    pub fn argv(&self) -> Vec<String> {
+        match &self.command {
+            CommandArg::Argv(argv) => argv.clone(),
+            CommandArg::Script(script) => vec!["bash".into(), "-lc".into(), script.clone()],
+        }
+    }
+
+    pub fn request(&self, cwd: &Path, sandbox: SandboxPolicy) -> ShellRequest {
+        let workdir = match &self.workdir {
+            Some(dir) => cwd.join(dir),
+            None => cwd.to_path_buf(),
+        };
+        ShellRequest {
+            argv: self.argv(),
+            cwd: workdir,
+            timeout: self
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_SHELL_TIMEOUT),
+            sandbox,
+            output_cap: OutputCap::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ApplyPatchArgs {
+    pub input: String,
+}
+
+/// What to do with a command before it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CommandPlan {
+    /// Run it under this sandbox.
+    Run(SandboxPolicy),
+    /// Ask first; on approval run it under this sandbox.
+    Ask {
+        reason: String,
+        sandbox: SandboxPolicy,
+    },
+    /// Do not run it; tell the model why.
+    Refuse(String),
+}
+
+/// Codex's approval semantics: `untrusted` asks for everything not known to be safe;
+/// `on-request` asks only when the model requests escalation; `on-failure` asks after a
+/// sandboxed failure (see [`retry_after_failure`]); `never` never asks.
+pub(crate) fn plan_command(
+    policy: ApprovalPolicy,
+    sandbox: &SandboxPolicy,
+    argv: &[String],
+    wants_escalation: bool,
+    justification: Option<&str>,
+    approved_for_session: bool,
+) -> CommandPlan {
+    let unsandboxed = SandboxPolicy {
+        mode: SandboxMode::DangerFullAccess,
+        ..sandbox.clone()
+    };
+    if wants_escalation && sandbox.mode != SandboxMode::DangerFullAccess {
+        return match policy {
+            ApprovalPolicy::Never => CommandPlan::Refuse(
+                "the approval policy is `never`, so the command cannot run outside the sandbox"
+                    .into(),
+            ),
+            _ if approved_for_session => CommandPlan::Run(unsandboxed),
+            _ => CommandPlan::Ask {
+                reason: justification
+                    .unwrap_or("the command asks to run outside the sandbox")
+                    .to_owned(),
+                sandbox: unsandboxed,
+            },
+        };
+    }
+    match policy {
+        ApprovalPolicy::Untrusted
+            if !approved_for_session && !baton_exec::is_known_safe_command(argv) =>
+        {
+            CommandPlan::Ask {
+                reason:
+                    "the approval policy is `untrusted` and this command is not known to be safe"
+                        .into(),
+                sandbox: sandbox.clone(),
+            }
+        }
+        _ => CommandPlan::Run(sandbox.clone()),
+    }
+}
+
+/// Under `on-failure`, a command that failed in the sandbox may be retried without it.
+pub(crate) fn retry_after_failure(
+    policy: ApprovalPolicy,
+    sandbox: &SandboxPolicy,
+    exit_code: Option<i32>,
+) -> Option<CommandPlan> {
+    if policy != ApprovalPolicy::OnFailure
+        || sandbox.mode == SandboxMode::DangerFullAccess
+        || exit_code == Some(0)
+    {
+        return None;
+    }
+    Some(CommandPlan::Ask {
+        reason: "the command failed in the sandbox; run it again without the sandbox?".into(),
+        sandbox: SandboxPolicy {
+            mode: SandboxMode::DangerFullAccess,
+            ..sandbox.clone()
+        },
+    })
+}
+
+/// A short, human form of a command for progress messages.
+pub(crate) fn describe_command(argv: &[String]) -> String {
+    let text = match argv {
+        [shell, flag, script] if (shell == "bash" || shell == "sh") && flag.starts_with('-') => {
+            script.clone()
+        }
+        _ => argv.join(" "),
+    };
+    const MAX: usize = 120;
+    if text.chars().count() > MAX {
+        format!("{}…", text.chars().take(MAX).collect::<String>())
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    fn workspace() -> SandboxPolicy {
+        SandboxPolicy::default()
+    }
+
+    #[test]
+    fn untrusted_asks_for_unknown_commands_but_not_for_listing() {
+        let plan = plan_command(
+            ApprovalPolicy::Untrusted,
+            &workspace(),
+            &argv(&["rm", "-rf", "x"]),
+            false,
+            None,
+            false,
+        );
+        assert!(matches!(plan, CommandPlan::Ask { .. }));
+        let plan = plan_command(
+            ApprovalPolicy::Untrusted,
+            &workspace(),
+            &argv(&["ls", "-la"]),
+            false,
+            None,
+            false,
+        );
+        assert_eq!(plan, CommandPlan::Run(workspace()));
+        let plan = plan_command(
+            ApprovalPolicy::Untrusted,
+            &workspace(),
+            &argv(&["rm", "-rf", "x"]),
+            false,
+            None,
+            true,
+        );
+        assert_eq!(plan, CommandPlan::Run(workspace()));
+    }
+
+    #[test]
+    fn on_request_asks_only_for_escalation_and_never_refuses_it() {
+        let cmd = argv(&["touch", "/etc/x"]);
+        assert_eq!(
+            plan_command(
+                ApprovalPolicy::OnRequest,
+                &workspace(),
+                &cmd,
+                false,
+                None,
+                false
+            ),
+            CommandPlan::Run(workspace())
+        );
+        assert!(matches!(
+            plan_command(
+                ApprovalPolicy::OnRequest,
+                &workspace(),
+                &cmd,
+                true,
+                Some("needs /etc"),
+                false
+            ),
+            CommandPlan::Ask { reason, sandbox } if reason == "needs /etc" && sandbox.mode == SandboxMode::DangerFullAccess
+        ));
+        assert!(matches!(
+            plan_command(ApprovalPolicy::Never, &workspace(), &cmd, true, None, false),
+            CommandPlan::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn on_failure_offers_an_unsandboxed_retry() {
+        assert!(retry_after_failure(ApprovalPolicy::OnFailure, &workspace(), Some(1)).is_some());
+        assert!(retry_after_failure(ApprovalPolicy::OnFailure, &workspace(), Some(0)).is_none());
+        assert!(retry_after_failure(ApprovalPolicy::OnRequest, &workspace(), Some(1)).is_none());
+    }
+
+    #[test]
+    fn shell_args_accept_argv_or_script() {
+        let args: ShellArgs =
+            serde_json::from_str(r#"{"command":"ls | wc -l"}"#).expect("script form");
+        assert_eq!(args.argv(), argv(&["bash", "-lc", "ls | wc -l"]));
+        let args: ShellArgs =
+            serde_json::from_str(r#"{"command":["ls"],"workdir":"src"}"#).expect("argv form");
+        let request = args.request(Path::new("/p"), workspace());
+        assert_eq!(request.cwd, Path::new("/p/src"));
+        assert_eq!(request.timeout, DEFAULT_SHELL_TIMEOUT);
+    }
+}

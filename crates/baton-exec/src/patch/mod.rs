@@ -1,0 +1,442 @@
+//! `apply_patch`: Codex's patch format applied to files, all or nothing as far as checks go.
+//!
+//! The whole patch is parsed, every path checked against the writable roots and every new file
+//! content computed before the first byte is written; then each file is written atomically
+//! (temporary file in the same directory, then rename).
+
+mod parser;
+mod seek;
+
+use std::collections::BTreeMap;
+use std::io::{self, Write as _};
+use std::path::{Component, Path, PathBuf};
+
+use parser::{Chunk, FileOp, parse_patch};
+use seek::seek_sequence;
+
+/// What a patch changed. Paths are as written in the patch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatchReport {
+    pub added: Vec<PathBuf>,
+    pub modified: Vec<PathBuf>,
+    pub deleted: Vec<PathBuf>,
+    /// `(from, to)` of updates with `*** Move to:`.
+    pub moved: Vec<(PathBuf, PathBuf)>,
+}
+
+impl PatchReport {
+    /// The text the model receives, one `A`/`M`/`D` line per file as Codex prints it.
+    pub fn summary(&self) -> String {
+        let mut text = String::from("Success. Updated the following files:\n");
+        for path in &self.added {
+            text.push_str(&format!("A {}\n", path.display()));
+        }
+        for path in &self.modified {
+            text.push_str(&format!("M {}\n", path.display()));
+        }
+        for (from, to) in &self.moved {
+            text.push_str(&format!(
+                "M {} (moved from {})\n",
+                to.display(),
+                from.display()
+            ));
+        }
+        for path in &self.deleted {
+            text.push_str(&format!("D {}\n", path.display()));
+        }
+        text
+    }
+
+    /// Every path the patch touched (both ends of a move), for events and transcripts.
+    pub fn files(&self) -> Vec<String> {
+        let moved = self.moved.iter().flat_map(|(from, to)| [from, to]);
+        self.added
+            .iter()
+            .chain(&self.modified)
+            .chain(moved)
+            .chain(&self.deleted)
+            .map(|path| path.display().to_string())
+            .collect()
+    }
+}
+
+/// Why a patch was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    #[error("invalid patch at line {line}: {message}")]
+    Malformed { line: usize, message: String },
+    #[error(
+        "could not find the lines that patch line {patch_line} expects in {}; expected:\n{}",
+        path.display(),
+        expected.join("\n")
+    )]
+    ContextMismatch {
+        path: PathBuf,
+        patch_line: usize,
+        expected: Vec<String>,
+    },
+    #[error(
+        "could not find the context line `{context}` (patch line {patch_line}) in {}",
+        path.display()
+    )]
+    ContextLineNotFound {
+        path: PathBuf,
+        patch_line: usize,
+        context: String,
+    },
+    #[error("cannot {action} {}: the file does not exist", path.display())]
+    FileMissing { action: &'static str, path: PathBuf },
+    #[error(
+        "{} is outside the writable roots ({}); nothing was changed",
+        path.display(),
+        roots.iter().map(|root| root.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    OutsideWritableRoots { path: PathBuf, roots: Vec<PathBuf> },
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_error(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PatchError + use<> {
+    let path = path.to_path_buf();
+    move |source| PatchError::Io {
+        context,
+        path,
+        source,
+    }
+}
+
+/// Applies `patch` with paths relative to `cwd`. With `writable_roots = Some(roots)`, every
+/// touched path must lie inside one of `roots` (after resolving `..` and symlinks), or nothing
+/// is written; `None` means no restriction (`danger-full-access`). For `workspace-write` pass
+/// [`crate::writable_roots`], which includes the cwd.
+pub fn apply_patch(
+    patch: &str,
+    cwd: &Path,
+    writable_roots: Option<&[PathBuf]>,
+) -> Result<PatchReport, PatchError> {
+    let ops = parse_patch(patch)?;
+    let guard = RootGuard::new(writable_roots);
+
+    let mut report = PatchReport::default();
+    let mut files = PlannedFiles::default();
+    for op in ops {
+        match op {
+            FileOp::Add { path, contents } => {
+                let target = guard.check(cwd, &path)?;
+                files.set(target, Some(contents));
+                report.added.push(path);
+            }
+            FileOp::Delete { path } => {
+                let target = guard.check(cwd, &path)?;
+                files.read(&target, "delete")?;
+                files.set(target, None);
+                report.deleted.push(path);
+            }
+            FileOp::Update {
+                path,
+                move_to,
+                chunks,
+            } => {
+                let source = guard.check(cwd, &path)?;
+                let original = files.read(&source, "update")?;
+                let updated = apply_chunks(&original, &chunks, &path)?;
+                match move_to {
+                    Some(destination_path) => {
+                        let destination = guard.check(cwd, &destination_path)?;
+                        files.set(source, None);
+                        files.set(destination, Some(updated));
+                        report.moved.push((path, destination_path));
+                    }
+                    None => {
+                        files.set(source, Some(updated));
+                        report.modified.push(path);
+                    }
+                }
+            }
+        }
+    }
+    files.write_all()?;
+    Ok(report)
+}
+
+/// Checks paths against the writable roots.
+struct RootGuard {
+    /// `None`: no restriction. Roots are resolved like the paths they are compared with.
+    roots: Option<Vec<PathBuf>>,
+    /// The roots as the caller gave them, for error messages.
+    given: Vec<PathBuf>,
+}
+
+impl RootGuard {
+    fn new(roots: Option<&[PathBuf]>) -> Self {
+        Self {
+            roots: roots.map(|roots| roots.iter().map(|root| resolve_existing(root)).collect()),
+            given: roots.map(<[PathBuf]>::to_vec).unwrap_or_default(),
+        }
+    }
+
+    /// The absolute path to write for `path`, if it may be written.
+    fn check(&self, cwd: &Path, path: &Path) -> Result<PathBuf, PatchError> {
+        let absolute = normalize_lexically(&cwd.join(path));
+        let Some(roots) = &self.roots else {
+            return Ok(absolute);
+        };
+        let resolved = resolve_existing(&absolute);
+        if roots.iter().any(|root| resolved.starts_with(root)) {
+            Ok(absolute)
+        } else {
+            Err(PatchError::OutsideWritableRoots {
+                path: path.to_path_buf(),
+                roots: self.given.clone(),
+            })
+        }
+    }
+}
+
+/// Removes `.` and resolves `..` without touching the filesystem.
+fn normalize_lexically(path: &Path) -> PathBuf {
+    let mut normalized = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normalized.pop();
+            }
+            other => normalized.push(other),
+        }
+    }
+    normalized
+}
+
+/// `path` with symlinks resolved in its longest existing prefix (the path itself included,
+/// so a symlink pointing out of the roots is caught).
+fn resolve_existing(path: &Path) -> PathBuf {
+    let path = normalize_lexically(path);
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(canonical) = existing.canonicalize() {
+            let mut resolved = canonical;
+            resolved.extend(rest.iter().rev());
+            return resolved;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return path.clone(),
+        }
+    }
+}
+
+/// The planned end state of every touched file: `None` means deleted. Later operations of
+/// the same patch see the results of earlier ones.
+#[derive(Default)]
+struct PlannedFiles {
+    contents: BTreeMap<PathBuf, Option<String>>,
+    order: Vec<PathBuf>,
+}
+
+impl PlannedFiles {
+    fn set(&mut self, path: PathBuf, contents: Option<String>) {
+        if !self.contents.contains_key(&path) {
+            self.order.push(path.clone());
+        }
+        self.contents.insert(path, contents);
+    }
+
+    fn read(&self, path: &Path, action: &'static str) -> Result<String, PatchError> {
+        let missing = || PatchError::FileMissing {
+            action,
+            path: path.to_path_buf(),
+        };
+        if let Some(planned) = self.contents.get(path) {
+            return planned.clone().ok_or_else(missing);
+        }
+        match std::fs::read(path) {
+            Ok(bytes) => String::from_utf8(bytes).map_err(|_| PatchError::Io {
+                context: "cannot patch",
+                path: path.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text"),
+            }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Err(missing()),
+            Err(source) => Err(io_error("reading", path)(source)),
+        }
+    }
+
+    fn write_all(self) -> Result<(), PatchError> {
+        for path in &self.order {
+            match &self.contents[path] {
+                Some(contents) => write_atomically(path, contents)?,
+                None => match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(io_error("deleting", path)(source)),
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_atomically(path: &Path, contents: &str) -> Result<(), PatchError> {
+    // A symlink is updated at its target, not replaced by a regular file.
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.file_type().is_symlink() => path
+            .canonicalize()
+            .map_err(io_error("resolving the symlink", path))?,
+        _ => path.to_path_buf(),
+    };
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    fs_err::create_dir_all(dir).map_err(|source| PatchError::Io {
+        context: "creating the directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".baton-patch-")
+        .tempfile_in(dir)
+        .map_err(io_error("creating a temporary file next to", &target))?;
+    temp.write_all(contents.as_bytes())
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(io_error("writing a temporary file for", &target))?;
+    // Keep the mode (e.g. executable scripts) of a file being replaced.
+    if let Ok(metadata) = std::fs::metadata(&target) {
+        temp.as_file()
+            .set_permissions(metadata.permissions())
+            .map_err(io_error(
+                "copying permissions to the new version of",
+                &target,
+            ))?;
+    }
+    temp.persist(&target)
+        .map_err(|error| io_error("replacing", &target)(error.error))?;
+    Ok(())
+}
+
+/// The new content of a file after `chunks`; the result ends with a newline.
+fn apply_chunks(original: &str, chunks: &[Chunk], path: &Path) -> Result<String, PatchError> {
+    let crlf = original.contains("\r\n");
+    let mut lines: Vec<String> = original
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line).to_owned())
+        .collect();
+    if lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+
+    let mut replacements: Vec<(usize, usize, Vec<String>)> = Vec::new();
+    let mut cursor = 0;
+    for chunk in chunks {
+        if let Some(context) = &chunk.context {
+            let found = seek_sequence(&lines, std::slice::from_ref(context), cursor, false)
+                .ok_or_else(|| PatchError::ContextLineNotFound {
+                    path: path.to_path_buf(),
+                    patch_line: chunk.patch_line,
+                    context: context.clone(),
+                })?;
+            cursor = found + 1;
+        }
+        if chunk.old_lines.is_empty() {
+            // Pure insertion: right after the `@@` context line if there is one, else at the end.
+            let at = if chunk.context.is_some() {
+                cursor
+            } else {
+                lines.len()
+            };
+            replacements.push((at, 0, chunk.new_lines.clone()));
+            continue;
+        }
+        let mut old: &[String] = &chunk.old_lines;
+        let mut new: &[String] = &chunk.new_lines;
+        let mut found = seek_sequence(&lines, old, cursor, chunk.at_end_of_file);
+        if found.is_none() && old.last().is_some_and(String::is_empty) {
+            // A trailing empty context line often stands for the end of the file.
+            old = &old[..old.len() - 1];
+            if new.last().is_some_and(String::is_empty) {
+                new = &new[..new.len() - 1];
+            }
+            found = seek_sequence(&lines, old, cursor, chunk.at_end_of_file);
+        }
+        let start = found.ok_or_else(|| PatchError::ContextMismatch {
+            path: path.to_path_buf(),
+            patch_line: chunk.patch_line,
+            expected: chunk.old_lines.clone(),
+        })?;
+        let new = new
+            .iter()
+            .zip(&chunk.context_of_new)
+            .map(|(line, context)| match context {
+                Some(index) if *index < old.len() => lines[start + index].clone(),
+                _ => line.clone(),
+            })
+            .collect();
+        replacements.push((start, old.len(), new));
+        cursor = start + old.len();
+    }
+
+    replacements.sort_by_key(|(start, _, _)| *start);
+    for (start, len, new) in replacements.into_iter().rev() {
+        lines.splice(start..start + len, new);
+    }
+    let newline = if crlf { "\r\n" } else { "\n" };
+    let mut text = lines.join(newline);
+    text.push_str(newline);
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(context: Option<&str>, old: &[&str], new: &[&str]) -> Chunk {
+        Chunk {
+            context: context.map(str::to_owned),
+            old_lines: old.iter().map(|l| l.to_string()).collect(),
+            new_lines: new.iter().map(|l| l.to_string()).collect(),
+            context_of_new: vec![None; new.len()],
+            at_end_of_file: false,
+            patch_line: 3,
+        }
+    }
+
+    #[test]
+    fn chunks_apply_in_order_and_keep_crlf() {
+        let original = "fn a() {\r\n    1\r\n}\r\nfn b() {\r\n    1\r\n}\r\n";
+        let chunks = [
+            chunk(Some("fn b() {"), &["    1"], &["    2"]),
+            chunk(None, &[], &["// end"]),
+        ];
+        let updated = apply_chunks(original, &chunks, Path::new("f.rs")).expect("applies");
+        assert_eq!(
+            updated,
+            "fn a() {\r\n    1\r\n}\r\nfn b() {\r\n    2\r\n}\r\n// end\r\n"
+        );
+    }
+
+    #[test]
+    fn insertion_after_context_line() {
+        let updated = apply_chunks(
+            "a\nb\nc\n",
+            &[chunk(Some("a"), &[], &["x"])],
+            Path::new("f"),
+        )
+        .expect("applies");
+        assert_eq!(updated, "a\nx\nb\nc\n");
+    }
+
+    #[test]
+    fn lexical_normalisation() {
+        assert_eq!(
+            normalize_lexically(Path::new("/a/./b/../../c/d")),
+            PathBuf::from("/c/d")
+        );
+        assert_eq!(normalize_lexically(Path::new("/../x")), PathBuf::from("/x"));
+    }
+}

@@ -1,0 +1,358 @@
+//! OS enforcement of a [`SandboxPolicy`] for one command (SPEC §5, §7 "Sandbox config").
+//!
+//! Everything that allocates or opens files happens in the parent ([`prepare`]): the Landlock
+//! ruleset is created and filled there, the seccomp program is assembled there. Between fork
+//! and exec the child only makes a handful of syscalls ([`ChildRestrictions::apply_in_child`]).
+//!
+//! * `read-only`: writes are refused everywhere except a few harmless devices (`/dev/null`, …).
+//! * `workspace-write`: writes allowed under the cwd, the configured writable roots and a
+//!   private temporary directory (exported as `TMPDIR`), which is removed afterwards.
+//! * network (both modes, unless `network_access`): a seccomp filter refuses every socket except
+//!   `AF_UNIX`; where Landlock ABI ≥ 4 is available TCP bind/connect is refused by Landlock too.
+//!
+//! When the kernel cannot enforce a mode, [`prepare`] fails and the command is not run.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use baton_protocol::{SandboxMode, SandboxPolicy};
+use landlock::{
+    ABI, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, Scope,
+};
+
+use crate::ExecError;
+use crate::seccomp;
+
+/// Device files every sandboxed command may write to: writing there changes nothing on disk.
+const HARMLESS_DEVICES: [&str; 3] = ["/dev/null", "/dev/zero", "/dev/full"];
+
+/// What this machine can enforce, for `baton sandbox check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxReport {
+    /// The Landlock ABI version of the running kernel; `None` if Landlock is unavailable.
+    pub landlock_abi: Option<i32>,
+    /// Why Landlock is unavailable, when it is.
+    pub landlock_error: Option<String>,
+    /// Landlock can refuse TCP bind/connect (ABI ≥ 4).
+    pub landlock_network: bool,
+    /// The kernel accepts the seccomp filter that refuses non-Unix sockets.
+    pub seccomp_network: bool,
+    /// `.git` directories stay read-only under `workspace-write`. baton does not set up the
+    /// mount namespace this needs, so this is always false for now.
+    pub git_read_only: bool,
+}
+
+impl SandboxReport {
+    /// Whether `read-only` and `workspace-write` can be enforced for the filesystem.
+    pub fn filesystem_enforced(&self) -> bool {
+        self.landlock_abi.is_some()
+    }
+
+    /// Whether network access can be turned off.
+    pub fn network_enforced(&self) -> bool {
+        self.seccomp_network || self.landlock_network
+    }
+}
+
+/// Probes the running kernel (no side effects).
+pub fn sandbox_capabilities() -> SandboxReport {
+    let (landlock_abi, landlock_error) = match landlock_abi() {
+        Ok(abi) => (Some(abi), None),
+        Err(reason) => (None, Some(reason)),
+    };
+    SandboxReport {
+        landlock_abi,
+        landlock_error,
+        landlock_network: landlock_abi.is_some_and(|abi| abi >= 4),
+        seccomp_network: seccomp::SUPPORTED_ARCH && seccomp::errno_filters_available(),
+        git_read_only: false,
+    }
+}
+
+impl fmt::Display for SandboxReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let yes_no = |enforced: bool| {
+            if enforced {
+                "enforced"
+            } else {
+                "NOT enforceable"
+            }
+        };
+        match (self.landlock_abi, &self.landlock_error) {
+            (Some(abi), _) => writeln!(f, "landlock: ABI {abi}")?,
+            (None, Some(reason)) => writeln!(f, "landlock: unavailable ({reason})")?,
+            (None, None) => writeln!(f, "landlock: unavailable")?,
+        }
+        writeln!(f, "read-only: {}", yes_no(self.filesystem_enforced()))?;
+        writeln!(f, "workspace-write: {}", yes_no(self.filesystem_enforced()))?;
+        let network = match (self.seccomp_network, self.landlock_network) {
+            (true, true) => "off (seccomp refuses non-Unix sockets; Landlock refuses TCP)",
+            (true, false) => "off (seccomp refuses non-Unix sockets)",
+            (false, true) => "TCP off (Landlock); UDP and other sockets are NOT blocked",
+            (false, false) => "NOT enforceable: commands that need the network off are refused",
+        };
+        writeln!(f, "network when network_access = false: {network}")?;
+        if self.git_read_only {
+            write!(f, ".git read-only under workspace-write: enforced")
+        } else {
+            write!(
+                f,
+                ".git read-only under workspace-write: not enforced (needs a mount namespace, \
+                 which baton does not set up; .git is writable like the rest of the workspace)"
+            )
+        }
+    }
+}
+
+/// The directories a command (or apply_patch) may write to under `policy`, all absolute:
+/// `None` means no restriction (`danger-full-access`).
+pub fn writable_roots(policy: &SandboxPolicy, cwd: &Path) -> Option<Vec<PathBuf>> {
+    match policy.mode {
+        SandboxMode::DangerFullAccess => None,
+        SandboxMode::ReadOnly => Some(Vec::new()),
+        SandboxMode::WorkspaceWrite => {
+            let mut roots = vec![cwd.to_path_buf()];
+            roots.extend(policy.writable_roots.iter().map(|root| cwd.join(root)));
+            Some(roots)
+        }
+    }
+}
+
+/// The sandbox of one command, ready to be applied in the child. Keep it alive until the
+/// command has finished: it owns the ruleset descriptor and the private temp directory.
+#[derive(Debug, Default)]
+pub(crate) struct PreparedSandbox {
+    ruleset: Option<OwnedFd>,
+    network_filter: Option<Vec<libc::sock_filter>>,
+    private_tmp: Option<tempfile::TempDir>,
+}
+
+/// The part of a [`PreparedSandbox`] the child needs: plain data, no allocation when applied.
+#[derive(Clone)]
+pub(crate) struct ChildRestrictions {
+    ruleset_fd: Option<RawFd>,
+    network_filter: Option<Vec<libc::sock_filter>>,
+}
+
+impl PreparedSandbox {
+    pub(crate) fn child_restrictions(&self) -> ChildRestrictions {
+        ChildRestrictions {
+            ruleset_fd: self.ruleset.as_ref().map(AsRawFd::as_raw_fd),
+            network_filter: self.network_filter.clone(),
+        }
+    }
+
+    /// Environment variables the command should see (the private temp directory).
+    pub(crate) fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        match &self.private_tmp {
+            Some(dir) => ["TMPDIR", "TMP", "TEMP"]
+                .into_iter()
+                .map(|name| (name, dir.path().to_path_buf()))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl ChildRestrictions {
+    /// Runs between fork and exec: only async-signal-safe syscalls, no allocation.
+    pub(crate) fn apply_in_child(&self) -> io::Result<()> {
+        if self.ruleset_fd.is_none() && self.network_filter.is_none() {
+            return Ok(());
+        }
+        // Required by both Landlock and seccomp for an unprivileged process, and it keeps
+        // set-uid programs from escaping the sandbox.
+        // SAFETY: plain prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if let Some(fd) = self.ruleset_fd {
+            // SAFETY: `fd` is a Landlock ruleset descriptor inherited from the parent.
+            let rc = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        if let Some(filter) = &self.network_filter {
+            seccomp::install(filter)?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the restrictions for `policy`, or explains why this machine cannot enforce them.
+pub(crate) fn prepare(policy: &SandboxPolicy, cwd: &Path) -> Result<PreparedSandbox, ExecError> {
+    let unavailable = |reason: String| ExecError::SandboxUnavailable {
+        mode: policy.mode,
+        reason,
+    };
+    let Some(mut writable) = writable_roots(policy, cwd) else {
+        return Ok(PreparedSandbox::default());
+    };
+    let abi = landlock_abi().map_err(unavailable)?;
+
+    let block_network = !policy.network_access;
+    let network_filter = if block_network && seccomp::errno_filters_available() {
+        seccomp::network_filter()
+    } else {
+        None
+    };
+    let landlock_blocks_tcp = block_network && abi >= 4;
+    if block_network && network_filter.is_none() && !landlock_blocks_tcp {
+        return Err(unavailable(format!(
+            "network_access = false needs seccomp filters or Landlock ABI 4 (the kernel has \
+             Landlock ABI {abi} and no usable seccomp)"
+        )));
+    }
+
+    let private_tmp = if policy.mode == SandboxMode::WorkspaceWrite {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-tmp-")
+            .tempdir()
+            .map_err(|source| ExecError::Io {
+                context: "creating the private temporary directory of a sandboxed command"
+                    .to_owned(),
+                source,
+            })?;
+        writable.push(dir.path().to_path_buf());
+        Some(dir)
+    } else {
+        None
+    };
+
+    let ruleset = landlock_ruleset(abi, &writable, landlock_blocks_tcp, block_network)
+        .map_err(unavailable)?;
+    Ok(PreparedSandbox {
+        ruleset: Some(ruleset),
+        network_filter,
+        private_tmp,
+    })
+}
+
+/// The Landlock ABI of the running kernel, or why there is none.
+fn landlock_abi() -> Result<i32, String> {
+    const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
+    // SAFETY: with the VERSION flag and a null attribute the syscall only returns a number.
+    let version = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if version > 0 {
+        return Ok(version as i32);
+    }
+    let error = io::Error::last_os_error();
+    Err(match error.raw_os_error() {
+        Some(libc::ENOSYS) => "the kernel has no Landlock support (Linux 5.13 or newer needed)".to_owned(),
+        Some(libc::EOPNOTSUPP) => {
+            "Landlock is built into the kernel but disabled (add `landlock` to the `lsm=` boot parameter)"
+                .to_owned()
+        }
+        _ => format!("probing Landlock failed: {error}"),
+    })
+}
+
+fn landlock_ruleset(
+    abi_version: i32,
+    writable: &[PathBuf],
+    block_tcp: bool,
+    scope_abstract_sockets: bool,
+) -> Result<OwnedFd, String> {
+    let abi = ABI::from(abi_version);
+    let write_access = AccessFs::from_write(abi);
+    let file_write_access = AccessFs::from_file(abi) & write_access;
+    let describe = |what: &str, error: &dyn fmt::Display| format!("Landlock {what}: {error}");
+
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(write_access)
+        .map_err(|e| describe("ruleset", &e))?;
+    if block_tcp {
+        ruleset = ruleset
+            .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
+            .map_err(|e| describe("network rules", &e))?;
+    }
+    if abi_version >= 6 {
+        // Keeps the command from signalling processes outside its sandbox (such as baton).
+        let mut scopes: BitFlags<Scope> = Scope::Signal.into();
+        if scope_abstract_sockets {
+            scopes |= Scope::AbstractUnixSocket;
+        }
+        ruleset = ruleset.scope(scopes).map_err(|e| describe("scopes", &e))?;
+    }
+    let mut created = ruleset.create().map_err(|e| describe("ruleset", &e))?;
+
+    for device in HARMLESS_DEVICES {
+        let Ok(fd) = PathFd::new(device) else {
+            continue;
+        };
+        created = created
+            .add_rule(PathBeneath::new(fd, file_write_access))
+            .map_err(|e| describe(&format!("rule for {device}"), &e))?;
+    }
+    for root in writable {
+        let metadata = match fs_err::metadata(root) {
+            Ok(metadata) => metadata,
+            Err(error) => {
+                // A writable root that does not exist yet cannot be written to anyway.
+                tracing::debug!("skipping writable root: {error}");
+                continue;
+            }
+        };
+        let access = if metadata.is_dir() {
+            write_access
+        } else {
+            file_write_access
+        };
+        let fd =
+            PathFd::new(root).map_err(|e| describe(&format!("rule for {}", root.display()), &e))?;
+        created = created
+            .add_rule(PathBeneath::new(fd, access))
+            .map_err(|e| describe(&format!("rule for {}", root.display()), &e))?;
+    }
+    let fd: Option<OwnedFd> = created.into();
+    fd.ok_or_else(|| "Landlock did not create a ruleset".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writable_roots_follow_the_mode() {
+        let cwd = Path::new("/work/project");
+        let mut policy = SandboxPolicy {
+            mode: SandboxMode::WorkspaceWrite,
+            writable_roots: vec![PathBuf::from("/var/cache/x"), PathBuf::from("rel")],
+            network_access: false,
+        };
+        assert_eq!(
+            writable_roots(&policy, cwd),
+            Some(vec![
+                PathBuf::from("/work/project"),
+                PathBuf::from("/var/cache/x"),
+                PathBuf::from("/work/project/rel"),
+            ])
+        );
+        policy.mode = SandboxMode::ReadOnly;
+        assert_eq!(writable_roots(&policy, cwd), Some(Vec::new()));
+        policy.mode = SandboxMode::DangerFullAccess;
+        assert_eq!(writable_roots(&policy, cwd), None);
+    }
+
+    #[test]
+    fn report_says_git_protection_is_not_enforced() {
+        let text = sandbox_capabilities().to_string();
+        assert!(
+            text.contains(".git read-only under workspace-write: not enforced"),
+            "{text}"
+        );
+        assert!(text.contains("landlock:"), "{text}");
+    }
+}

@@ -1,0 +1,289 @@
+//! `apply_patch` on real files: every operation, error texts, and the writable-root check
+//! that refuses a whole patch before anything is written.
+
+use std::path::{Path, PathBuf};
+
+use baton_exec::{PatchError, apply_patch};
+
+fn write(path: &Path, text: &str) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(path, text).expect("write");
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).expect("read")
+}
+
+#[test]
+fn adds_a_file_creating_directories() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = apply_patch(
+        "*** Begin Patch\n*** Add File: src/new.txt\n+hello\n+world\n*** End Patch\n",
+        dir.path(),
+        Some(&[dir.path().to_path_buf()]),
+    )
+    .expect("applies");
+    assert_eq!(read(&dir.path().join("src/new.txt")), "hello\nworld\n");
+    assert_eq!(report.added, vec![PathBuf::from("src/new.txt")]);
+    assert_eq!(report.files(), vec!["src/new.txt".to_owned()]);
+    assert!(
+        report.summary().contains("A src/new.txt"),
+        "{}",
+        report.summary()
+    );
+}
+
+#[test]
+fn updates_a_file_with_several_chunks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("lib.py");
+    write(
+        &file,
+        "import os\n\ndef a():\n    return 1\n\ndef b():\n    return 1\n\ndef c():\n    return 1\n",
+    );
+    let report = apply_patch(
+        "*** Begin Patch\n\
+         *** Update File: lib.py\n\
+         @@\n \
+         import os\n\
+         +import sys\n\
+         @@ def b():\n\
+         -    return 1\n\
+         +    return 2\n\
+         @@ def c():\n\
+         -    return 1\n\
+         +    return 3\n\
+         *** End of File\n\
+         *** End Patch",
+        dir.path(),
+        None,
+    )
+    .expect("applies");
+    assert_eq!(
+        read(&file),
+        "import os\nimport sys\n\ndef a():\n    return 1\n\ndef b():\n    return 2\n\ndef c():\n    return 3\n"
+    );
+    assert_eq!(report.modified, vec![PathBuf::from("lib.py")]);
+    assert!(report.summary().contains("M lib.py"));
+}
+
+#[test]
+fn fuzzy_matching_tolerates_whitespace_differences() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a.txt");
+    write(&file, "  alpha  \nbeta\t\n");
+    apply_patch(
+        "*** Begin Patch\n*** Update File: a.txt\n@@\n alpha\n-beta\n+gamma\n*** End Patch",
+        dir.path(),
+        None,
+    )
+    .expect("applies");
+    assert_eq!(read(&file), "  alpha  \ngamma\n");
+}
+
+#[test]
+fn moves_and_edits_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(&dir.path().join("old/name.txt"), "one\ntwo\n");
+    std::fs::set_permissions(
+        dir.path().join("old/name.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let report = apply_patch(
+        "*** Begin Patch\n*** Update File: old/name.txt\n*** Move to: new/name.txt\n@@\n one\n-two\n+2\n*** End Patch",
+        dir.path(),
+        None,
+    )
+    .expect("applies");
+    assert!(!dir.path().join("old/name.txt").exists());
+    assert_eq!(read(&dir.path().join("new/name.txt")), "one\n2\n");
+    assert_eq!(
+        report.moved,
+        vec![(PathBuf::from("old/name.txt"), PathBuf::from("new/name.txt"))]
+    );
+    assert_eq!(report.files(), vec!["old/name.txt", "new/name.txt"]);
+}
+
+#[test]
+fn update_keeps_the_file_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("run.sh");
+    write(&script, "echo 1\n");
+    std::fs::set_permissions(&script, PermissionsExt::from_mode(0o755)).expect("chmod");
+    apply_patch(
+        "*** Begin Patch\n*** Update File: run.sh\n-echo 1\n+echo 2\n*** End Patch",
+        dir.path(),
+        None,
+    )
+    .expect("applies");
+    assert_eq!(read(&script), "echo 2\n");
+    let mode = std::fs::metadata(&script)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+}
+
+#[test]
+fn deletes_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(&dir.path().join("gone.txt"), "bye\n");
+    let report = apply_patch(
+        "*** Begin Patch\n*** Delete File: gone.txt\n*** End Patch",
+        dir.path(),
+        Some(&[dir.path().to_path_buf()]),
+    )
+    .expect("applies");
+    assert!(!dir.path().join("gone.txt").exists());
+    assert_eq!(report.deleted, vec![PathBuf::from("gone.txt")]);
+    assert!(report.summary().contains("D gone.txt"));
+}
+
+#[test]
+fn context_mismatch_names_the_file_and_the_expected_lines_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(&dir.path().join("a.txt"), "one\ntwo\n");
+    let error = apply_patch(
+        "*** Begin Patch\n\
+         *** Add File: first.txt\n\
+         +x\n\
+         *** Update File: a.txt\n\
+         @@\n \
+         one\n\
+         -three\n\
+         +four\n\
+         *** End Patch",
+        dir.path(),
+        None,
+    )
+    .expect_err("must not apply");
+    assert!(
+        matches!(error, PatchError::ContextMismatch { .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("a.txt"), "{message}");
+    assert!(message.contains("expected:\none\nthree"), "{message}");
+    assert!(
+        !dir.path().join("first.txt").exists(),
+        "an earlier file was written"
+    );
+    assert_eq!(read(&dir.path().join("a.txt")), "one\ntwo\n");
+}
+
+#[test]
+fn missing_context_line_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(&dir.path().join("a.txt"), "one\n");
+    let error = apply_patch(
+        "*** Begin Patch\n*** Update File: a.txt\n@@ fn nowhere()\n-one\n+two\n*** End Patch",
+        dir.path(),
+        None,
+    )
+    .expect_err("must not apply");
+    assert!(error.to_string().contains("`fn nowhere()`"), "{error}");
+}
+
+#[test]
+fn updating_a_missing_file_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let error = apply_patch(
+        "*** Begin Patch\n*** Update File: nope.txt\n-a\n+b\n*** End Patch",
+        dir.path(),
+        None,
+    )
+    .expect_err("must not apply");
+    assert!(error.to_string().contains("does not exist"), "{error}");
+}
+
+#[test]
+fn paths_outside_the_writable_roots_refuse_the_whole_patch() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let roots = [root.path().to_path_buf()];
+    let escaping = [
+        "../escape.txt".to_owned(),
+        outside.path().join("abs.txt").display().to_string(),
+        "sub/../../escape.txt".to_owned(),
+    ];
+    for path in escaping {
+        let patch = format!(
+            "*** Begin Patch\n*** Add File: inside.txt\n+ok\n*** Add File: {path}\n+no\n*** End Patch"
+        );
+        let error = apply_patch(&patch, root.path(), Some(&roots)).expect_err("must refuse");
+        assert!(
+            matches!(error, PatchError::OutsideWritableRoots { .. }),
+            "{path}: {error:?}"
+        );
+        assert!(
+            error.to_string().contains("outside the writable roots"),
+            "{error}"
+        );
+        assert!(
+            !root.path().join("inside.txt").exists(),
+            "{path}: wrote before refusing"
+        );
+    }
+    assert_eq!(std::fs::read_dir(outside.path()).expect("ls").count(), 0);
+
+    // An absolute path inside a root is fine.
+    let inside = root.path().join("abs-inside.txt");
+    let patch = format!(
+        "*** Begin Patch\n*** Add File: {}\n+ok\n*** End Patch",
+        inside.display()
+    );
+    apply_patch(&patch, root.path(), Some(&roots)).expect("inside a root");
+    assert_eq!(read(&inside), "ok\n");
+}
+
+#[test]
+fn symlinks_out_of_the_root_are_refused() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(outside.path(), root.path().join("link")).expect("symlink");
+    let error = apply_patch(
+        "*** Begin Patch\n*** Add File: link/evil.txt\n+no\n*** End Patch",
+        root.path(),
+        Some(&[root.path().to_path_buf()]),
+    )
+    .expect_err("must refuse");
+    assert!(
+        matches!(error, PatchError::OutsideWritableRoots { .. }),
+        "{error:?}"
+    );
+    assert!(!outside.path().join("evil.txt").exists());
+}
+
+#[test]
+fn read_only_roots_refuse_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let error = apply_patch(
+        "*** Begin Patch\n*** Add File: a.txt\n+x\n*** End Patch",
+        dir.path(),
+        Some(&[]),
+    )
+    .expect_err("must refuse");
+    assert!(
+        matches!(error, PatchError::OutsideWritableRoots { .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn malformed_patch_names_the_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let error = apply_patch(
+        "*** Begin Patch\n*** Update File: a.txt\n@@\n-x\n+y\n*** Explode: b\n*** End Patch",
+        dir.path(),
+        None,
+    )
+    .expect_err("must fail");
+    let message = error.to_string();
+    assert!(message.starts_with("invalid patch at line 6:"), "{message}");
+    let error = apply_patch("just text", dir.path(), None).expect_err("must fail");
+    assert!(error.to_string().contains("*** Begin Patch"), "{error}");
+}

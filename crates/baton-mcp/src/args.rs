@@ -1,0 +1,169 @@
+//! Tool arguments and results, with the JSON Schemas clients see in `tools/list`.
+//!
+//! `///` comments on fields become schema descriptions that the calling model reads.
+
+use std::sync::Arc;
+
+use baton_protocol::{ApprovalPolicy, SandboxMode};
+use rmcp::ErrorData;
+use rmcp::handler::server::common::FromContextPart;
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::JsonObject;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// What the commands of the session may touch.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum SandboxArg {
+    ReadOnly,
+    WorkspaceWrite,
+    DangerFullAccess,
+}
+
+impl From<SandboxArg> for SandboxMode {
+    fn from(arg: SandboxArg) -> Self {
+        match arg {
+            SandboxArg::ReadOnly => SandboxMode::ReadOnly,
+            SandboxArg::WorkspaceWrite => SandboxMode::WorkspaceWrite,
+            SandboxArg::DangerFullAccess => SandboxMode::DangerFullAccess,
+        }
+    }
+}
+
+/// When to ask the user before running a command.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ApprovalArg {
+    Untrusted,
+    OnRequest,
+    OnFailure,
+    Never,
+}
+
+impl From<ApprovalArg> for ApprovalPolicy {
+    fn from(arg: ApprovalArg) -> Self {
+        match arg {
+            ApprovalArg::Untrusted => ApprovalPolicy::Untrusted,
+            ApprovalArg::OnRequest => ApprovalPolicy::OnRequest,
+            ApprovalArg::OnFailure => ApprovalPolicy::OnFailure,
+            ApprovalArg::Never => ApprovalPolicy::Never,
+        }
+    }
+}
+
+/// Arguments of the `baton` tool.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub(crate) struct StartArgs {
+    /// The task for the agent.
+    pub prompt: String,
+    /// Working directory of the session (absolute path); default: the server's directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// The model to use, overriding config.toml.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// A profile from config.toml.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Sandbox for the commands the agent runs.
+    #[serde(default)]
+    pub sandbox: Option<SandboxArg>,
+    /// When to ask before running a command.
+    #[serde(default, rename = "approval-policy")]
+    pub approval_policy: Option<ApprovalArg>,
+    /// Replaces baton's built-in system instructions.
+    #[serde(default, rename = "base-instructions")]
+    pub base_instructions: Option<String>,
+    /// Extra instructions added to the conversation as a developer message.
+    #[serde(default, rename = "developer-instructions")]
+    pub developer_instructions: Option<String>,
+    /// Config overrides, as in config.toml (e.g. {"model_reasoning_effort": "high"}).
+    #[serde(default)]
+    pub config: Option<JsonObject>,
+}
+
+/// Arguments of the `baton-reply` tool.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ReplyArgs {
+    /// The threadId returned by `baton` (or a Codex CLI session id). `conversationId` is accepted as an alias.
+    #[serde(alias = "conversationId")]
+    pub thread_id: String,
+    /// The next message for the agent.
+    pub prompt: String,
+    /// Overrides the recorded working directory, e.g. after the project moved.
+    #[serde(default)]
+    pub cwd: Option<String>,
+}
+
+/// Arguments of the `baton-sessions` tool.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SessionsArgs {
+    /// Only sessions whose prompts or answers contain this text.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Only sessions in this working directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// At most this many sessions (default 20, at most 200).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// The `nextCursor` of a previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// `structuredContent` of `baton` and `baton-reply`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TurnOutput {
+    /// Pass this to `baton-reply` to continue the session.
+    pub thread_id: String,
+    /// The agent's final message.
+    pub content: String,
+}
+
+/// One session in `baton-sessions`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SessionEntry {
+    pub thread_id: String,
+    pub first_prompt: Option<String>,
+    pub last_message: Option<String>,
+    pub cwd: String,
+    pub updated_at: String,
+    pub turns: u32,
+    /// `baton` or `codex`.
+    pub source: String,
+}
+
+/// `structuredContent` of `baton-sessions`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SessionsOutput {
+    pub sessions: Vec<SessionEntry>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Like rmcp's `Parameters<T>`, but malformed arguments are a JSON-RPC -32602 error rather
+/// than a tool result (rmcp turns `Parameters` failures into `isError` results).
+pub(crate) struct StrictParams<T>(pub T);
+
+impl<S, T: DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for StrictParams<T> {
+    fn from_context_part(context: &mut ToolCallContext<'_, S>) -> Result<Self, ErrorData> {
+        let arguments = context.arguments.take().unwrap_or_default();
+        serde_json::from_value(serde_json::Value::Object(arguments))
+            .map(StrictParams)
+            .map_err(|err| ErrorData::invalid_params(format!("invalid arguments: {err}"), None))
+    }
+}
+
+/// The input schema of a tool's argument type. A type whose schema is not an object is a bug
+/// caught by the `tools/list` test, not input from outside.
+pub(crate) fn input_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
+    rmcp::handler::server::tool::schema_for_input::<T>().unwrap_or_default()
+}

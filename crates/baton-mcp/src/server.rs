@@ -1,0 +1,285 @@
+//! The rmcp server: tool definitions and their translation to `ThreadManager` calls.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use baton_core::{CoreError, ReplyToThread, SessionQuery, StartThread, ThreadManager, TurnResult};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::schema_for_output;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ContentBlock, CustomRequest, CustomResult, ErrorCode,
+    Implementation, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
+    ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+
+use crate::args::{
+    ReplyArgs, SessionEntry, SessionsArgs, SessionsOutput, StartArgs, StrictParams, TurnOutput,
+    input_schema,
+};
+use crate::hooks::turn_hooks;
+
+const SESSION_URI_PREFIX: &str = "baton://sessions/";
+const DEFAULT_PAGE: u32 = 20;
+const MAX_PAGE: u32 = 200;
+
+#[derive(Clone)]
+pub struct BatonServer {
+    manager: Arc<ThreadManager>,
+    /// Built once; `#[tool_handler(router = …)]` reads it.
+    tool_router: ToolRouter<Self>,
+}
+
+#[tool_router]
+impl BatonServer {
+    pub fn new(manager: Arc<ThreadManager>) -> Self {
+        Self {
+            manager,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    #[tool(
+        name = "baton",
+        description = "Start a baton coding-agent session and run one turn: the agent runs shell commands and edits files in `cwd`, then answers. Returns the final message and the threadId; continue the session with baton-reply (sessions survive server restarts).",
+        input_schema = input_schema::<StartArgs>(),
+        output_schema = schema_for_output::<TurnOutput>()
+    )]
+    async fn start(
+        &self,
+        StrictParams(args): StrictParams<StartArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let config = match args.config.as_ref() {
+            Some(object) => {
+                match baton_config::json_overrides(&serde_json::Value::Object(object.clone())) {
+                    Ok(values) => values,
+                    Err(message) => return tool_error(format!("invalid `config`: {message}")),
+                }
+            }
+            None => Vec::new(),
+        };
+        let request = StartThread {
+            prompt: args.prompt,
+            cwd: args.cwd.map(PathBuf::from),
+            model: args.model,
+            profile: args.profile,
+            sandbox: args.sandbox.map(Into::into),
+            approval_policy: args.approval_policy.map(Into::into),
+            base_instructions: args.base_instructions,
+            developer_instructions: args.developer_instructions,
+            config,
+        };
+        let (hooks, _heartbeat) = turn_hooks(&ctx);
+        turn_result(self.manager.start_thread(request, hooks).await)
+    }
+
+    #[tool(
+        name = "baton-reply",
+        description = "Continue a baton session (or a Codex CLI session) by its threadId with a new prompt. Works after any restart: the session is rebuilt from its transcript with its history and cwd.",
+        input_schema = input_schema::<ReplyArgs>(),
+        output_schema = schema_for_output::<TurnOutput>()
+    )]
+    async fn reply(
+        &self,
+        StrictParams(args): StrictParams<ReplyArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let request = ReplyToThread {
+            thread_id: args.thread_id,
+            prompt: args.prompt,
+            cwd: args.cwd.map(PathBuf::from),
+        };
+        let (hooks, _heartbeat) = turn_hooks(&ctx);
+        turn_result(self.manager.reply(request, hooks).await)
+    }
+
+    #[tool(
+        name = "baton-sessions",
+        description = "List baton sessions, newest first, optionally filtered by text in the prompts and answers or by cwd. Page with `cursor`.",
+        input_schema = input_schema::<SessionsArgs>(),
+        output_schema = schema_for_output::<SessionsOutput>()
+    )]
+    async fn sessions(&self, StrictParams(args): StrictParams<SessionsArgs>) -> CallToolResult {
+        let query = SessionQuery {
+            text: args.query.filter(|q| !q.trim().is_empty()),
+            cwd: args.cwd.map(PathBuf::from),
+            limit: args.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize,
+            cursor: args.cursor,
+        };
+        let page = match self.manager.list_sessions(query).await {
+            Ok(page) => page,
+            Err(err) => return tool_error(err.to_string()),
+        };
+        let output = SessionsOutput {
+            sessions: page
+                .sessions
+                .into_iter()
+                .map(|s| SessionEntry {
+                    thread_id: s.id.to_string(),
+                    first_prompt: s.first_user_message,
+                    last_message: s.last_agent_message.map(|m| shorten(&m, 300)),
+                    cwd: s.cwd.display().to_string(),
+                    updated_at: s.updated_at.to_rfc3339(),
+                    turns: s.turns,
+                    source: s.source.as_str().to_owned(),
+                })
+                .collect(),
+            next_cursor: page.next_cursor,
+        };
+        structured(
+            format!("{} sessions", output.sessions.len()),
+            serde_json::to_value(&output),
+        )
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for BatonServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new("baton", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "baton is a coding agent. `baton` starts a session in a directory and returns a \
+             threadId; `baton-reply` continues any session by that id, even after restarts; \
+             `baton-sessions` finds sessions.",
+        )
+    }
+
+    /// rmcp routes requests whose params do not parse here, known methods included; those
+    /// get -32602 (invalid params), the rest -32601.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        let params = request.params.unwrap_or(serde_json::Value::Null);
+        match request.method.as_str() {
+            "tools/call" => Err(ErrorData::invalid_params(
+                match serde_json::from_value::<CallToolRequestParams>(params) {
+                    Err(err) => format!("invalid params for tools/call: {err}"),
+                    Ok(_) => "invalid params for tools/call".to_owned(),
+                },
+                None,
+            )),
+            "tools/list" | "resources/list" | "resources/read" | "initialize"
+            | "server/discover" | "ping" => Err(ErrorData::invalid_params(
+                format!("invalid params for {}", request.method),
+                None,
+            )),
+            method => Err(ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!("method not found: {method}"),
+                None,
+            )),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let page = self
+            .manager
+            .list_sessions(SessionQuery {
+                limit: MAX_PAGE as usize,
+                cursor: request.and_then(|r| r.cursor),
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| ErrorData::internal_error(err.to_string(), None))?;
+        let resources = page
+            .sessions
+            .iter()
+            .map(|s| {
+                let title = s
+                    .first_user_message
+                    .as_deref()
+                    .map(|m| shorten(m, 80))
+                    .unwrap_or_else(|| s.id.to_string());
+                Resource::new(format!("{SESSION_URI_PREFIX}{}", s.id), s.id.to_string())
+                    .with_title(title)
+                    .with_mime_type("text/plain")
+            })
+            .collect();
+        let mut result = ListResourcesResult::with_all_items(resources);
+        result.next_cursor = page.next_cursor;
+        Ok(result)
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let Some(id) = request.uri.strip_prefix(SESSION_URI_PREFIX) else {
+            return Err(ErrorData::resource_not_found(
+                format!(
+                    "no such resource: {}; baton serves baton://sessions/<threadId>",
+                    request.uri
+                ),
+                None,
+            ));
+        };
+        match self.manager.transcript_text(id).await {
+            Ok(text) => Ok(ReadResourceResult::new(vec![
+                ResourceContents::text(text, request.uri).with_mime_type("text/plain"),
+            ])
+            .into()),
+            Err(err @ (CoreError::UnknownThread { .. } | CoreError::MalformedThreadId(_))) => {
+                Err(ErrorData::resource_not_found(err.to_string(), None))
+            }
+            Err(err) => Err(ErrorData::internal_error(err.to_string(), None)),
+        }
+    }
+}
+
+fn turn_result(outcome: Result<TurnResult, CoreError>) -> CallToolResult {
+    match outcome {
+        Ok(TurnResult { thread_id, message }) => {
+            let output = TurnOutput {
+                thread_id: thread_id.to_string(),
+                content: message.clone(),
+            };
+            structured(message, serde_json::to_value(&output))
+        }
+        Err(err) => {
+            tracing::info!("turn failed: {err}");
+            tool_error(err.to_string())
+        }
+    }
+}
+
+/// `content` holds `text`; `structuredContent` the value (Claude Code shows its model only the
+/// latter, so it must carry everything).
+fn structured(text: String, value: Result<serde_json::Value, serde_json::Error>) -> CallToolResult {
+    match value {
+        Ok(value) => {
+            let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+            result.structured_content = Some(value);
+            result
+        }
+        Err(err) => tool_error(format!("internal error: cannot encode the result: {err}")),
+    }
+}
+
+/// A tool-level failure: `isError` with the message in the text (clients show the text).
+fn tool_error(message: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message)])
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() > max {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    } else {
+        text.to_owned()
+    }
+}

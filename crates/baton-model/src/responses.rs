@@ -1,0 +1,171 @@
+//! The OpenAI Responses wire: `POST {base_url}/responses` with `stream: true`.
+
+use baton_protocol::ResponseItem;
+use serde_json::{Value, json};
+
+use crate::client::{StreamCollector, StreamFailure, StreamStep};
+use crate::history::{Entry, entries};
+use crate::sse::SseEvent;
+use crate::{ModelRequest, ModelResponse, TokenUsage};
+
+pub(crate) const PATH: &str = "responses";
+
+pub(crate) fn request_body(request: &ModelRequest) -> Value {
+    let input: Vec<Value> = entries(&request.input).iter().map(input_item).collect();
+    let tools: Vec<Value> = request
+        .tools
+        .iter()
+        .map(|tool| {
+            json!({
+                "type": "function",
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": tool.parameters,
+                "strict": false,
+            })
+        })
+        .collect();
+    let mut body = json!({
+        "model": request.model,
+        "instructions": request.instructions,
+        "input": input,
+        "tools": tools,
+        "tool_choice": "auto",
+        "parallel_tool_calls": false,
+        "stream": true,
+        "store": false,
+    });
+    if let Some(effort) = &request.reasoning_effort {
+        body["reasoning"] = json!({ "effort": effort });
+        // With `store: false` the reasoning can only be carried to the next request
+        // encrypted; only reasoning models accept asking for it.
+        body["include"] = json!(["reasoning.encrypted_content"]);
+    }
+    body
+}
+
+fn input_item(entry: &Entry) -> Value {
+    match entry {
+        Entry::Message { role, texts } => {
+            // The API accepts only `output_text` in assistant messages and only input parts
+            // in the others, whatever the transcript recorded.
+            let part_type = if *role == "assistant" {
+                "output_text"
+            } else {
+                "input_text"
+            };
+            let content: Vec<Value> = texts
+                .iter()
+                .map(|text| json!({"type": part_type, "text": text}))
+                .collect();
+            json!({"type": "message", "role": role, "content": content})
+        }
+        Entry::Reasoning(item) => serde_json::to_value(item).unwrap_or(Value::Null),
+        Entry::Call {
+            name,
+            arguments,
+            call_id,
+        } => {
+            json!({"type": "function_call", "name": name, "arguments": arguments, "call_id": call_id})
+        }
+        Entry::Output { call_id, output } => {
+            json!({"type": "function_call_output", "call_id": call_id, "output": output})
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ResponsesCollector {
+    items: Vec<ResponseItem>,
+    usage: Option<TokenUsage>,
+}
+
+impl StreamCollector for ResponsesCollector {
+    fn on_event(&mut self, event: &SseEvent) -> Result<StreamStep, StreamFailure> {
+        let data: Value = serde_json::from_str(&event.data)
+            .map_err(|error| StreamFailure::unreadable(&event.data, &error))?;
+        let kind = data
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event.event.as_deref())
+            .unwrap_or_default();
+        match kind {
+            "response.output_item.done" => {
+                if let Some(item) = data.get("item").and_then(output_item) {
+                    self.items.push(item);
+                }
+            }
+            "response.completed" => {
+                let response = data.get("response").unwrap_or(&Value::Null);
+                self.usage = response.get("usage").and_then(usage);
+                // Servers that skip the per-item events still list the output here.
+                if self.items.is_empty() {
+                    let output = response.get("output").and_then(Value::as_array);
+                    self.items = output
+                        .into_iter()
+                        .flatten()
+                        .filter_map(output_item)
+                        .collect();
+                }
+                return Ok(StreamStep::Complete);
+            }
+            "response.failed" => {
+                let error = data.pointer("/response/error").unwrap_or(&Value::Null);
+                return Err(StreamFailure::from_error_object(error));
+            }
+            "response.incomplete" => {
+                let reason = data
+                    .pointer("/response/incomplete_details/reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown");
+                return Err(StreamFailure::Failed {
+                    code: Some(reason.to_owned()),
+                    message: format!("the response is incomplete ({reason})"),
+                    retryable: false,
+                });
+            }
+            "error" => {
+                // OpenAI puts code and message at the top level; some servers nest them.
+                let error = data.get("error").filter(|e| e.is_object()).unwrap_or(&data);
+                return Err(StreamFailure::from_error_object(error));
+            }
+            _ => {}
+        }
+        Ok(StreamStep::Continue)
+    }
+
+    fn finish(self) -> ModelResponse {
+        ModelResponse {
+            items: self.items,
+            usage: self.usage,
+        }
+    }
+
+    fn complete_at_end_of_stream(&self) -> bool {
+        false
+    }
+}
+
+/// An output item baton keeps; kinds it does not know (web search calls…) are left out.
+fn output_item(value: &Value) -> Option<ResponseItem> {
+    match serde_json::from_value(value.clone()) {
+        Ok(ResponseItem::Other) => None,
+        Ok(item) => Some(item),
+        Err(error) => {
+            let kind = value.get("type").and_then(Value::as_str).unwrap_or("?");
+            tracing::warn!("left out an output item of type {kind} that does not parse: {error}");
+            None
+        }
+    }
+}
+
+fn usage(value: &Value) -> Option<TokenUsage> {
+    let count = |key: &str| value.get(key).and_then(Value::as_u64);
+    let input_tokens = count("input_tokens")?;
+    let output_tokens = count("output_tokens").unwrap_or(0);
+    Some(TokenUsage {
+        input_tokens,
+        output_tokens,
+        total_tokens: count("total_tokens").unwrap_or(input_tokens + output_tokens),
+    })
+}

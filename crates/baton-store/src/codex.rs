@@ -1,0 +1,83 @@
+//! Finding a Codex CLI transcript by thread id (SPEC §6). Codex's files are only ever read.
+
+use std::path::{Path, PathBuf};
+
+use baton_protocol::ThreadId;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::StoreError;
+use crate::find::{NameSuffix, find_by_scan, find_in_day_folders};
+use crate::fsutil::{canonical_or_same, is_file_inside};
+
+/// Finds the transcript of Codex thread `id` under `codex_home`: through Codex's own index
+/// (`state_*.sqlite`, read-only) when it points at a file inside `codex_home`, else by file
+/// name in `sessions/` (day folder first) and `archived_sessions/`.
+pub fn find_codex_rollout(codex_home: &Path, id: ThreadId) -> Result<Option<PathBuf>, StoreError> {
+    if !codex_home.is_dir() {
+        return Ok(None);
+    }
+    let home = canonical_or_same(codex_home);
+    let suffix = NameSuffix::new(id);
+    let usable = |path: &Path| suffix.matches(path) && is_file_inside(path, &home);
+
+    for database in codex_state_databases(codex_home) {
+        match lookup_in_codex_state(&database, id) {
+            Ok(Some(path)) if usable(&path) => return Ok(Some(path)),
+            Ok(Some(path)) => tracing::debug!(
+                "Codex index {} points {id} at {}, which is missing or outside {}; scanning",
+                database.display(),
+                path.display(),
+                codex_home.display()
+            ),
+            Ok(None) => {}
+            Err(error) => tracing::debug!(
+                "could not read the Codex index {}: {error}",
+                database.display()
+            ),
+        }
+    }
+
+    let sessions = codex_home.join("sessions");
+    let archived = codex_home.join("archived_sessions");
+    let found = find_in_day_folders(&sessions, id)
+        .or_else(|| find_by_scan(&sessions, id))
+        .or_else(|| find_by_scan(&archived, id));
+    Ok(found.filter(|path| usable(path)))
+}
+
+/// `state_<n>.sqlite` files, newest schema number first.
+fn codex_state_databases(codex_home: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(codex_home) else {
+        return Vec::new();
+    };
+    let mut databases: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let number = name
+                .to_str()?
+                .strip_prefix("state_")?
+                .strip_suffix(".sqlite")?
+                .parse()
+                .ok()?;
+            Some((number, entry.path()))
+        })
+        .collect();
+    databases.sort_by(|a, b| b.cmp(a));
+    databases.into_iter().map(|(_, path)| path).collect()
+}
+
+fn lookup_in_codex_state(database: &Path, id: ThreadId) -> rusqlite::Result<Option<PathBuf>> {
+    let connection = Connection::open_with_flags(
+        database,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection
+        .query_row(
+            "SELECT rollout_path FROM threads WHERE id = ?1",
+            [id.to_string()],
+            |row| row.get::<_, String>(0),
+        )
+        .optional()
+        .map(|path| path.map(PathBuf::from))
+}

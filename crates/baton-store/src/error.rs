@@ -1,0 +1,77 @@
+use std::io;
+use std::path::{Path, PathBuf};
+
+use baton_protocol::ThreadId;
+
+/// Everything the store can fail with. Each message names the file involved and what baton
+/// was doing, so a person can act on it without a debugger.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not {doing} {}: {source}", path.display())]
+    Io {
+        /// What baton was doing, as a verb phrase ("create the session folder").
+        doing: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "no session with thread id {id}: it is not in the index and no file named \
+         rollout-…-{id}.jsonl exists under {}",
+        searched.display()
+    )]
+    NotFound { id: ThreadId, searched: PathBuf },
+
+    #[error("{} is not a session transcript: {reason}", path.display())]
+    NotATranscript { path: PathBuf, reason: String },
+
+    #[error("{}", busy_message(id, *pid, since.as_deref()))]
+    Busy {
+        id: ThreadId,
+        /// The process holding the thread, when it had written its pid into the lock file.
+        pid: Option<u32>,
+        /// When that process took the lock (RFC 3339), when known.
+        since: Option<String>,
+    },
+
+    #[error("could not write a transcript line for {}: {source}", path.display())]
+    Serialize {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("the session index {} is unusable: {source}", path.display())]
+    Index {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("`{cursor}` is not a cursor this store handed out; start the listing again without one")]
+    InvalidCursor { cursor: String },
+}
+
+fn busy_message(id: &ThreadId, pid: Option<u32>, since: Option<&str>) -> String {
+    let holder = match pid {
+        Some(pid) => format!("in process {pid}"),
+        None => "in another process".to_owned(),
+    };
+    let running = match since {
+        Some(since) => format!(" (a turn running since {since})"),
+        None => " (a turn is running)".to_owned(),
+    };
+    format!("thread {id} is busy {holder}{running}; try again when that turn ends")
+}
+
+impl StoreError {
+    pub(crate) fn io(doing: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io {
+            doing,
+            path,
+            source,
+        }
+    }
+}

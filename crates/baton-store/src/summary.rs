@@ -1,0 +1,286 @@
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use baton_protocol::{ResponseItem, SessionMeta, ThreadId};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::StoreError;
+use crate::lines::{Envelope, lines_from, parse_time, raw_time};
+
+/// Which tool started a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThreadOrigin {
+    Baton,
+    /// Written by the Codex CLI, or a baton thread that continues a Codex session.
+    Codex,
+}
+
+impl ThreadOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Baton => "baton",
+            Self::Codex => "codex",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "baton" => Some(Self::Baton),
+            "codex" => Some(Self::Codex),
+            _ => None,
+        }
+    }
+
+    pub fn of(meta: &SessionMeta) -> Self {
+        if meta.imported_from.is_some() || meta.originator.starts_with("codex") {
+            Self::Codex
+        } else {
+            Self::Baton
+        }
+    }
+}
+
+/// One row of the session index: what listing and searching show about a thread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadSummary {
+    pub id: ThreadId,
+    pub path: PathBuf,
+    pub cwd: PathBuf,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub first_user_message: Option<String>,
+    pub last_agent_message: Option<String>,
+    pub model: Option<String>,
+    /// The number of user messages.
+    pub turns: u32,
+    pub source: ThreadOrigin,
+}
+
+/// Messages kept in the index are cut to this many bytes: enough to recognise and search a
+/// prompt, without copying whole pasted files into the index.
+pub const SUMMARY_TEXT_LIMIT: usize = 4096;
+
+/// Summarises one transcript by reading all of it (used by reindex).
+pub fn summarize_rollout(path: &Path) -> Result<ThreadSummary, StoreError> {
+    let bytes = std::fs::read(path).map_err(StoreError::io("read the transcript", path))?;
+    let mut builder = SummaryBuilder::default();
+    builder.feed(&bytes, 0);
+    builder.finish(path, file_mtime(path))
+}
+
+/// Summarises a transcript from at most its first and last `QUICK_WINDOW` bytes.
+///
+/// Used when a lookup found a file the index did not know, right before the caller reads
+/// the whole file anyway: a large transcript is not read twice. `turns` then counts only the
+/// user messages in those windows; the next `record_thread` or a reindex corrects it.
+pub(crate) fn summarize_rollout_quick(path: &Path) -> Result<ThreadSummary, StoreError> {
+    const QUICK_WINDOW: u64 = 1 << 20;
+    let file = File::open(path).map_err(StoreError::io("open the transcript", path))?;
+    let len = file
+        .metadata()
+        .map_err(StoreError::io("read the size of", path))?
+        .len();
+    if len <= 2 * QUICK_WINDOW {
+        return summarize_rollout(path);
+    }
+    let read_window = |offset: u64| -> Result<Vec<u8>, StoreError> {
+        let mut buffer = vec![0; QUICK_WINDOW as usize];
+        file.read_exact_at(&mut buffer, offset)
+            .map_err(StoreError::io("read the transcript", path))?;
+        Ok(buffer)
+    };
+    let head = read_window(0)?;
+    let tail = read_window(len - QUICK_WINDOW)?;
+    let mut builder = SummaryBuilder::default();
+    // Only whole lines: the head's last line and the tail's first line are cut.
+    let head_end = memchr::memrchr(b'\n', &head).map_or(0, |i| i + 1);
+    builder.feed(&head[..head_end], 0);
+    let tail_start = memchr::memchr(b'\n', &tail).map_or(tail.len(), |i| i + 1);
+    builder.feed(&tail, tail_start);
+    builder.finish(path, file_mtime(path))
+}
+
+fn file_mtime(path: &Path) -> Option<DateTime<Utc>> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(DateTime::<Utc>::from(modified))
+}
+
+/// Accumulates what a summary needs while lines go by.
+#[derive(Default)]
+struct SummaryBuilder {
+    meta: Option<SessionMeta>,
+    first_user_event: Option<String>,
+    first_user_item: Option<String>,
+    last_agent_message: Option<String>,
+    user_events: u32,
+    user_items: u32,
+    turn_cwd: Option<PathBuf>,
+    turn_model: Option<String>,
+    last_time: Option<DateTime<Utc>>,
+}
+
+/// The `type` of an object payload when the writer put it first (baton and Codex do), read
+/// without parsing the rest.
+fn leading_type(payload: &str) -> Option<&str> {
+    let rest = payload.strip_prefix("{\"type\":\"")?;
+    rest.split_once('"').map(|(kind, _)| kind)
+}
+
+#[derive(Deserialize)]
+struct EventPeek {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TurnContextPeek {
+    #[serde(default)]
+    cwd: Option<PathBuf>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+impl SummaryBuilder {
+    fn feed(&mut self, bytes: &[u8], from: usize) {
+        let mut last_envelope_time = None;
+        for line in lines_from(bytes, from) {
+            if line.is_blank() {
+                continue;
+            }
+            // Corrupt lines are simply not counted: a summary is best effort.
+            let Ok(envelope) = Envelope::parse(line.bytes) else {
+                continue;
+            };
+            if envelope.timestamp.is_some() {
+                last_envelope_time = envelope.timestamp;
+            }
+            let payload = envelope.payload.get();
+            match envelope.kind.as_ref() {
+                "session_meta" if self.meta.is_none() => {
+                    self.meta = serde_json::from_str(payload).ok();
+                }
+                "turn_context" => {
+                    if let Ok(context) = serde_json::from_str::<TurnContextPeek>(payload) {
+                        self.turn_cwd = context.cwd.or(self.turn_cwd.take());
+                        self.turn_model = context
+                            .model
+                            .filter(|model| !model.is_empty())
+                            .or(self.turn_model.take());
+                    }
+                }
+                "event_msg" => self.feed_event(payload),
+                "response_item" => self.feed_item(payload),
+                _ => {}
+            }
+        }
+        if let Some(time) = last_envelope_time.and_then(raw_time) {
+            self.last_time = Some(time);
+        }
+    }
+
+    fn feed_event(&mut self, payload: &str) {
+        if leading_type(payload).is_some_and(|kind| kind != "user_message" && kind != "agent_message")
+        {
+            return;
+        }
+        let Ok(event) = serde_json::from_str::<EventPeek>(payload) else {
+            return;
+        };
+        match (event.kind.as_str(), event.message) {
+            ("user_message", Some(message)) => {
+                self.user_events += 1;
+                if self.first_user_event.is_none() {
+                    self.first_user_event = Some(message);
+                }
+            }
+            ("agent_message", Some(message)) => self.last_agent_message = Some(message),
+            _ => {}
+        }
+    }
+
+    fn feed_item(&mut self, payload: &str) {
+        if leading_type(payload).is_some_and(|kind| kind != "message") {
+            return;
+        }
+        let Ok(item) = serde_json::from_str::<ResponseItem>(payload) else {
+            return;
+        };
+        let Some((role, text)) = item.message_text() else {
+            return;
+        };
+        match role {
+            "user" if !is_context_blob(&text) => {
+                self.user_items += 1;
+                if self.first_user_item.is_none() {
+                    self.first_user_item = Some(text);
+                }
+            }
+            "assistant" if !text.is_empty() => self.last_agent_message = Some(text),
+            _ => {}
+        }
+    }
+
+    fn finish(
+        self,
+        path: &Path,
+        mtime: Option<DateTime<Utc>>,
+    ) -> Result<ThreadSummary, StoreError> {
+        let meta = self.meta.ok_or_else(|| StoreError::NotATranscript {
+            path: path.to_path_buf(),
+            reason: "it has no session_meta line".to_owned(),
+        })?;
+        let now = Utc::now();
+        let created_at = parse_time(&meta.timestamp)
+            .or_else(|| meta.id.created_at())
+            .or(mtime)
+            .unwrap_or(now);
+        // Codex writes a user prompt both as an event and as a response item; count one kind.
+        let (first_user_message, turns) = if self.user_events > 0 {
+            (self.first_user_event, self.user_events)
+        } else {
+            (self.first_user_item, self.user_items)
+        };
+        Ok(ThreadSummary {
+            id: meta.id,
+            path: path.to_path_buf(),
+            cwd: self.turn_cwd.unwrap_or_else(|| meta.cwd.clone()),
+            created_at,
+            updated_at: self.last_time.or(mtime).unwrap_or(created_at),
+            first_user_message: first_user_message.map(clip),
+            last_agent_message: self.last_agent_message.map(clip),
+            model: self.turn_model.or_else(|| meta.model.clone()),
+            turns,
+            source: ThreadOrigin::of(&meta),
+        })
+    }
+}
+
+/// Context that Codex sends as user messages but a person did not type.
+fn is_context_blob(text: &str) -> bool {
+    const PREFIXES: [&str; 6] = [
+        "<environment_context>",
+        "<user_instructions>",
+        "# AGENTS.md instructions",
+        "<INSTRUCTIONS>",
+        "<user_shell_command>",
+        "<turn_aborted>",
+    ];
+    let text = text.trim_start();
+    PREFIXES.iter().any(|prefix| text.starts_with(prefix))
+}
+
+pub(crate) fn clip(mut text: String) -> String {
+    if text.len() > SUMMARY_TEXT_LIMIT {
+        let mut cut = SUMMARY_TEXT_LIMIT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
