@@ -71,6 +71,26 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         .collect()
 }
 
+/// Asserts `dir` holds exactly the files of `before`, byte for byte; names what differs.
+fn assert_unchanged(dir: &Path, before: &BTreeMap<PathBuf, Vec<u8>>) {
+    let after = snapshot(dir);
+    let mut differences = Vec::new();
+    for (path, bytes) in &after {
+        match before.get(path) {
+            None => differences.push(format!("created {}", path.display())),
+            Some(old) if old != bytes => differences.push(format!("changed {}", path.display())),
+            Some(_) => {}
+        }
+    }
+    for path in before.keys().filter(|path| !after.contains_key(*path)) {
+        differences.push(format!("removed {}", path.display()));
+    }
+    assert!(
+        differences.is_empty(),
+        "Codex's home must be left byte for byte as it was: {differences:?}"
+    );
+}
+
 /// The Codex rollout of `id` inside the test's codex home.
 fn codex_rollout(env: &TestEnv, id: &str) -> PathBuf {
     let mut files = Vec::new();
@@ -95,30 +115,313 @@ fn resume_ok(env: &TestEnv, id: &str, prompt: &str) -> String {
     stdout(&output).trim().to_owned()
 }
 
-/// The conversation of a request without baton's own system/developer messages and context
-/// messages after the Codex history (which are baton's business, not the import's).
+/// The conversation of the request at `index`, as `RecordedRequest::conversation` renders it.
 fn conversation(server: &ScriptedModelServer, index: usize) -> Vec<String> {
     server.requests()[index].conversation()
 }
 
+/// `pattern` with `*` matching any text (newlines included).
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, rest) = parts.split_first().expect("split yields one part at least");
+    let Some(mut remaining) = text.strip_prefix(first) else {
+        return false;
+    };
+    for (index, part) in rest.iter().enumerate() {
+        if index == rest.len() - 1 {
+            return remaining.ends_with(part);
+        }
+        match remaining.find(part) {
+            Some(at) => remaining = &remaining[at + part.len()..],
+            None => return false,
+        }
+    }
+    remaining.is_empty()
+}
+
+/// Asserts the conversation is exactly `expected`, entry by entry, in order.
+fn assert_conversation(actual: &[String], expected: &[&str]) {
+    let shown = || {
+        actual
+            .iter()
+            .map(|e| format!("  {:?}", e.chars().take(160).collect::<String>()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "the conversation has {} entries, expected {}:\n{}",
+        actual.len(),
+        expected.len(),
+        shown()
+    );
+    for (index, (entry, pattern)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            glob_matches(pattern, entry),
+            "entry {index} is {entry:?}, expected {pattern:?}; whole conversation:\n{}",
+            shown()
+        );
+    }
+}
+
+/// What Codex put before the first prompt of every fixture: its developer message and its
+/// environment context, which name the directory Codex ran in.
+const CODEX_PREAMBLE: [&str; 2] = [
+    "system: <skills_instructions>*",
+    "user: <environment_context>*<cwd>/tmp/baton-codex-fixtures.*/project</cwd>*",
+];
+
+fn with_preamble<'a>(rest: &[&'a str]) -> Vec<&'a str> {
+    CODEX_PREAMBLE.iter().chain(rest).copied().collect()
+}
+
+/// Resumes fixture `name` with RECALL and checks the answer, the first request and that
+/// Codex's files were left as they were.
+fn continue_fixture(name: &str, expected_answer: &str, expected_history: &[&str]) {
+    let server = server();
+    let env = env_with_codex_home(&server);
+    let id = fixture_id(name);
+    let before = snapshot(&env.codex_home);
+
+    let answer = resume_ok(&env, &id, "RECALL");
+    assert!(glob_matches(expected_answer, &answer), "answer: {answer:?}");
+
+    let mut expected = with_preamble(expected_history);
+    expected.push("user: RECALL");
+    assert_conversation(&conversation(&server, 0), &expected);
+    assert_unchanged(&env.codex_home, &before);
+}
+
 #[test]
-fn print_first_request() {
+fn the_shell_fixture_continues_with_its_tool_call_as_a_shell_call() {
+    continue_fixture(
+        "shell",
+        "recall: shell: echo hello from codex (1 tool outputs)",
+        &[
+            "user: shell: echo hello from codex",
+            r#"call shell {"command":["bash","-lc","echo hello from codex"]}"#,
+            "output: Chunk ID: *\nProcess exited with code 0\n*Output:\nhello from codex\n",
+            "assistant: tool output: Chunk ID: *\nOutput:\nhello from codex",
+        ],
+    );
+}
+
+#[test]
+fn the_multi_turn_fixture_continues_with_every_turn_in_order() {
+    continue_fixture(
+        "multi_turn",
+        "recall: first question | second question | shell: echo third turn (1 tool outputs)",
+        &[
+            "user: first question",
+            "assistant: echo: first question",
+            "user: second question",
+            "assistant: echo: second question",
+            "user: shell: echo third turn",
+            r#"call shell {"command":["bash","-lc","echo third turn"]}"#,
+            "output: Chunk ID: *\nOutput:\nthird turn\n",
+            "assistant: tool output: Chunk ID: *\nOutput:\nthird turn",
+        ],
+    );
+}
+
+#[test]
+fn the_compacted_fixture_continues_from_its_replacement_history() {
+    // What came before the compaction (the answer "echo: before compaction") is gone; the
+    // replacement history and what followed it remain.
+    continue_fixture(
+        "compacted",
+        "recall: before compaction | Another language model started *summary: before compaction | after compaction (0 tool outputs)",
+        &[
+            "user: before compaction",
+            "user: Another language model started to solve this problem*\nsummary: before compaction",
+            "user: after compaction",
+            "assistant: echo: after compaction",
+        ],
+    );
+}
+
+#[test]
+fn an_imported_session_continues_from_batons_copy_afterwards() {
+    let server = server();
+    let env = env_with_codex_home(&server);
+    let id = fixture_id("multi_turn");
+    let codex_file = codex_rollout(&env, &id);
+    let before = snapshot(&env.codex_home);
+
+    let first = resume_ok(&env, &id, "RECALL");
+    let transcript = env.rollout_of(&id);
+    assert!(
+        transcript.starts_with(env.home.join("sessions")),
+        "{transcript:?}"
+    );
+    let meta = &parse_complete_lines(&transcript)[0];
+    assert_eq!(meta["type"], "session_meta");
+    assert_eq!(meta["payload"]["id"], id.as_str());
+    let imported_from = &meta["payload"]["imported_from"];
+    assert_eq!(imported_from["path"], codex_file.display().to_string());
+    assert_eq!(imported_from["cli_version"], "0.169.0");
+    assert_eq!(imported_from["originator"], "codex_exec");
+
+    let requests_before = server.requests().len();
+    let second = resume_ok(&env, &id, "RECALL");
+    assert_eq!(
+        second,
+        "recall: first question | second question | shell: echo third turn | RECALL (1 tool outputs)"
+    );
+    let conversation = conversation(&server, requests_before);
+    let tail: Vec<&str> = conversation[conversation.len() - 3..]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "user: RECALL",
+            &format!("assistant: {first}"),
+            "user: RECALL"
+        ]
+    );
+    assert_eq!(
+        env.rollout_files(),
+        vec![transcript.clone()],
+        "still one transcript"
+    );
+    assert_unchanged(&env.codex_home, &before);
+
+    // With Codex's files gone, the session lives on in baton's copy.
+    std::fs::remove_dir_all(&env.codex_home).expect("remove the Codex home");
+    let third = resume_ok(&env, &id, "RECALL");
+    assert!(
+        third.starts_with("recall: first question | second question | shell: echo third turn"),
+        "{third}"
+    );
+}
+
+#[test]
+fn an_id_found_nowhere_names_both_places_looked() {
+    let server = server();
+    let env = env_with_codex_home(&server);
+    let before = snapshot(&env.codex_home);
+    let unknown = "01a21391-0000-7000-8000-000000000000";
+    let output = resume(&env, unknown, "RECALL");
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains(unknown), "{message}");
+    assert!(
+        message.contains(&env.home.join("sessions").display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&env.codex_home.display().to_string()),
+        "{message}"
+    );
+    assert!(!message.contains("panicked"), "{message}");
+    assert!(
+        server.requests().is_empty(),
+        "no model request for an unknown thread"
+    );
+    assert_unchanged(&env.codex_home, &before);
+}
+
+/// Sets the `rollout_path` Codex's index records for `id`.
+fn set_index_path(env: &TestEnv, id: &str, path: &Path) {
+    let db = rusqlite::Connection::open(env.codex_home.join("state_5.sqlite")).expect("open index");
+    let changed = db
+        .execute(
+            "UPDATE threads SET rollout_path = ?1 WHERE id = ?2",
+            (path.display().to_string(), id),
+        )
+        .expect("update index");
+    assert_eq!(changed, 1, "the fixture index has thread {id}");
+}
+
+#[test]
+fn the_codex_index_finds_a_rollout_the_file_name_scan_cannot() {
     let server = server();
     let env = env_with_codex_home(&server);
     let id = fixture_id("shell");
+    // Outside sessions/ and archived_sessions/, only the index can lead to it.
+    let original = codex_rollout(&env, &id);
+    let moved = env
+        .codex_home
+        .join("elsewhere")
+        .join(original.file_name().expect("name"));
+    std::fs::create_dir_all(moved.parent().expect("parent")).expect("mkdir");
+    std::fs::rename(&original, &moved).expect("move the rollout");
+    set_index_path(&env, &id, &moved);
+    let before = snapshot(&env.codex_home);
+
     let answer = resume_ok(&env, &id, "RECALL");
-    eprintln!("answer: {answer}");
-    for entry in conversation(&server, 0) {
-        eprintln!("ENTRY {}", entry.chars().take(200).collect::<String>());
-    }
-    let transcript = env.rollout_of(&id);
-    eprintln!(
-        "{}",
-        std::fs::read_to_string(transcript)
-            .unwrap()
-            .chars()
-            .take(3000)
-            .collect::<String>()
+    assert_eq!(
+        answer,
+        "recall: shell: echo hello from codex (1 tool outputs)"
     );
-    panic!("show");
+    let meta = &parse_complete_lines(&env.rollout_of(&id))[0];
+    assert_eq!(
+        meta["payload"]["imported_from"]["path"],
+        moved.display().to_string()
+    );
+    assert_unchanged(&env.codex_home, &before);
+}
+
+#[test]
+fn an_index_path_outside_codex_home_is_ignored_for_the_file_name_scan() {
+    let server = server();
+    let env = env_with_codex_home(&server);
+    let id = fixture_id("shell");
+    let genuine = codex_rollout(&env, &id);
+    // A readable transcript of the same id outside codex_home: a stale or planted path.
+    let decoy = env
+        .root
+        .join("decoy")
+        .join(genuine.file_name().expect("name"));
+    std::fs::create_dir_all(decoy.parent().expect("parent")).expect("mkdir");
+    let text = std::fs::read_to_string(&genuine).expect("read rollout");
+    std::fs::write(&decoy, text.replace("hello from codex", "DECOY")).expect("write decoy");
+    set_index_path(&env, &id, &decoy);
+
+    let answer = resume_ok(&env, &id, "RECALL");
+    assert_eq!(
+        answer,
+        "recall: shell: echo hello from codex (1 tool outputs)"
+    );
+    let meta = &parse_complete_lines(&env.rollout_of(&id))[0];
+    assert_eq!(
+        meta["payload"]["imported_from"]["path"],
+        genuine.display().to_string()
+    );
+}
+
+#[test]
+fn archived_codex_sessions_are_found_without_an_index() {
+    let server = server();
+    let env = env_with_codex_home(&server);
+    let id = fixture_id("multi_turn");
+    let original = codex_rollout(&env, &id);
+    let archived = env.codex_home.join("archived_sessions");
+    std::fs::create_dir_all(&archived).expect("mkdir");
+    std::fs::rename(
+        &original,
+        archived.join(original.file_name().expect("name")),
+    )
+    .expect("archive the rollout");
+    std::fs::remove_file(env.codex_home.join("state_5.sqlite")).expect("remove the index");
+
+    let answer = resume_ok(&env, &id, "RECALL");
+    assert_eq!(
+        answer,
+        "recall: first question | second question | shell: echo third turn (1 tool outputs)"
+    );
+}
+
+#[test]
+fn the_glob_helper_matches_as_documented() {
+    assert!(glob_matches("a*c", "abbbc"));
+    assert!(glob_matches("a*", "a\nb"));
+    assert!(glob_matches("abc", "abc"));
+    assert!(!glob_matches("abc", "abcd"));
+    assert!(!glob_matches("a*c", "abd"));
+    assert!(glob_matches("a*b*c", "a-b-c"));
+    assert!(!glob_matches("a*b*c", "a-c-b"));
 }

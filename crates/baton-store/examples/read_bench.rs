@@ -34,16 +34,46 @@ fn generate(path: &Path, megabytes: usize, end_with_compaction: bool) {
         n += 1;
         let call_id = format!("call_{n}");
         let lines = [
-            line("turn_context", json!({"cwd": "/p", "model": "gpt-5", "approval_policy": "never", "sandbox_policy": {"type": "read-only"}})),
-            line("event_msg", json!({"type": "user_message", "message": format!("please do step {n}")})),
-            line("response_item", json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": format!("please do step {n}")}]})),
-            line("response_item", json!({"type": "reasoning", "summary": [{"type": "summary_text", "text": "thinking about it"}], "encrypted_content": "Z".repeat(1500)})),
-            line("response_item", json!({"type": "function_call", "name": "exec_command", "arguments": "{\"cmd\":\"cargo test\"}", "call_id": call_id})),
-            line("event_msg", json!({"type": "exec_command_end", "call_id": call_id, "command": ["cargo", "test"], "exit_code": 0, "aggregated_output": output, "stdout": output})),
-            line("response_item", json!({"type": "function_call_output", "call_id": call_id, "output": output})),
-            line("event_msg", json!({"type": "token_count", "info": {"total": {"input_tokens": 1000, "output_tokens": 200}}, "rate_limits": {"primary": {"used_percent": 3.0}}})),
-            line("response_item", json!({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "done with the step, here is a summary of what happened ".repeat(10)}]})),
-            line("event_msg", json!({"type": "agent_message", "message": "done with the step"})),
+            line(
+                "turn_context",
+                json!({"cwd": "/p", "model": "gpt-5", "approval_policy": "never", "sandbox_policy": {"type": "read-only"}}),
+            ),
+            line(
+                "event_msg",
+                json!({"type": "user_message", "message": format!("please do step {n}")}),
+            ),
+            line(
+                "response_item",
+                json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": format!("please do step {n}")}]}),
+            ),
+            line(
+                "response_item",
+                json!({"type": "reasoning", "summary": [{"type": "summary_text", "text": "thinking about it"}], "encrypted_content": "Z".repeat(1500)}),
+            ),
+            line(
+                "response_item",
+                json!({"type": "function_call", "name": "exec_command", "arguments": "{\"cmd\":\"cargo test\"}", "call_id": call_id}),
+            ),
+            line(
+                "event_msg",
+                json!({"type": "exec_command_end", "call_id": call_id, "command": ["cargo", "test"], "exit_code": 0, "aggregated_output": output, "stdout": output}),
+            ),
+            line(
+                "response_item",
+                json!({"type": "function_call_output", "call_id": call_id, "output": output}),
+            ),
+            line(
+                "event_msg",
+                json!({"type": "token_count", "info": {"total": {"input_tokens": 1000, "output_tokens": 200}}, "rate_limits": {"primary": {"used_percent": 3.0}}}),
+            ),
+            line(
+                "response_item",
+                json!({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "done with the step, here is a summary of what happened ".repeat(10)}]}),
+            ),
+            line(
+                "event_msg",
+                json!({"type": "agent_message", "message": "done with the step"}),
+            ),
         ];
         for text in lines {
             written += text.len();
@@ -54,7 +84,10 @@ fn generate(path: &Path, megabytes: usize, end_with_compaction: bool) {
         let history: Vec<_> = (0..20)
             .map(|i| json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": format!("kept {i}")}]}))
             .collect();
-        let text = line("compacted", json!({"message": "summary", "replacement_history": history}));
+        let text = line(
+            "compacted",
+            json!({"message": "summary", "replacement_history": history}),
+        );
         file.write_all(text.as_bytes()).expect("write");
         for i in 0..10 {
             file.write_all(line("response_item", json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": format!("after {i}")}]})).as_bytes()).expect("write");
@@ -86,16 +119,22 @@ fn main() {
 
     let (baseline, lines) = best_of(3, || {
         let bytes = std::fs::read(&path).expect("read");
-        bytes
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice::<serde_json::Value>(l).expect("json"))
-            .count()
+        let mut lines = 0;
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let value: serde_json::Value = serde_json::from_slice(line).expect("json");
+            std::hint::black_box(value);
+            lines += 1;
+        }
+        lines
     });
     let (read_only, _) = best_of(3, || std::fs::read(&path).expect("read").len());
     println!("fs::read alone {:.1} ms", read_only * 1e3);
-    let (ours, loaded) = best_of(3, || baton_store::read_rollout(&path).expect("read_rollout"));
-    let (summary, _) = best_of(3, || baton_store::summarize_rollout(&path).expect("summary"));
+    let (ours, loaded) = best_of(3, || {
+        baton_store::read_rollout(&path).expect("read_rollout")
+    });
+    let (summary, _) = best_of(3, || {
+        baton_store::summarize_rollout(&path).expect("summary")
+    });
     println!(
         "{:.1} MB, {lines} lines, compacted={compacted}: serde_json Value {:.1} ms, read_rollout {:.1} ms ({:.2}x, {} items), summarize {:.1} ms",
         size as f64 / 1e6,

@@ -68,10 +68,7 @@ fn codex_state_databases(codex_home: &Path) -> Vec<PathBuf> {
 }
 
 fn lookup_in_codex_state(database: &Path, id: ThreadId) -> rusqlite::Result<Option<PathBuf>> {
-    let connection = Connection::open_with_flags(
-        database,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let connection = open_codex_state(database)?;
     connection
         .query_row(
             "SELECT rollout_path FROM threads WHERE id = ?1",
@@ -80,4 +77,39 @@ fn lookup_in_codex_state(database: &Path, id: ThreadId) -> rusqlite::Result<Opti
         )
         .optional()
         .map(|path| path.map(PathBuf::from))
+}
+
+/// Opens Codex's index read-only without leaving anything behind in Codex's home.
+///
+/// Codex keeps `state_*.sqlite` in WAL mode, and SQLite opens the `-wal` and `-shm` files of
+/// a WAL database even for a read-only connection, creating them when they are missing and
+/// leaving them after a read-only close. When there is no `-wal` file, no Codex process has
+/// the database open (Codex removes it on a clean close), so it is read as `immutable`: no
+/// locks, no side files. While Codex runs (the `-wal` file exists), baton joins its WAL as an
+/// ordinary reader, since that is the only way to see what Codex has committed.
+fn open_codex_state(database: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut wal = database.as_os_str().to_owned();
+    wal.push("-wal");
+    if Path::new(&wal).exists() {
+        return Connection::open_with_flags(database, flags);
+    }
+    let uri = format!("file:{}?immutable=1", uri_path(database));
+    Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+}
+
+/// `path` percent-encoded for a `file:` URI: everything but unreserved characters and `/`.
+fn uri_path(path: &Path) -> String {
+    use std::fmt::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let mut encoded = String::new();
+    for &byte in path.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    encoded
 }

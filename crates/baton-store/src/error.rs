@@ -49,7 +49,9 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
 
-    #[error("`{cursor}` is not a cursor this store handed out; start the listing again without one")]
+    #[error(
+        "`{cursor}` is not a cursor this store handed out; start the listing again without one"
+    )]
     InvalidCursor { cursor: String },
 }
 

@@ -72,7 +72,10 @@ pub(crate) fn find_by_scan(root: &Path, id: ThreadId) -> Option<PathBuf> {
 pub(crate) fn all_transcripts(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     walk_files(root, &mut |path| {
-        if path.extension().is_some_and(|extension| extension == "jsonl") {
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "jsonl")
+        {
             files.push(path.to_path_buf());
         }
         true

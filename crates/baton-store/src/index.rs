@@ -307,10 +307,11 @@ pub(crate) fn list(
     after: Option<&Cursor>,
 ) -> rusqlite::Result<ListPage> {
     let limit = query.effective_limit();
-    let cwd = query
-        .cwd
-        .as_deref()
-        .map(|cwd| crate::fsutil::normalize_lexically(cwd).to_string_lossy().into_owned());
+    let cwd = query.cwd.as_deref().map(|cwd| {
+        crate::fsutil::normalize_lexically(cwd)
+            .to_string_lossy()
+            .into_owned()
+    });
     let text = query.text.as_deref().filter(|text| !text.is_empty());
     let mut statement = connection.prepare_cached(
         "SELECT id, rollout_path, cwd, created_at, updated_at, first_user_message,
@@ -346,16 +347,13 @@ pub(crate) fn list(
             None => tracing::warn!("skipped an index row with an invalid thread id"),
         }
     }
-    let next_cursor = more
-        .then(|| threads.last())
-        .flatten()
-        .map(|last| {
-            Cursor {
-                updated_at_ms: last.updated_at.timestamp_millis(),
-                id: last.id.to_string(),
-            }
-            .encode()
-        });
+    let next_cursor = more.then(|| threads.last()).flatten().map(|last| {
+        Cursor {
+            updated_at_ms: last.updated_at.timestamp_millis(),
+            id: last.id.to_string(),
+        }
+        .encode()
+    });
     Ok(ListPage {
         threads,
         next_cursor,

@@ -29,7 +29,6 @@ impl<'a> Envelope<'a> {
 /// The time in a line's raw `timestamp` value.
 pub(crate) fn raw_time(raw: &RawValue) -> Option<DateTime<Utc>> {
     parse_time(serde_json::from_str::<&str>(raw.get()).ok()?)
-
 }
 
 pub(crate) fn parse_time(text: &str) -> Option<DateTime<Utc>> {

@@ -56,7 +56,10 @@ pub(crate) fn try_lock(locks_dir: &Path, id: ThreadId) -> Result<ThreadLock, Sto
     file.set_len(0)
         .and_then(|()| file.seek(SeekFrom::Start(0)))
         .and_then(|_| file.write_all(holder.as_bytes()))
-        .map_err(StoreError::io("write the holder into the thread lock", &path))?;
+        .map_err(StoreError::io(
+            "write the holder into the thread lock",
+            &path,
+        ))?;
     Ok(ThreadLock {
         id,
         path,
@@ -101,9 +104,7 @@ fn busy(file: &mut File, id: ThreadId) -> StoreError {
 
 fn read_holder(file: &mut File) -> (Option<u32>, Option<String>) {
     let mut text = String::new();
-    if file.seek(SeekFrom::Start(0)).is_err()
-        || file.take(256).read_to_string(&mut text).is_err()
-    {
+    if file.seek(SeekFrom::Start(0)).is_err() || file.take(256).read_to_string(&mut text).is_err() {
         return (None, None);
     }
     let mut fields = text.split_whitespace();

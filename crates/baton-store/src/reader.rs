@@ -11,7 +11,8 @@ use crate::StoreError;
 use crate::lines::{Envelope, Line, LineNumbers, lines_from, rfind_line_of_type};
 
 /// The output recorded for a tool call whose process died before the call finished.
-pub const ABORTED_CALL_OUTPUT: &str = "aborted: the process running this call stopped before it finished";
+pub const ABORTED_CALL_OUTPUT: &str =
+    "aborted: the process running this call stopped before it finished";
 
 /// A transcript read back into what a resumed thread needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +48,7 @@ pub fn read_rollout(path: &Path) -> Result<LoadedRollout, StoreError> {
         .map_err(StoreError::io("read the size of", path))?
         .len();
     if len > 2 * TAIL_WINDOW {
+        // Read from the end: a compaction near the end makes the rest irrelevant.
         if let Some(loaded) = read_from_tail(path, &file, len)? {
             return Ok(loaded);
         }
@@ -78,26 +80,33 @@ pub fn parse_rollout(path: &Path, bytes: &[u8]) -> Result<LoadedRollout, StoreEr
     ))
 }
 
-/// The fast path for large files: `session_meta` from the head, then windows growing from
-/// the end until one holds the newest compaction and the newest turn context. `None` when
-/// the whole file has to be read after all.
+/// The fast path for large files: `session_meta` from the head, then the file read
+/// backwards in growing steps until the bytes read hold the newest compaction and the newest
+/// turn context. Each byte is read at most once; without a compaction this ends as a full
+/// parse. `None` when the head holds no `session_meta` (the caller then reads it all).
 fn read_from_tail(path: &Path, file: &File, len: u64) -> Result<Option<LoadedRollout>, StoreError> {
-    let head = read_range(path, file, 0, HEAD_WINDOW.min(len))?;
+    let head = read_range(path, file, 0, HEAD_WINDOW.min(len), &[])?;
     let head_lines = &head[..memchr::memrchr(b'\n', &head).map_or(0, |i| i + 1)];
     let mut head_warnings = Warnings::new(path, head_lines, Prefix::Known(0));
     let Some((meta, after_meta)) = first_session_meta(head_lines, &mut head_warnings) else {
         return Ok(None);
     };
-    let mut window_len = TAIL_WINDOW;
+    let mut start = len;
+    let mut tail = Vec::new();
+    let mut step = TAIL_WINDOW;
     loop {
-        let start = len.saturating_sub(window_len);
-        if start <= after_meta as u64 {
-            return Ok(None);
+        let mut new_start = start.saturating_sub(step);
+        if new_start <= after_meta as u64 {
+            new_start = 0;
         }
-        let raw = read_range(path, file, start, len - start)?;
-        // The window's first line is probably cut; whole lines start after its newline.
-        let cut = memchr::memchr(b'\n', &raw).map_or(raw.len(), |i| i + 1);
-        let window = &raw[cut..];
+        tail = read_range(path, file, new_start, start - new_start, &tail)?;
+        start = new_start;
+        if start == 0 {
+            return parse_rollout(path, &tail).map(Some);
+        }
+        // The first line read is probably cut; whole lines start after its newline.
+        let cut = memchr::memchr(b'\n', &tail).map_or(tail.len(), |i| i + 1);
+        let window = &tail[cut..];
         if let Some(replay_from) = find_last_compaction(window, 0) {
             let prefix = Prefix::File {
                 file,
@@ -121,14 +130,24 @@ fn read_from_tail(path: &Path, file: &File, len: u64) -> Result<Option<LoadedRol
                 )));
             }
         }
-        window_len = window_len.saturating_mul(4);
+        step = step.saturating_mul(4);
     }
 }
 
-fn read_range(path: &Path, file: &File, start: u64, len: u64) -> Result<Vec<u8>, StoreError> {
-    let mut buffer = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
+/// Reads `len` bytes at `start`, followed by `after` (bytes already read from further on).
+fn read_range(
+    path: &Path,
+    file: &File,
+    start: u64,
+    len: u64,
+    after: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    let mut buffer = Vec::with_capacity(len.saturating_add(after.len()));
+    buffer.resize(len, 0);
     file.read_exact_at(&mut buffer, start)
         .map_err(StoreError::io("read the transcript", path))?;
+    buffer.extend_from_slice(after);
     Ok(buffer)
 }
 
@@ -325,7 +344,8 @@ fn count_newlines(file: &File, up_to: u64) -> usize {
     let mut offset = 0u64;
     let mut newlines = 0;
     while offset < up_to {
-        let want = usize::try_from(up_to - offset).map_or(buffer.len(), |left| left.min(buffer.len()));
+        let want =
+            usize::try_from(up_to - offset).map_or(buffer.len(), |left| left.min(buffer.len()));
         match file.read_at(&mut buffer[..want], offset) {
             Ok(0) | Err(_) => break,
             Ok(read) => {

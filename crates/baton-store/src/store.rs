@@ -210,7 +210,10 @@ impl Store {
                     tracing::warn!("could not add {} to the index: {error}", path.display());
                 }
             }
-            Err(error) => tracing::warn!("could not summarise {} for the index: {error}", path.display()),
+            Err(error) => tracing::warn!(
+                "could not summarise {} for the index: {error}",
+                path.display()
+            ),
         }
     }
 
@@ -226,7 +229,10 @@ impl Store {
     /// The index is a cache: if it cannot be written, that is logged and the turn goes on.
     pub fn record_thread(&self, summary: &ThreadSummary) -> Result<(), StoreError> {
         if let Err(error) = self.index.upsert(summary) {
-            tracing::warn!("could not record thread {} in the index: {error}", summary.id);
+            tracing::warn!(
+                "could not record thread {} in the index: {error}",
+                summary.id
+            );
         }
         Ok(())
     }
@@ -235,10 +241,10 @@ impl Store {
     /// the files; if the index cannot be used at all, the listing is built from the files.
     pub fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
         let after = query.cursor.as_deref().map(Cursor::decode).transpose()?;
-        if !self.index.is_complete().unwrap_or(false) {
-            if let Err(error) = self.reindex() {
-                tracing::warn!("{error}");
-            }
+        if !self.index.is_complete().unwrap_or(false)
+            && let Err(error) = self.reindex()
+        {
+            tracing::warn!("{error}");
         }
         match self.index.list(query, after.as_ref()) {
             Ok(page) => Ok(page),

@@ -183,7 +183,8 @@ impl SummaryBuilder {
     }
 
     fn feed_event(&mut self, payload: &str) {
-        if leading_type(payload).is_some_and(|kind| kind != "user_message" && kind != "agent_message")
+        if leading_type(payload)
+            .is_some_and(|kind| kind != "user_message" && kind != "agent_message")
         {
             return;
         }

@@ -7,8 +7,7 @@ use baton_store::{find_codex_rollout, read_rollout};
 use common::{meta_line, user_item, write_file};
 
 fn fake_state_db(codex_home: &Path, id: ThreadId, rollout_path: &Path) {
-    let connection =
-        rusqlite::Connection::open(codex_home.join("state_5.sqlite")).expect("sqlite");
+    let connection = rusqlite::Connection::open(codex_home.join("state_5.sqlite")).expect("sqlite");
     connection
         .execute_batch(
             "CREATE TABLE threads (id TEXT PRIMARY KEY, rollout_path TEXT NOT NULL, title TEXT);",
@@ -39,7 +38,10 @@ fn uses_a_valid_path_from_the_codex_index() {
     // A folder the scan would never look in, so only the index can find it.
     let path = codex_transcript(home, "elsewhere/deep/er/still/more", id);
     fake_state_db(home, id, &path);
-    assert_eq!(find_codex_rollout(home, id).expect("lookup"), Some(path.clone()));
+    assert_eq!(
+        find_codex_rollout(home, id).expect("lookup"),
+        Some(path.clone())
+    );
     let loaded = read_rollout(&path).expect("codex files are readable");
     assert_eq!(loaded.meta.id, id);
     assert_eq!(loaded.meta.originator, "codex_exec");

@@ -20,7 +20,9 @@ fn torn_last_line_is_ignored_silently() {
     let dir = tempfile::tempdir().expect("tempdir");
     let id = ThreadId::new();
     let mut contents = meta_line(id, "/p") + &user_item("one") + &assistant_item("two");
-    contents.push_str(r#"{"timestamp":"2026-01-02T03:04:05.678Z","type":"response_item","payload":{"type":"mess"#);
+    contents.push_str(
+        r#"{"timestamp":"2026-01-02T03:04:05.678Z","type":"response_item","payload":{"type":"mess"#,
+    );
     let path = write_file(&dir.path().join("r.jsonl"), contents.as_bytes());
     let loaded = read_rollout(&path).expect("read");
     assert_eq!(texts(&loaded.history), ["user:one", "assistant:two"]);
@@ -41,8 +43,16 @@ fn corrupt_middle_line_is_skipped_with_its_line_number() {
     let loaded = read_rollout(&path).expect("read");
     assert_eq!(texts(&loaded.history), ["user:one", "assistant:two"]);
     assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
-    assert!(loaded.warnings[0].contains("line 3"), "{}", loaded.warnings[0]);
-    assert!(loaded.warnings[1].contains("line 4"), "{}", loaded.warnings[1]);
+    assert!(
+        loaded.warnings[0].contains("line 3"),
+        "{}",
+        loaded.warnings[0]
+    );
+    assert!(
+        loaded.warnings[1].contains("line 4"),
+        "{}",
+        loaded.warnings[1]
+    );
 }
 
 #[test]
@@ -51,7 +61,10 @@ fn missing_session_meta_is_not_a_transcript() {
     let path = write_file(&dir.path().join("r.jsonl"), user_item("hi").as_bytes());
     let error = read_rollout(&path).expect_err("no meta");
     assert!(matches!(error, StoreError::NotATranscript { .. }));
-    assert!(error.to_string().contains("not a session transcript"), "{error}");
+    assert!(
+        error.to_string().contains("not a session transcript"),
+        "{error}"
+    );
     assert!(error.to_string().contains("r.jsonl"), "{error}");
 }
 
@@ -90,7 +103,10 @@ fn history_starts_at_the_newest_compaction() {
         + &user_item("old 2")
         + &compacted("second compaction")
         + &user_item("new 1")
-        + &line("event_msg", json!({"type": "agent_message", "message": "x"}))
+        + &line(
+            "event_msg",
+            json!({"type": "agent_message", "message": "x"}),
+        )
         + &assistant_item("new 2");
     let path = write_file(&dir.path().join("r.jsonl"), contents.as_bytes());
     let loaded = read_rollout(&path).expect("read");
@@ -133,9 +149,15 @@ fn last_turn_context_before_the_compaction_is_found() {
     let dir = tempfile::tempdir().expect("tempdir");
     let contents = meta_line(ThreadId::new(), "/p")
         + &line("turn_context", json!({"cwd": "/first", "model": "m1"}))
-        + &line("turn_context", json!({"cwd": "/second", "model": "m2", "approval_policy": "never", "sandbox_policy": {"type": "read-only"}}))
+        + &line(
+            "turn_context",
+            json!({"cwd": "/second", "model": "m2", "approval_policy": "never", "sandbox_policy": {"type": "read-only"}}),
+        )
         + &user_item("x")
-        + &line("compacted", json!({"message": "", "replacement_history": []}))
+        + &line(
+            "compacted",
+            json!({"message": "", "replacement_history": []}),
+        )
         + &user_item("y");
     let path = write_file(&dir.path().join("r.jsonl"), contents.as_bytes());
     let loaded = read_rollout(&path).expect("read");
@@ -150,10 +172,22 @@ fn unpaired_calls_get_a_synthetic_output_right_after_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let contents = meta_line(ThreadId::new(), "/p")
         + &user_item("run things")
-        + &line("response_item", json!({"type": "function_call", "name": "shell", "arguments": "{}", "call_id": "a"}))
-        + &line("response_item", json!({"type": "function_call", "name": "shell", "arguments": "{}", "call_id": "b"}))
-        + &line("response_item", json!({"type": "function_call_output", "call_id": "b", "output": "done"}))
-        + &line("response_item", json!({"type": "custom_tool_call", "name": "apply_patch", "input": "*** Begin Patch", "call_id": "c"}))
+        + &line(
+            "response_item",
+            json!({"type": "function_call", "name": "shell", "arguments": "{}", "call_id": "a"}),
+        )
+        + &line(
+            "response_item",
+            json!({"type": "function_call", "name": "shell", "arguments": "{}", "call_id": "b"}),
+        )
+        + &line(
+            "response_item",
+            json!({"type": "function_call_output", "call_id": "b", "output": "done"}),
+        )
+        + &line(
+            "response_item",
+            json!({"type": "custom_tool_call", "name": "apply_patch", "input": "*** Begin Patch", "call_id": "c"}),
+        )
         + &user_item("dangling");
     let path = write_file(&dir.path().join("r.jsonl"), contents.as_bytes());
     let history = read_rollout(&path).expect("read").history;
@@ -161,16 +195,25 @@ fn unpaired_calls_get_a_synthetic_output_right_after_them() {
     assert_eq!(history.len(), 8, "{history:#?}");
     assert_eq!(
         history[2],
-        ResponseItem::FunctionCallOutput { call_id: "a".into(), output: aborted.clone() }
+        ResponseItem::FunctionCallOutput {
+            call_id: "a".into(),
+            output: aborted.clone()
+        }
     );
     assert_eq!(history[3].call_id(), Some("b"));
     assert_eq!(
         history[4],
-        ResponseItem::FunctionCallOutput { call_id: "b".into(), output: "done".into() }
+        ResponseItem::FunctionCallOutput {
+            call_id: "b".into(),
+            output: "done".into()
+        }
     );
     assert_eq!(
         history[6],
-        ResponseItem::CustomToolCallOutput { call_id: "c".into(), output: aborted }
+        ResponseItem::CustomToolCallOutput {
+            call_id: "c".into(),
+            output: aborted
+        }
     );
     assert_eq!(history[7], ResponseItem::user_message("dangling"));
 }
@@ -201,22 +244,34 @@ fn summary_counts_turns_and_skips_context_blobs() {
     let path = write_file(&dir.path().join("r.jsonl"), contents.as_bytes());
     let summary = summarize_rollout(&path).expect("summary");
     assert_eq!(summary.id, id);
-    assert_eq!(summary.first_user_message.as_deref(), Some("first real prompt"));
+    assert_eq!(
+        summary.first_user_message.as_deref(),
+        Some("first real prompt")
+    );
     assert_eq!(summary.last_agent_message.as_deref(), Some("answer two"));
     assert_eq!(summary.turns, 2);
     assert_eq!(summary.model.as_deref(), Some("gpt-x"));
     assert_eq!(summary.cwd, std::path::PathBuf::from("/moved"));
     assert_eq!(summary.source, baton_store::ThreadOrigin::Codex);
-    assert_eq!(baton_protocol::format_timestamp(summary.updated_at), "2026-01-02T03:04:05.678Z");
+    assert_eq!(
+        baton_protocol::format_timestamp(summary.updated_at),
+        "2026-01-02T03:04:05.678Z"
+    );
 }
 
 #[test]
 fn summary_prefers_event_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
     let contents = meta_line(ThreadId::new(), "/p")
-        + &line("event_msg", json!({"type": "user_message", "message": "typed prompt"}))
+        + &line(
+            "event_msg",
+            json!({"type": "user_message", "message": "typed prompt"}),
+        )
         + &user_item("typed prompt")
-        + &line("event_msg", json!({"type": "agent_message", "message": "final"}));
+        + &line(
+            "event_msg",
+            json!({"type": "agent_message", "message": "final"}),
+        );
     let path = write_file(&dir.path().join("r.jsonl"), contents.as_bytes());
     let summary = summarize_rollout(&path).expect("summary");
     assert_eq!(summary.turns, 1);
@@ -228,15 +283,23 @@ fn summary_prefers_event_messages() {
 fn content_other_parts_do_not_break_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
     let contents = meta_line(ThreadId::new(), "/p")
-        + &line("response_item", json!({"type": "message", "role": "user", "content": [
-            {"type": "input_image", "image_url": "data:"}, {"type": "input_text", "text": "look"}]}));
+        + &line(
+            "response_item",
+            json!({"type": "message", "role": "user", "content": [
+            {"type": "input_image", "image_url": "data:"}, {"type": "input_text", "text": "look"}]}),
+        );
     let path = write_file(&dir.path().join("r.jsonl"), contents.as_bytes());
     let history = read_rollout(&path).expect("read").history;
     assert_eq!(
         history,
         vec![ResponseItem::Message {
             role: "user".into(),
-            content: vec![ContentItem::Other, ContentItem::InputText { text: "look".into() }]
+            content: vec![
+                ContentItem::Other,
+                ContentItem::InputText {
+                    text: "look".into()
+                }
+            ]
         }]
     );
 }
@@ -250,7 +313,10 @@ fn big_transcript(compaction_at_end: bool) -> (String, usize) {
     while contents.len() < 10 << 20 {
         n += 1;
         contents += &user_item(&format!("filler {n}"));
-        contents += &line("event_msg", json!({"type": "exec_command_end", "call_id": "c", "command": ["ls"], "aggregated_output": filler_output}));
+        contents += &line(
+            "event_msg",
+            json!({"type": "exec_command_end", "call_id": "c", "command": ["ls"], "aggregated_output": filler_output}),
+        );
         if n == 10 {
             contents += "{corrupt early line\n";
         }
@@ -276,8 +342,14 @@ fn a_large_file_read_from_the_end_gives_the_same_result_as_a_full_parse() {
     let (contents, corrupt_line) = big_transcript(true);
     let path = write_file(&dir.path().join("big.jsonl"), contents.as_bytes());
     let loaded = read_rollout(&path).expect("read");
-    assert_eq!(texts(&loaded.history), ["user:kept", "assistant:after compaction"]);
-    assert_eq!(loaded.last_turn_context.as_ref().expect("context").model, "m-late");
+    assert_eq!(
+        texts(&loaded.history),
+        ["user:kept", "assistant:after compaction"]
+    );
+    assert_eq!(
+        loaded.last_turn_context.as_ref().expect("context").model,
+        "m-late"
+    );
     // Only the late corrupt line is after the compaction; its number is exact.
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
     assert!(
@@ -297,5 +369,8 @@ fn a_large_file_without_compaction_is_read_whole() {
     let loaded = read_rollout(&path).expect("read");
     assert_eq!(texts(&loaded.history[..1]), ["user:filler 1"]);
     assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
-    assert_eq!(loaded, baton_store::parse_rollout(&path, contents.as_bytes()).expect("full"));
+    assert_eq!(
+        loaded,
+        baton_store::parse_rollout(&path, contents.as_bytes()).expect("full")
+    );
 }

@@ -12,7 +12,11 @@ use chrono::{DateTime, Utc};
 use common::{id_days_ago, meta, write_file};
 
 fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 fn new_store() -> (tempfile::TempDir, Store) {
@@ -36,13 +40,19 @@ fn create_append_read_round_trip() {
     let cwd = PathBuf::from("/work/project");
     let mut writer = store.create_thread(&meta(id, &cwd)).expect("create");
     writer
-        .append(&RolloutItem::ResponseItem(ResponseItem::user_message("hello")))
+        .append(&RolloutItem::ResponseItem(ResponseItem::user_message(
+            "hello",
+        )))
         .expect("append");
     writer
-        .append(&RolloutItem::EventMsg(EventMsg::AgentMessage { message: "hi".into() }))
+        .append(&RolloutItem::EventMsg(EventMsg::AgentMessage {
+            message: "hi".into(),
+        }))
         .expect("append");
     writer
-        .append(&RolloutItem::ResponseItem(ResponseItem::assistant_message("hi")))
+        .append(&RolloutItem::ResponseItem(ResponseItem::assistant_message(
+            "hi",
+        )))
         .expect("append");
     writer.sync().expect("sync");
 
@@ -56,7 +66,10 @@ fn create_append_read_round_trip() {
         ]
     );
     assert_eq!(loaded.file_len, writer.len());
-    assert_eq!(std::fs::metadata(writer.path()).expect("stat").len(), writer.len());
+    assert_eq!(
+        std::fs::metadata(writer.path()).expect("stat").len(),
+        writer.len()
+    );
 }
 
 #[test]
@@ -71,7 +84,10 @@ fn file_name_and_folders_follow_codex_layout_in_local_time() {
     let expected = store
         .sessions_dir()
         .join(started.format("%Y/%m/%d").to_string())
-        .join(format!("rollout-{}-{id}.jsonl", started.format("%Y-%m-%dT%H-%M-%S")));
+        .join(format!(
+            "rollout-{}-{id}.jsonl",
+            started.format("%Y-%m-%dT%H-%M-%S")
+        ));
     assert_eq!(writer.path(), expected);
 }
 
@@ -97,11 +113,24 @@ fn written_lines_have_exactly_timestamp_type_payload() {
         let timestamp = object["timestamp"].as_str().expect("string");
         // 2026-11-25T14:02:11.123Z: exactly three decimals, UTC.
         assert_eq!(timestamp.len(), 24, "{timestamp}");
-        assert!(timestamp.ends_with('Z') && timestamp.as_bytes()[19] == b'.', "{timestamp}");
+        assert!(
+            timestamp.ends_with('Z') && timestamp.as_bytes()[19] == b'.',
+            "{timestamp}"
+        );
         assert!(DateTime::parse_from_rfc3339(timestamp).is_ok());
     }
-    let type_pos = text.lines().nth(1).expect("line").find(r#""type":"#).expect("type");
-    let payload_pos = text.lines().nth(1).expect("line").find(r#""payload":"#).expect("payload");
+    let type_pos = text
+        .lines()
+        .nth(1)
+        .expect("line")
+        .find(r#""type":"#)
+        .expect("type");
+    let payload_pos = text
+        .lines()
+        .nth(1)
+        .expect("line")
+        .find(r#""payload":"#)
+        .expect("payload");
     assert!(type_pos < payload_pos);
 }
 
@@ -128,21 +157,33 @@ fn open_append_repairs_a_torn_last_line() {
     let (_, path) = create(&store, "/p");
     {
         use std::io::Write;
-        let mut file = std::fs::OpenOptions::new().append(true).open(&path).expect("open");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
         file.write_all(br#"{"timestamp":"2026-01-01T00:00:00.000Z","type":"respo"#)
             .expect("torn write");
     }
     let mut writer = RolloutWriter::open_append(&path).expect("open append");
     writer
-        .append(&RolloutItem::ResponseItem(ResponseItem::user_message("after crash")))
+        .append(&RolloutItem::ResponseItem(ResponseItem::user_message(
+            "after crash",
+        )))
         .expect("append");
     let text = std::fs::read_to_string(&path).expect("read");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(serde_json::from_str::<serde_json::Value>(lines[1]).is_err());
-    assert!(serde_json::from_str::<serde_json::Value>(lines[2]).is_ok(), "{}", lines[2]);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(lines[2]).is_ok(),
+        "{}",
+        lines[2]
+    );
     let loaded = read_rollout(&path).expect("read");
-    assert_eq!(loaded.history, vec![ResponseItem::user_message("after crash")]);
+    assert_eq!(
+        loaded.history,
+        vec![ResponseItem::user_message("after crash")]
+    );
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
     assert!(loaded.warnings[0].contains("line 2"));
 
@@ -201,7 +242,10 @@ fn unknown_id_names_the_id_and_the_folder() {
     let message = error.to_string();
     assert!(matches!(error, StoreError::NotFound { .. }));
     assert!(message.contains(&id.to_string()), "{message}");
-    assert!(message.contains(&store.sessions_dir().display().to_string()), "{message}");
+    assert!(
+        message.contains(&store.sessions_dir().display().to_string()),
+        "{message}"
+    );
 }
 
 #[test]
@@ -235,7 +279,10 @@ fn an_index_with_a_foreign_schema_is_replaced() {
         .expect("foreign schema");
     drop(connection);
     let store = Store::open(&home).expect("reopen");
-    assert_eq!(store.locate(id).expect("locate").via, LookupMethod::DayFolder);
+    assert_eq!(
+        store.locate(id).expect("locate").via,
+        LookupMethod::DayFolder
+    );
     assert_eq!(store.locate(id).expect("again").via, LookupMethod::Index);
 }
 
@@ -260,7 +307,9 @@ fn point_index_at(store: &Store, id: ThreadId, path: &Path) {
 fn index_paths_outside_the_sessions_folder_are_ignored() {
     let (dir, store) = new_store();
     let (id, path) = create(&store, "/p");
-    let outside = dir.path().join(format!("rollout-2026-01-01T00-00-00-{id}.jsonl"));
+    let outside = dir
+        .path()
+        .join(format!("rollout-2026-01-01T00-00-00-{id}.jsonl"));
     std::fs::copy(&path, &outside).expect("copy outside");
     point_index_at(&store, id, &outside);
     let located = store.locate(id).expect("locate");
@@ -273,7 +322,9 @@ fn a_symlink_escaping_the_sessions_folder_is_ignored() {
     let (dir, store) = new_store();
     let id = ThreadId::new();
     let outside = write_file(
-        &dir.path().join("elsewhere").join(format!("rollout-x-{id}.jsonl")),
+        &dir.path()
+            .join("elsewhere")
+            .join(format!("rollout-x-{id}.jsonl")),
         common::meta_line(id, "/p").as_bytes(),
     );
     let day = store.sessions_dir().join("2026/01/01");
@@ -281,11 +332,16 @@ fn a_symlink_escaping_the_sessions_folder_is_ignored() {
     let link = day.join(format!("rollout-2026-01-01T00-00-00-{id}.jsonl"));
     std::os::unix::fs::symlink(&outside, &link).expect("symlink");
     // A symlinked folder escaping the tree is not walked either.
-    std::os::unix::fs::symlink(outside.parent().expect("dir"), store.sessions_dir().join("2025"))
-        .expect("dir symlink");
+    std::os::unix::fs::symlink(
+        outside.parent().expect("dir"),
+        store.sessions_dir().join("2025"),
+    )
+    .expect("dir symlink");
 
     point_index_at(&store, id, &link);
-    let error = store.locate(id).expect_err("escaping symlink must not be used");
+    let error = store
+        .locate(id)
+        .expect_err("escaping symlink must not be used");
     assert!(matches!(error, StoreError::NotFound { .. }), "{error}");
 }
 
@@ -297,7 +353,11 @@ fn lock_is_exclusive_even_within_one_process_and_names_the_pid() {
     let error = store.lock_thread(id).expect_err("second lock must fail");
     let message = error.to_string();
     match &error {
-        StoreError::Busy { id: busy_id, pid, since } => {
+        StoreError::Busy {
+            id: busy_id,
+            pid,
+            since,
+        } => {
             assert_eq!(*busy_id, id);
             assert_eq!(*pid, Some(std::process::id()));
             assert!(since.is_some());
@@ -306,7 +366,10 @@ fn lock_is_exclusive_even_within_one_process_and_names_the_pid() {
     }
     assert!(message.contains("busy"), "{message}");
     assert!(message.contains(&id.to_string()), "{message}");
-    assert!(message.contains(&std::process::id().to_string()), "{message}");
+    assert!(
+        message.contains(&std::process::id().to_string()),
+        "{message}"
+    );
     drop(first);
     let again = store.lock_thread(id).expect("free after drop");
     assert_eq!(again.id(), id);
@@ -342,11 +405,23 @@ fn list_orders_filters_and_pages_exactly_once() {
         let (id, _) = create(&store, cwd);
         // Two threads share an update time, so paging must break ties.
         let minutes = if n == 3 { 2 } else { n };
-        summary_at(&store, id, cwd, minutes, &format!("Prompt {n}"), &format!("answer {n}"));
+        summary_at(
+            &store,
+            id,
+            cwd,
+            minutes,
+            &format!("Prompt {n}"),
+            &format!("answer {n}"),
+        );
         ids.push(id);
     }
 
-    let all = store.list(&ListQuery { limit: 100, ..ListQuery::default() }).expect("list");
+    let all = store
+        .list(&ListQuery {
+            limit: 100,
+            ..ListQuery::default()
+        })
+        .expect("list");
     assert_eq!(all.threads.len(), 7);
     assert!(all.next_cursor.is_none());
     let times: Vec<_> = all.threads.iter().map(|t| t.updated_at).collect();
@@ -357,7 +432,11 @@ fn list_orders_filters_and_pages_exactly_once() {
     let mut cursor = None;
     loop {
         let page = store
-            .list(&ListQuery { limit: 2, cursor: cursor.clone(), ..ListQuery::default() })
+            .list(&ListQuery {
+                limit: 2,
+                cursor: cursor.clone(),
+                ..ListQuery::default()
+            })
             .expect("page");
         assert!(page.threads.len() <= 2);
         seen.extend(page.threads.iter().map(|t| t.id));
@@ -370,22 +449,40 @@ fn list_orders_filters_and_pages_exactly_once() {
     assert_eq!(seen, expected);
 
     let odd = store
-        .list(&ListQuery { cwd: Some("/odd".into()), ..ListQuery::default() })
+        .list(&ListQuery {
+            cwd: Some("/odd".into()),
+            ..ListQuery::default()
+        })
         .expect("cwd filter");
     assert_eq!(odd.threads.len(), 3);
     assert!(odd.threads.iter().all(|t| t.cwd == Path::new("/odd")));
 
     let text = store
-        .list(&ListQuery { text: Some("prompt 4".into()), ..ListQuery::default() })
+        .list(&ListQuery {
+            text: Some("prompt 4".into()),
+            ..ListQuery::default()
+        })
         .expect("text filter");
-    assert_eq!(text.threads.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[4]]);
+    assert_eq!(
+        text.threads.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![ids[4]]
+    );
     let answer = store
-        .list(&ListQuery { text: Some("ANSWER 5".into()), ..ListQuery::default() })
+        .list(&ListQuery {
+            text: Some("ANSWER 5".into()),
+            ..ListQuery::default()
+        })
         .expect("text filter on answers");
-    assert_eq!(answer.threads.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[5]]);
+    assert_eq!(
+        answer.threads.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![ids[5]]
+    );
 
     let error = store
-        .list(&ListQuery { cursor: Some("../../etc".into()), ..ListQuery::default() })
+        .list(&ListQuery {
+            cursor: Some("../../etc".into()),
+            ..ListQuery::default()
+        })
         .expect_err("bad cursor");
     assert!(matches!(error, StoreError::InvalidCursor { .. }));
 }
@@ -397,13 +494,19 @@ fn reindex_counts_files_and_reports_unreadable_ones() {
     let (b, _) = create(&store, "/b");
     let mut writer = RolloutWriter::open_append(&path_a).expect("open");
     writer
-        .append(&RolloutItem::EventMsg(EventMsg::UserMessage { message: "the prompt".into() }))
+        .append(&RolloutItem::EventMsg(EventMsg::UserMessage {
+            message: "the prompt".into(),
+        }))
         .expect("append");
     writer
-        .append(&RolloutItem::EventMsg(EventMsg::AgentMessage { message: "the answer".into() }))
+        .append(&RolloutItem::EventMsg(EventMsg::AgentMessage {
+            message: "the answer".into(),
+        }))
         .expect("append");
     let junk = write_file(
-        &store.sessions_dir().join("2026/01/01/rollout-2026-01-01T00-00-00-junk.jsonl"),
+        &store
+            .sessions_dir()
+            .join("2026/01/01/rollout-2026-01-01T00-00-00-junk.jsonl"),
         b"this is not json\n",
     );
 

@@ -30,8 +30,9 @@ pub fn meta(id: ThreadId, cwd: &Path) -> SessionMeta {
 
 /// One transcript line as Codex or baton writes it.
 pub fn line(kind: &str, payload: Value) -> String {
-    let mut text = json!({"timestamp": "2026-01-02T03:04:05.678Z", "type": kind, "payload": payload})
-        .to_string();
+    let mut text =
+        json!({"timestamp": "2026-01-02T03:04:05.678Z", "type": kind, "payload": payload})
+            .to_string();
     text.push('\n');
     text
 }
