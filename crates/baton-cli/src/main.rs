@@ -84,6 +84,9 @@ enum ExecCommand {
         thread_id: String,
         /// What to ask the agent.
         prompt: String,
+        /// Summarize the older conversation before this turn (compaction).
+        #[arg(long)]
+        compact: bool,
         #[command(flatten)]
         options: ExecOptions,
     },
@@ -190,6 +193,7 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
         Some(ExecCommand::Resume {
             thread_id,
             prompt,
+            compact,
             options,
         }) => {
             let hooks = hooks(&options);
@@ -197,6 +201,7 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
                 thread_id,
                 prompt,
                 cwd: options.cd.clone(),
+                compact,
             };
             let outcome = manager.reply(request, hooks).await;
             (options, outcome)

@@ -169,23 +169,110 @@ fn assert_conversation(actual: &[String], expected: &[&str]) {
 /// environment context, which name the directory Codex ran in.
 const CODEX_PREAMBLE: [&str; 2] = [
     "system: <skills_instructions>*",
-    "user: <environment_context>*<cwd>/tmp/baton-codex-fixtures.*/project</cwd>*",
+    "user: <environment_context>*<cwd>*/project</cwd>*",
 ];
 
 fn with_preamble<'a>(rest: &[&'a str]) -> Vec<&'a str> {
     CODEX_PREAMBLE.iter().chain(rest).copied().collect()
 }
 
-/// Resumes fixture `name` with RECALL and checks the answer, the first request and that
-/// Codex's files were left as they were.
-fn continue_fixture(name: &str, expected_answer: &str, expected_history: &[&str]) {
+/// How a test continues a session.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// `baton exec resume ID PROMPT --cd DIR`
+    Exec,
+    /// `tools/call baton-reply {threadId, prompt, cwd}` on `baton mcp-server`
+    Mcp,
+}
+
+/// Calls `baton-reply` once on a fresh `baton mcp-server` (newline-delimited JSON-RPC on
+/// stdio) and returns the tool result.
+fn mcp_reply(env: &TestEnv, id: &str, prompt: &str) -> Value {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let mut child = env
+        .baton()
+        .arg("mcp-server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start baton mcp-server");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let messages = [
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "codex-interop-test", "version": "1"}}}),
+        serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "baton-reply",
+            "arguments": {"threadId": id, "prompt": prompt, "cwd": env.project}}}),
+    ];
+    for message in messages {
+        writeln!(stdin, "{message}").expect("write to the server");
+    }
+    // The answer is read on a thread so that a server that never answers fails the test
+    // after a generous guard time instead of hanging it.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let Ok(message) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if message["id"] == 2 {
+                let _ = sender.send(message);
+                break;
+            }
+        }
+    });
+    let response = receiver.recv_timeout(std::time::Duration::from_secs(60));
+    drop(stdin); // EOF: the server exits
+    let _ = child.kill();
+    let _ = child.wait();
+    let response = response.expect("baton-reply answered");
+    assert!(
+        response.get("error").is_none(),
+        "JSON-RPC error: {response}"
+    );
+    response["result"].clone()
+}
+
+/// Continues fixture `name` with RECALL `via` the CLI or MCP and checks the answer, the
+/// threadId, the first model request and that Codex's files were left as they were.
+fn continue_fixture(name: &str, via: Via, expected_answer: &str, expected_history: &[&str]) {
     let server = server();
     let env = env_with_codex_home(&server);
     let id = fixture_id(name);
     let before = snapshot(&env.codex_home);
 
-    let answer = resume_ok(&env, &id, "RECALL");
-    assert!(glob_matches(expected_answer, &answer), "answer: {answer:?}");
+    let answer = match via {
+        Via::Exec => resume_ok(&env, &id, "RECALL"),
+        Via::Mcp => {
+            let result = mcp_reply(&env, &id, "RECALL");
+            assert_eq!(result["isError"], false, "{result}");
+            assert_eq!(
+                result["structuredContent"]["threadId"],
+                id.as_str(),
+                "{result}"
+            );
+            assert_eq!(
+                result["content"][0]["text"],
+                result["structuredContent"]["content"]
+            );
+            result["content"][0]["text"]
+                .as_str()
+                .expect("text content")
+                .trim()
+                .to_owned()
+        }
+    };
+    assert!(
+        glob_matches(expected_answer, &answer),
+        "{via:?} answer: {answer:?}"
+    );
 
     let mut expected = with_preamble(expected_history);
     expected.push("user: RECALL");
@@ -193,9 +280,16 @@ fn continue_fixture(name: &str, expected_answer: &str, expected_history: &[&str]
     assert_unchanged(&env.codex_home, &before);
 }
 
+/// [`continue_fixture`] through both `baton exec resume` and MCP `baton-reply`.
+fn continue_fixture_both_ways(name: &str, expected_answer: &str, expected_history: &[&str]) {
+    for via in [Via::Exec, Via::Mcp] {
+        continue_fixture(name, via, expected_answer, expected_history);
+    }
+}
+
 #[test]
 fn the_shell_fixture_continues_with_its_tool_call_as_a_shell_call() {
-    continue_fixture(
+    continue_fixture_both_ways(
         "shell",
         "recall: shell: echo hello from codex (1 tool outputs)",
         &[
@@ -209,7 +303,7 @@ fn the_shell_fixture_continues_with_its_tool_call_as_a_shell_call() {
 
 #[test]
 fn the_multi_turn_fixture_continues_with_every_turn_in_order() {
-    continue_fixture(
+    continue_fixture_both_ways(
         "multi_turn",
         "recall: first question | second question | shell: echo third turn (1 tool outputs)",
         &[
@@ -229,7 +323,7 @@ fn the_multi_turn_fixture_continues_with_every_turn_in_order() {
 fn the_compacted_fixture_continues_from_its_replacement_history() {
     // What came before the compaction (the answer "echo: before compaction") is gone; the
     // replacement history and what followed it remain.
-    continue_fixture(
+    continue_fixture_both_ways(
         "compacted",
         "recall: before compaction | Another language model started *summary: before compaction | after compaction (0 tool outputs)",
         &[
@@ -341,15 +435,7 @@ fn the_codex_index_finds_a_rollout_the_file_name_scan_cannot() {
     let server = server();
     let env = env_with_codex_home(&server);
     let id = fixture_id("shell");
-    // Outside sessions/ and archived_sessions/, only the index can lead to it.
-    let original = codex_rollout(&env, &id);
-    let moved = env
-        .codex_home
-        .join("elsewhere")
-        .join(original.file_name().expect("name"));
-    std::fs::create_dir_all(moved.parent().expect("parent")).expect("mkdir");
-    std::fs::rename(&original, &moved).expect("move the rollout");
-    set_index_path(&env, &id, &moved);
+    let moved = move_rollout_where_only_the_index_finds_it(&env.codex_home, &id);
     let before = snapshot(&env.codex_home);
 
     let answer = resume_ok(&env, &id, "RECALL");
@@ -363,6 +449,112 @@ fn the_codex_index_finds_a_rollout_the_file_name_scan_cannot() {
         moved.display().to_string()
     );
     assert_unchanged(&env.codex_home, &before);
+}
+
+/// Moves the rollout of `id` out of `sessions/` to `<codex_home>/elsewhere/`, where only the
+/// index can lead, and points the index at it.
+fn move_rollout_where_only_the_index_finds_it(codex_home: &Path, id: &str) -> PathBuf {
+    let mut files = Vec::new();
+    collect_files(&codex_home.join("sessions"), &mut files);
+    let original = files
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(&format!("-{id}.jsonl")))
+        .expect("the fixture rollout");
+    let moved = codex_home
+        .join("elsewhere")
+        .join(original.file_name().expect("name"));
+    std::fs::create_dir_all(moved.parent().expect("parent")).expect("mkdir");
+    std::fs::rename(&original, &moved).expect("move the rollout");
+    let db = rusqlite::Connection::open(codex_home.join("state_5.sqlite")).expect("open index");
+    db.execute(
+        "UPDATE threads SET rollout_path = ?1 WHERE id = ?2",
+        (moved.display().to_string(), id),
+    )
+    .expect("update index");
+    moved
+}
+
+#[test]
+fn a_codex_home_whose_path_needs_uri_escaping_is_read_through_its_index() {
+    // The index is opened through a `file:` URI; `?`, `#`, `%` and spaces must not break it.
+    let server = server();
+    let env = TestEnv::new(&server, baton_test_support::Wire::Responses);
+    let odd_home = env.root.join("codex home ?#%20 x");
+    copy_tree(&fixture_home(), &odd_home);
+    let id = fixture_id("shell");
+    let moved = move_rollout_where_only_the_index_finds_it(&odd_home, &id);
+    let before = snapshot(&odd_home);
+
+    let override_home = format!("codex_home={:?}", odd_home.display().to_string());
+    let project = env.project.display().to_string();
+    let output = env.run(&[
+        "-c",
+        &override_home,
+        "exec",
+        "resume",
+        &id,
+        "RECALL",
+        "--cd",
+        &project,
+    ]);
+    assert_success(&output);
+    assert_eq!(
+        stdout(&output).trim(),
+        "recall: shell: echo hello from codex (1 tool outputs)"
+    );
+    let meta = &parse_complete_lines(&env.rollout_of(&id))[0];
+    assert_eq!(
+        meta["payload"]["imported_from"]["path"],
+        moved.display().to_string()
+    );
+    assert_unchanged(&odd_home, &before);
+}
+
+#[test]
+fn the_index_of_a_running_codex_is_read_through_its_write_ahead_log() {
+    let server = server();
+    let env = env_with_codex_home(&server);
+    let id = fixture_id("shell");
+    // Like a running Codex: a connection holds the database open in WAL mode and its last
+    // commit (the new rollout_path) sits in the -wal file, not yet in the database file.
+    let mut files = Vec::new();
+    collect_files(&env.codex_home.join("sessions"), &mut files);
+    let original = files
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(&format!("-{id}.jsonl")))
+        .expect("the fixture rollout");
+    let moved = env
+        .codex_home
+        .join("elsewhere")
+        .join(original.file_name().expect("name"));
+    std::fs::create_dir_all(moved.parent().expect("parent")).expect("mkdir");
+    std::fs::rename(&original, &moved).expect("move the rollout");
+    let codex = rusqlite::Connection::open(env.codex_home.join("state_5.sqlite")).expect("open");
+    codex
+        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;")
+        .expect("WAL mode");
+    codex
+        .execute(
+            "UPDATE threads SET rollout_path = ?1 WHERE id = ?2",
+            (moved.display().to_string(), &id),
+        )
+        .expect("update index");
+    assert!(
+        env.codex_home.join("state_5.sqlite-wal").is_file(),
+        "the update must sit in the write-ahead log"
+    );
+
+    let answer = resume_ok(&env, &id, "RECALL");
+    assert_eq!(
+        answer,
+        "recall: shell: echo hello from codex (1 tool outputs)"
+    );
+    let meta = &parse_complete_lines(&env.rollout_of(&id))[0];
+    assert_eq!(
+        meta["payload"]["imported_from"]["path"],
+        moved.display().to_string()
+    );
+    drop(codex);
 }
 
 #[test]

@@ -193,11 +193,34 @@ impl Config {
         self.model_providers.get(id)
     }
 
-    /// The token count past which the conversation is compacted, if a window is known.
+    /// The model's context window: configured, else known for common models.
+    pub fn context_window(&self) -> Option<u64> {
+        self.model_context_window
+            .or_else(|| known_context_window(&self.model))
+    }
+
+    /// The token count past which the conversation is compacted (90 % of the window unless
+    /// configured), if a window is known.
     pub fn auto_compact_token_limit(&self) -> Option<u64> {
         self.model_auto_compact_token_limit
-            .or_else(|| self.model_context_window.map(|window| window * 9 / 10))
+            .or_else(|| self.context_window().map(|window| window * 9 / 10))
     }
+}
+
+/// Context windows of models people commonly use, as Codex assumes them.
+fn known_context_window(model: &str) -> Option<u64> {
+    const WINDOWS: &[(&str, u64)] = &[
+        ("gpt-5", 272_000),
+        ("gpt-4.1", 1_047_576),
+        ("gpt-4o", 128_000),
+        ("o3", 200_000),
+        ("o4-mini", 200_000),
+        ("codex-mini", 200_000),
+    ];
+    WINDOWS
+        .iter()
+        .find(|(prefix, _)| model.starts_with(prefix))
+        .map(|(_, window)| *window)
 }
 
 /// `BATON_HOME`, else `~/.baton`.
@@ -501,6 +524,22 @@ approval_policy = "never"
         assert!(config.sandbox_workspace_write.network_access);
         assert!(json_overrides(&serde_json::json!("text")).is_err());
         assert!(json_overrides(&serde_json::json!({"model": null})).is_err());
+    }
+
+    #[test]
+    fn compaction_limit_defaults_to_90_percent_of_the_window() {
+        let config = load("model_context_window = 1000", &ConfigOverrides::default()).expect("ok");
+        assert_eq!(config.auto_compact_token_limit(), Some(900));
+        let config = load(
+            "model_context_window = 1000\nmodel_auto_compact_token_limit = 500",
+            &ConfigOverrides::default(),
+        )
+        .expect("ok");
+        assert_eq!(config.auto_compact_token_limit(), Some(500));
+        let config = load("model = \"gpt-5.1-codex\"", &ConfigOverrides::default()).expect("ok");
+        assert_eq!(config.context_window(), Some(272_000));
+        let config = load("model = \"my-local-model\"", &ConfigOverrides::default()).expect("ok");
+        assert_eq!(config.auto_compact_token_limit(), None);
     }
 
     #[test]

@@ -11,13 +11,18 @@ use std::time::Instant;
 
 use baton_model::{ModelClient, ModelRequest};
 use baton_protocol::{
-    EventMsg, ResponseItem, RolloutItem, SandboxPolicy, SessionMeta, ThreadId, TurnContext,
+    Compacted, EventMsg, ResponseItem, RolloutItem, SandboxPolicy, SessionMeta, ThreadId,
+    TurnContext,
 };
 use baton_store::RolloutWriter;
 
+use crate::compact;
 use crate::error::CoreError;
 use crate::hooks::{ApprovalDecision, ApprovalRequest, TurnHooks};
 use crate::tools::{self, APPLY_PATCH_TOOL, ApplyPatchArgs, CommandPlan, SHELL_TOOL, ShellArgs};
+
+/// The serialized size of the tool specs sent with each request, for token estimates.
+const TOOL_SPECS_BYTES: u64 = 2_000;
 
 /// A model that keeps calling tools forever is stopped after this many requests in one turn.
 const MAX_MODEL_REQUESTS_PER_TURN: usize = 256;
@@ -90,6 +95,11 @@ pub(crate) struct Turn<'a> {
     pub writer: &'a mut RolloutWriter,
     pub model: Arc<dyn ModelClient>,
     pub hooks: &'a TurnHooks,
+    /// Compact before a request estimated at this many tokens or more; `None`: only when the
+    /// provider reports that the context length was exceeded.
+    pub compact_limit: Option<u64>,
+    /// Compact before the prompt, whatever the size (`exec resume --compact`).
+    pub compact_first: bool,
 }
 
 impl Turn<'_> {
@@ -103,7 +113,13 @@ impl Turn<'_> {
         }))?;
         self.writer.sync()?;
 
-        let result = self.model_loop().await;
+        let result = match self.compact_first {
+            true => match self.compact().await {
+                Ok(()) => self.model_loop().await,
+                Err(err) => Err(err),
+            },
+            false => self.model_loop().await,
+        };
         match &result {
             Ok(message) => {
                 self.append(RolloutItem::EventMsg(EventMsg::AgentMessage {
@@ -131,7 +147,13 @@ impl Turn<'_> {
 
     async fn model_loop(&mut self) -> Result<String, CoreError> {
         let tools = tools::tool_specs();
+        let mut compacted_after_overflow = false;
         for _ in 0..MAX_MODEL_REQUESTS_PER_TURN {
+            if let Some(limit) = self.compact_limit
+                && self.estimated_request_tokens() >= limit
+            {
+                self.compact().await?;
+            }
             let request = ModelRequest {
                 model: self.thread.settings.model.clone(),
                 instructions: self.thread.instructions(),
@@ -142,7 +164,18 @@ impl Turn<'_> {
             let response = tokio::select! {
                 biased;
                 _ = self.hooks.cancel.cancelled() => return Err(CoreError::Cancelled),
-                response = self.model.complete(&request) => response?,
+                response = self.model.complete(&request) => response,
+            };
+            let response = match response {
+                Ok(response) => response,
+                // One compaction and one retry instead of a dead session.
+                Err(err) if err.is_context_length_exceeded() && !compacted_after_overflow => {
+                    tracing::info!(thread = %self.thread.id, "context length exceeded; compacting");
+                    compacted_after_overflow = true;
+                    self.compact().await?;
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
             };
             if let Some(usage) = &response.usage {
                 self.append(RolloutItem::EventMsg(EventMsg::TokenCount {
@@ -329,6 +362,59 @@ impl Turn<'_> {
             files,
         }));
         text
+    }
+
+    /// The size of the next request: instructions, tool specs and history.
+    fn estimated_request_tokens(&self) -> u64 {
+        let fixed = (self.thread.instructions().len() as u64 + TOOL_SPECS_BYTES).div_ceil(4);
+        fixed + compact::estimate_tokens(&self.thread.history)
+    }
+
+    /// Replaces the older conversation with a summary the model writes, keeping the current
+    /// turn's recent items, and records it as a `compacted` line.
+    async fn compact(&mut self) -> Result<(), CoreError> {
+        self.progress("compacting the conversation").await;
+        let history_tokens = compact::estimate_tokens(&self.thread.history);
+        let limit = self.compact_limit.unwrap_or(history_tokens / 2).max(1);
+        let fixed = (self.thread.instructions().len() as u64 + TOOL_SPECS_BYTES).div_ceil(4);
+        // The summary request and the kept tail must both leave room in the window.
+        let summary_budget = (limit * 3 / 4).saturating_sub(fixed).max(1);
+        let request = ModelRequest {
+            model: self.thread.settings.model.clone(),
+            instructions: self.thread.instructions(),
+            input: compact::summarization_input(&self.thread.history, summary_budget),
+            tools: Vec::new(),
+            reasoning_effort: self.thread.settings.effort.clone(),
+        };
+        let response = tokio::select! {
+            biased;
+            _ = self.hooks.cancel.cancelled() => return Err(CoreError::Cancelled),
+            response = self.model.complete(&request) => response?,
+        };
+        let summary = response
+            .items
+            .iter()
+            .rev()
+            .find_map(|item| match item.message_text() {
+                Some(("assistant", text)) if !text.trim().is_empty() => Some(text),
+                _ => None,
+            })
+            .unwrap_or_else(|| "(the model wrote no summary)".to_owned());
+        let cut = compact::choose_cut(&self.thread.history, limit / 4);
+        let replacement = compact::replacement_history(&self.thread.history, cut, &summary);
+        self.append(RolloutItem::Compacted(Compacted {
+            message: summary,
+            replacement_history: Some(replacement.clone()),
+        }))?;
+        self.writer.sync()?;
+        tracing::info!(
+            thread = %self.thread.id,
+            before = self.thread.history.len(),
+            after = replacement.len(),
+            "compacted the conversation"
+        );
+        self.thread.history = replacement;
+        Ok(())
     }
 
     /// Pairs every call of this thread's history that has no output yet.

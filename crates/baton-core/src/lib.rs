@@ -7,6 +7,7 @@
 
 mod agent;
 mod codex_import;
+mod compact;
 mod error;
 mod hooks;
 mod manager;

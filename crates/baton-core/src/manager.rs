@@ -70,6 +70,8 @@ pub struct ReplyToThread {
     pub prompt: String,
     /// Overrides the recorded cwd, e.g. after the project moved.
     pub cwd: Option<PathBuf>,
+    /// Compact the conversation before this turn.
+    pub compact: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -218,7 +220,7 @@ impl ThreadManager {
         let Some(live) = guard.as_mut() else {
             return Err(CoreError::Internal("thread slot emptied".into()));
         };
-        self.run_turn(live, &mut writer, &config, &request.prompt, &hooks)
+        self.run_turn(live, &mut writer, &config, &request.prompt, &hooks, false)
             .await
     }
 
@@ -266,8 +268,15 @@ impl ThreadManager {
             }
             None => {}
         }
-        self.run_turn(live, &mut writer, &config, &request.prompt, &hooks)
-            .await
+        self.run_turn(
+            live,
+            &mut writer,
+            &config,
+            &request.prompt,
+            &hooks,
+            request.compact,
+        )
+        .await
     }
 
     async fn run_turn(
@@ -277,6 +286,7 @@ impl ThreadManager {
         config: &Config,
         prompt: &str,
         hooks: &TurnHooks,
+        compact_first: bool,
     ) -> Result<TurnResult, CoreError> {
         let provider = config
             .provider(&live.settings.provider_id)
@@ -288,6 +298,8 @@ impl ThreadManager {
             writer,
             model,
             hooks,
+            compact_limit: config.auto_compact_token_limit(),
+            compact_first,
         }
         .run(prompt)
         .await;

@@ -96,6 +96,9 @@ pub(crate) struct ReplyArgs {
     /// Overrides the recorded working directory, e.g. after the project moved.
     #[serde(default)]
     pub cwd: Option<String>,
+    /// Summarize the older conversation before this turn, to free context.
+    #[serde(default)]
+    pub compact: bool,
 }
 
 /// Arguments of the `baton-sessions` tool.

@@ -91,6 +91,7 @@ impl BatonServer {
             thread_id: args.thread_id,
             prompt: args.prompt,
             cwd: args.cwd.map(PathBuf::from),
+            compact: args.compact,
         };
         let (hooks, _heartbeat) = turn_hooks(&ctx);
         turn_result(self.manager.reply(request, hooks).await)
