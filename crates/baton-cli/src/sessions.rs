@@ -30,6 +30,14 @@ pub(crate) enum SessionsCommand {
     },
     /// Rebuild the index (state.sqlite) from the session files.
     Reindex,
+    /// Start a new session from an existing one; the source is not changed.
+    Fork {
+        /// The thread id (a UUID).
+        thread_id: String,
+        /// Keep the first N turns (default: all).
+        #[arg(long, value_name = "N")]
+        at_turn: Option<u32>,
+    },
 }
 
 pub(crate) async fn run(manager: &ThreadManager, command: SessionsCommand) -> anyhow::Result<()> {
@@ -78,6 +86,11 @@ pub(crate) async fn run(manager: &ThreadManager, command: SessionsCommand) -> an
             } else {
                 print!("{}", manager.transcript_text(&thread_id).await?);
             }
+        }
+        SessionsCommand::Fork { thread_id, at_turn } => {
+            let result = manager.fork(&thread_id, at_turn).await?;
+            eprintln!("thread: {}", result.thread_id);
+            println!("{}", result.message);
         }
         SessionsCommand::Reindex => {
             let store = manager.store().clone();

@@ -338,7 +338,11 @@ async fn unknown_and_malformed_ids_get_clear_errors_and_the_server_keeps_serving
         }
     }
 
-    assert_eq!(before, tree(&env.root), "no file was created or removed");
+    let after = tree(&env.root);
+    let created: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+    assert!(created.is_empty(), "files created: {created:#?}");
+    let removed: Vec<_> = before.iter().filter(|p| !after.contains(p)).collect();
+    assert!(removed.is_empty(), "files removed: {removed:#?}");
     assert!(!Path::new("/etc/passwd.jsonl").exists());
 
     let tools = mcp

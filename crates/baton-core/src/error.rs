@@ -22,6 +22,14 @@ pub enum CoreError {
     RecordedCwdMissing { id: ThreadId, cwd: PathBuf },
     #[error("the working directory {cwd} does not exist or is not a directory")]
     CwdMissing { cwd: PathBuf },
+    #[error(
+        "thread {id} has {turns} turns; `atTurn` must be between 1 and {turns}, not {requested}"
+    )]
+    TurnOutOfRange {
+        id: ThreadId,
+        requested: u32,
+        turns: usize,
+    },
     #[error("the turn was cancelled; the thread stays usable")]
     Cancelled,
     #[error(transparent)]

@@ -392,6 +392,70 @@ impl ThreadManager {
         Ok(live)
     }
 
+    /// A new thread whose history is the first `at_turn` turns of another (all of them when
+    /// `None`). The source transcript is only read.
+    pub async fn fork(
+        &self,
+        thread_id: &str,
+        at_turn: Option<u32>,
+    ) -> Result<TurnResult, CoreError> {
+        let source = self.read_thread(thread_id).await?;
+        let turns = user_turn_starts(&source.history);
+        let history = match at_turn {
+            None => source.history.clone(),
+            Some(n) if n as usize > turns.len() || n == 0 => {
+                return Err(CoreError::TurnOutOfRange {
+                    id: source.meta.id,
+                    requested: n,
+                    turns: turns.len(),
+                });
+            }
+            Some(n) => match turns.get(n as usize) {
+                Some(&end) => source.history[..end].to_vec(),
+                None => source.history.clone(),
+            },
+        };
+        let id = ThreadId::new();
+        let mut meta = source.meta.clone();
+        meta.id = id;
+        meta.timestamp = format_timestamp(Utc::now());
+        meta.forked_from = Some(source.meta.id);
+        meta.source = self.options.source;
+        let context = source.last_turn_context.clone();
+        let store = self.store.clone();
+        let items = history.clone();
+        let meta_for_store = meta.clone();
+        let path = blocking(move || -> Result<PathBuf, baton_store::StoreError> {
+            let mut writer = store.create_thread(&meta_for_store)?;
+            if let Some(context) = context {
+                writer.append(&RolloutItem::TurnContext(context))?;
+            }
+            for item in items {
+                writer.append(&RolloutItem::ResponseItem(item))?;
+            }
+            writer.sync()?;
+            Ok(writer.path().to_path_buf())
+        })
+        .await??;
+        let config = self.config(None)?;
+        let mut live = rehydrate(baton_store::read_rollout(&path)?, &config);
+        live.history = history;
+        let summary = summarize_live(&live, None);
+        let store = self.store.clone();
+        if let Ok(Err(err)) = blocking(move || store.record_thread(&summary)).await {
+            tracing::warn!("could not update the session index: {err}");
+        }
+        let kept = at_turn.map_or(turns.len(), |n| n as usize);
+        Ok(TurnResult {
+            thread_id: id,
+            message: format!(
+                "forked thread {} at turn {kept} of {} into thread {id}; continue it with baton-reply",
+                source.meta.id,
+                turns.len()
+            ),
+        })
+    }
+
     /// Lists sessions, newest first (the `baton-sessions` tool).
     pub async fn list_sessions(&self, query: SessionQuery) -> Result<SessionPage, CoreError> {
         let store = self.store.clone();
@@ -575,6 +639,16 @@ fn summarize_live(live: &LiveThread, final_message: Option<&String>) -> ThreadSu
             ThreadOrigin::Baton
         },
     }
+}
+
+/// Where each turn starts: the indices of the user messages.
+fn user_turn_starts(history: &[ResponseItem]) -> Vec<usize> {
+    history
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| matches!(item.message_text(), Some(("user", _))))
+        .map(|(index, _)| index)
+        .collect()
 }
 
 fn existing_dir(path: &Path) -> Result<PathBuf, CoreError> {

@@ -119,7 +119,18 @@ pub(crate) struct SessionsArgs {
     pub cursor: Option<String>,
 }
 
-/// `structuredContent` of `baton` and `baton-reply`.
+/// Arguments of the `baton-fork` tool.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ForkArgs {
+    /// The session to fork; it is left untouched.
+    pub thread_id: String,
+    /// Keep the first N turns (default: all of them).
+    #[serde(default)]
+    pub at_turn: Option<u32>,
+}
+
+/// `structuredContent` of `baton`, `baton-reply` and `baton-fork`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TurnOutput {

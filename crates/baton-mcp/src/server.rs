@@ -16,8 +16,8 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
 use crate::args::{
-    ReplyArgs, SessionEntry, SessionsArgs, SessionsOutput, StartArgs, StrictParams, TurnOutput,
-    input_schema,
+    ForkArgs, ReplyArgs, SessionEntry, SessionsArgs, SessionsOutput, StartArgs, StrictParams,
+    TurnOutput, input_schema,
 };
 use crate::hooks::turn_hooks;
 
@@ -95,6 +95,16 @@ impl BatonServer {
         };
         let (hooks, _heartbeat) = turn_hooks(&ctx);
         turn_result(self.manager.reply(request, hooks).await)
+    }
+
+    #[tool(
+        name = "baton-fork",
+        description = "Start a new session from an existing one, with its history up to a turn (`atTurn`, default all). The source session is not changed. Returns the new threadId for baton-reply.",
+        input_schema = input_schema::<ForkArgs>(),
+        output_schema = schema_for_output::<TurnOutput>()
+    )]
+    async fn fork(&self, StrictParams(args): StrictParams<ForkArgs>) -> CallToolResult {
+        turn_result(self.manager.fork(&args.thread_id, args.at_turn).await)
     }
 
     #[tool(
