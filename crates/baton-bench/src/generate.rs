@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use baton_protocol::{
-    ApprovalPolicy, BaseInstructions, Compacted, ContentItem, EventMsg, ResponseItem, RolloutItem,
+    ApprovalPolicy, BaseInstructions, Compacted, EventMsg, ResponseItem, RolloutItem,
     SandboxMode, SandboxPolicy, SessionMeta, SessionSource, ThreadId, TurnContext,
     format_timestamp,
 };
@@ -174,7 +174,8 @@ pub fn small_session(
     at += Duration::milliseconds(9);
     let prompt = format!("{} (#{})", PROMPTS[rng.below(PROMPTS.len())], rng.below(10_000));
     let command = SHELL_COMMANDS[rng.below(SHELL_COMMANDS.len())];
-    let output = tool_output(rng, 300 + rng.below(900));
+    let output_len = 300 + rng.below(900);
+    let output = tool_output(rng, output_len);
     let call_id = format!("call_{:016x}_0", rng.next_u64());
     let answer = format!(
         "I ran `{command}`. {} The change is in place and the tests pass.",
@@ -303,7 +304,8 @@ pub fn long_session(
             transcript.push(at, &reasoning(rng))?;
             let command = SHELL_COMMANDS[rng.below(SHELL_COMMANDS.len())];
             let call_id = format!("call_{:016x}_{call}", rng.next_u64());
-            let output = tool_output(rng, OUTPUT_SIZES[rng.below(OUTPUT_SIZES.len())]);
+            let output_len = OUTPUT_SIZES[rng.below(OUTPUT_SIZES.len())];
+            let output = tool_output(rng, output_len);
             let items = turn_items("", &call_id, command, &output, "", rng);
             // Only the call, its end event and its output (items 3..6) of a turn's items.
             for item in &items[3..6] {

@@ -294,5 +294,6 @@ Targets met: {met}; missed: {missed}.\n\n\
         machine = machine.markdown(),
         sessions = bench.sessions,
         table = report.table(),
+        took = took.as_secs_f64(),
     )
 }

@@ -389,6 +389,49 @@ fn resolve(
     })
 }
 
+/// Re-exported so callers can build override values without depending on `toml` directly.
+pub use toml::Value as TomlValue;
+
+/// Flattens a JSON object of overrides (the MCP `config` argument) into dotted keys and TOML
+/// values, e.g. `{"sandbox_workspace_write": {"network_access": true}}`.
+pub fn json_overrides(value: &serde_json::Value) -> Result<Vec<(String, toml::Value)>, String> {
+    let serde_json::Value::Object(map) = value else {
+        return Err("`config` must be an object of config keys and values".to_owned());
+    };
+    let mut out = Vec::new();
+    for (key, value) in map {
+        out.push((
+            key.clone(),
+            json_to_toml(value).map_err(|e| format!("`{key}`: {e}"))?,
+        ));
+    }
+    Ok(out)
+}
+
+fn json_to_toml(value: &serde_json::Value) -> Result<toml::Value, String> {
+    use serde_json::Value as J;
+    Ok(match value {
+        J::Null => return Err("null is not a config value".to_owned()),
+        J::Bool(b) => toml::Value::Boolean(*b),
+        J::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => toml::Value::Integer(i),
+            (None, Some(f)) => toml::Value::Float(f),
+            _ => return Err(format!("{n} is out of range")),
+        },
+        J::String(s) => toml::Value::String(s.clone()),
+        J::Array(items) => {
+            toml::Value::Array(items.iter().map(json_to_toml).collect::<Result<_, _>>()?)
+        }
+        J::Object(map) => {
+            let mut table = toml::Table::new();
+            for (k, v) in map {
+                table.insert(k.clone(), json_to_toml(v)?);
+            }
+            toml::Value::Table(table)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,47 +611,4 @@ approval_policy = "never"
             }
         }
     }
-}
-
-/// Re-exported so callers can build override values without depending on `toml` directly.
-pub use toml::Value as TomlValue;
-
-/// Flattens a JSON object of overrides (the MCP `config` argument) into dotted keys and TOML
-/// values, e.g. `{"sandbox_workspace_write": {"network_access": true}}`.
-pub fn json_overrides(value: &serde_json::Value) -> Result<Vec<(String, toml::Value)>, String> {
-    let serde_json::Value::Object(map) = value else {
-        return Err("`config` must be an object of config keys and values".to_owned());
-    };
-    let mut out = Vec::new();
-    for (key, value) in map {
-        out.push((
-            key.clone(),
-            json_to_toml(value).map_err(|e| format!("`{key}`: {e}"))?,
-        ));
-    }
-    Ok(out)
-}
-
-fn json_to_toml(value: &serde_json::Value) -> Result<toml::Value, String> {
-    use serde_json::Value as J;
-    Ok(match value {
-        J::Null => return Err("null is not a config value".to_owned()),
-        J::Bool(b) => toml::Value::Boolean(*b),
-        J::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => toml::Value::Integer(i),
-            (None, Some(f)) => toml::Value::Float(f),
-            _ => return Err(format!("{n} is out of range")),
-        },
-        J::String(s) => toml::Value::String(s.clone()),
-        J::Array(items) => {
-            toml::Value::Array(items.iter().map(json_to_toml).collect::<Result<_, _>>()?)
-        }
-        J::Object(map) => {
-            let mut table = toml::Table::new();
-            for (k, v) in map {
-                table.insert(k.clone(), json_to_toml(v)?);
-            }
-            toml::Value::Table(table)
-        }
-    })
 }

@@ -264,12 +264,11 @@ impl Turn<'_> {
         if let Ok(first) = &output
             && let Some(plan) =
                 tools::retry_after_failure(settings.approval_policy, &settings.sandbox, first.0)
+            && let Ok(sandbox) = self.resolve_plan(plan, &argv).await
         {
-            if let Ok(sandbox) = self.resolve_plan(plan, &argv).await {
-                self.progress(&format!("running without sandbox: {description}"))
-                    .await;
-                output = self.exec(&args, sandbox, call_id).await;
-            }
+            self.progress(&format!("running without sandbox: {description}"))
+                .await;
+            output = self.exec(&args, sandbox, call_id).await;
         }
         match output {
             Ok((_, text)) => text,

@@ -87,8 +87,11 @@ fn map_function_call(name: &str, arguments: &str) -> Option<(String, String)> {
     let args: Value = serde_json::from_str(arguments).unwrap_or(Value::Null);
     match name {
         SHELL_TOOL | "container.exec" => Some((SHELL_TOOL.to_owned(), arguments.to_owned())),
-        "exec_command" => {
-            let cmd = args.get("cmd").and_then(Value::as_str)?;
+        "exec_command" | "shell_command" => {
+            let cmd = args
+                .get("cmd")
+                .or_else(|| args.get("command"))
+                .and_then(Value::as_str)?;
             let mut mapped = json!({ "command": ["bash", "-lc", cmd] });
             if let Some(workdir) = args.get("workdir") {
                 mapped["workdir"] = workdir.clone();
@@ -103,6 +106,15 @@ fn map_function_call(name: &str, arguments: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shell_command_with_a_string_becomes_shell() {
+        let (name, arguments) =
+            map_function_call("shell_command", r#"{"command":"cargo test"}"#).expect("mapped");
+        assert_eq!(name, "shell");
+        let args: Value = serde_json::from_str(&arguments).expect("json");
+        assert_eq!(args["command"], json!(["bash", "-lc", "cargo test"]));
+    }
 
     #[test]
     fn exec_command_becomes_shell_and_unknown_tools_become_text() {

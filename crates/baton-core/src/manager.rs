@@ -371,6 +371,10 @@ impl ThreadManager {
         });
         meta.originator = ORIGINATOR.to_owned();
         meta.cli_version = CLI_VERSION.to_owned();
+        // Codex's instructions describe Codex's tools; the continued thread has baton's.
+        meta.base_instructions = Some(BaseInstructions {
+            text: default_base_instructions().to_owned(),
+        });
         meta.model_provider = Some(live.settings.provider_id.clone());
         meta.model = Some(live.settings.model.clone());
         let store = self.store.clone();

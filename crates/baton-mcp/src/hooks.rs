@@ -22,6 +22,9 @@ pub(crate) struct McpProgress {
     peer: Peer<RoleServer>,
     token: ProgressToken,
     step: AtomicU32,
+    /// The call's token. Once it fires (cancel, stdin EOF, signal) rmcp's service loop may be
+    /// gone, and a notification would then wait for it forever, holding up the turn's abort.
+    call: CancellationToken,
 }
 
 impl McpProgress {
@@ -29,8 +32,16 @@ impl McpProgress {
         let step = self.step.fetch_add(1, Ordering::Relaxed) + 1;
         let param = ProgressNotificationParam::new(self.token.clone(), f64::from(step))
             .with_message(message);
-        if let Err(err) = self.peer.notify_progress(param).await {
-            tracing::debug!("progress notification not sent: {err}");
+        tokio::select! {
+            biased;
+            _ = self.call.cancelled() => {
+                tracing::debug!("progress notification dropped: the call is over");
+            }
+            sent = self.peer.notify_progress(param) => {
+                if let Err(err) = sent {
+                    tracing::debug!("progress notification not sent: {err}");
+                }
+            }
         }
     }
 }
@@ -110,6 +121,7 @@ pub(crate) fn turn_hooks(ctx: &RequestContext<RoleServer>) -> (TurnHooks, Option
             peer: ctx.peer.clone(),
             token,
             step: AtomicU32::new(0),
+            call: ctx.ct.clone(),
         })
     });
     let form_supported = ctx

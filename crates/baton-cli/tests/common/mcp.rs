@@ -85,7 +85,9 @@ impl ClientHandler for RecordingClient {
 /// The command line of `baton mcp-server` in `env`, logging at info level.
 fn server_command(env: &TestEnv) -> tokio::process::Command {
     let mut command = env.baton();
-    command.arg("mcp-server").env("RUST_LOG", "info");
+    // BATON_TEST_SERVER_LOG=debug when a test needs to see more of the server.
+    let filter = std::env::var("BATON_TEST_SERVER_LOG").unwrap_or_else(|_| "info".to_owned());
+    command.arg("mcp-server").env("RUST_LOG", filter);
     tokio::process::Command::from(command)
 }
 
