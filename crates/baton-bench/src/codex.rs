@@ -166,7 +166,13 @@ fn compare(
         copy_codex_home(fixture, &codex_home, case, &bench.server.inner.base_url())?;
         let measured = run_measured(
             Command::new(codex)
-                .args(["exec", "--skip-git-repo-check", "resume", &case.id, "RECALL"])
+                .args([
+                    "exec",
+                    "--skip-git-repo-check",
+                    "resume",
+                    &case.id,
+                    "RECALL",
+                ])
                 .env("CODEX_HOME", &codex_home)
                 .env(KEY_VAR, "dummy-key-not-a-secret")
                 .env_remove("OPENAI_BASE_URL")
@@ -201,10 +207,20 @@ fn compare(
     let codex_first = median(&codex_timing.first_request);
     let baton_first = median(&baton_import.first_request);
     let runs = case.runs;
-    report.info(SECTION, format!("{}: `codex exec resume` to first request (median of {runs})", case.label), duration(codex_first));
+    report.info(
+        SECTION,
+        format!(
+            "{}: `codex exec resume` to first request (median of {runs})",
+            case.label
+        ),
+        duration(codex_first),
+    );
     report.add(
         SECTION,
-        format!("{}: `baton exec resume` (first, imports it) to first request", case.label),
+        format!(
+            "{}: `baton exec resume` (first, imports it) to first request",
+            case.label
+        ),
         duration(baton_first),
         "faster than codex",
         Verdict::of(baton_first < codex_first),
@@ -212,11 +228,17 @@ fn compare(
     report.info(
         SECTION,
         format!("{}: ratio codex / baton, to first request", case.label),
-        format!("{:.1}×", codex_first.as_secs_f64() / baton_first.as_secs_f64().max(1e-9)),
+        format!(
+            "{:.1}×",
+            codex_first.as_secs_f64() / baton_first.as_secs_f64().max(1e-9)
+        ),
     );
     report.info(
         SECTION,
-        format!("{}: `baton exec resume` again (already in its store) to first request", case.label),
+        format!(
+            "{}: `baton exec resume` again (already in its store) to first request",
+            case.label
+        ),
         duration(median(&baton_again.first_request)),
     );
     let codex_whole = median(&codex_timing.whole);
@@ -285,7 +307,10 @@ fn copy_codex_home(
     let connection = rusqlite::Connection::open(&state)?;
     connection.execute(
         "UPDATE threads SET rollout_path = replace(rollout_path, ?1, ?2)",
-        [fixture.recorded_codex_home.as_str(), &codex_home.to_string_lossy()],
+        [
+            fixture.recorded_codex_home.as_str(),
+            &codex_home.to_string_lossy(),
+        ],
     )?;
     drop(connection);
     fs_err::write(
@@ -305,7 +330,10 @@ base_url = \"{}\"\nwire_api = \"responses\"\nenv_key = \"{KEY_VAR}\"\n",
 /// keeps Codex's own key order. Returns the size written.
 fn write_big_codex_transcript(source: &Path, out: &Path, target: usize) -> anyhow::Result<usize> {
     let text = fs_err::read_to_string(source)?;
-    let lines: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
     let kind = |line: &str| -> Option<String> {
         serde_json::from_str::<Value>(line)
             .ok()?
@@ -328,7 +356,10 @@ fn write_big_codex_transcript(source: &Path, out: &Path, target: usize) -> anyho
         .cloned()
         .unwrap_or(Value::Null);
     let mut rng = Rng::new(0xC0DE);
-    let mut out_lines: Vec<String> = lines[..compacted_at].iter().map(|l| (*l).to_owned()).collect();
+    let mut out_lines: Vec<String> = lines[..compacted_at]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect();
     let mut size: usize = text.len();
     let mut call = 0u64;
     while size < target {
@@ -385,7 +416,11 @@ fn renumber(line: &str, ordinal: usize) -> String {
         .bytes()
         .take_while(u8::is_ascii_digit)
         .count();
-    format!("{}{ordinal}{}", &line[..digits_start], &line[digits_start + digits..])
+    format!(
+        "{}{ordinal}{}",
+        &line[..digits_start],
+        &line[digits_start + digits..]
+    )
 }
 
 #[cfg(test)]
@@ -406,7 +441,8 @@ mod tests {
     #[test]
     fn big_transcript_keeps_the_compaction_last_and_reads_back() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../baton-cli/tests/fixtures/codex-home");
+        let fixtures =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../baton-cli/tests/fixtures/codex-home");
         let facts: Value = serde_json::from_str(
             &std::fs::read_to_string(fixtures.join("fixtures.json")).expect("fixtures.json"),
         )
@@ -418,7 +454,10 @@ mod tests {
         assert!(size >= 3 << 20);
         let big = baton_store::read_rollout(&out).expect("read big");
         let small = baton_store::read_rollout(&source).expect("read fixture");
-        assert_eq!(big.history, small.history, "the compaction still replaces everything before it");
+        assert_eq!(
+            big.history, small.history,
+            "the compaction still replaces everything before it"
+        );
         let text = std::fs::read_to_string(&out).expect("read");
         for (index, line) in text.lines().enumerate() {
             let value: Value = serde_json::from_str(line).expect("each line is JSON");

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use baton_protocol::{
-    ApprovalPolicy, BaseInstructions, Compacted, EventMsg, ResponseItem, RolloutItem,
-    SandboxMode, SandboxPolicy, SessionMeta, SessionSource, ThreadId, TurnContext,
-    format_timestamp,
+    ApprovalPolicy, BaseInstructions, Compacted, EventMsg, ResponseItem, RolloutItem, SandboxMode,
+    SandboxPolicy, SessionMeta, SessionSource, ThreadId, TurnContext, format_timestamp,
 };
 use chrono::{DateTime, Datelike, Duration, Local, TimeZone, Utc};
 use serde::Serialize;
@@ -172,14 +171,22 @@ pub fn small_session(
         &RolloutItem::SessionMeta(Box::new(session_meta(id, started, cwd))),
     )?;
     at += Duration::milliseconds(9);
-    let prompt = format!("{} (#{})", PROMPTS[rng.below(PROMPTS.len())], rng.below(10_000));
+    let prompt = format!(
+        "{} (#{})",
+        PROMPTS[rng.below(PROMPTS.len())],
+        rng.below(10_000)
+    );
     let command = SHELL_COMMANDS[rng.below(SHELL_COMMANDS.len())];
     let output_len = 300 + rng.below(900);
     let output = tool_output(rng, output_len);
     let call_id = format!("call_{:016x}_0", rng.next_u64());
     let answer = format!(
         "I ran `{command}`. {} The change is in place and the tests pass.",
-        output.chars().take(160).collect::<String>().replace('\n', " ")
+        output
+            .chars()
+            .take(160)
+            .collect::<String>()
+            .replace('\n', " ")
     );
     let mut items = turn_items(&prompt, &call_id, command, &output, &answer, rng);
     items.insert(0, turn_context(cwd));
@@ -291,7 +298,10 @@ pub fn long_session(
         at += Duration::seconds(rng.range(20, 600) as i64);
         let prompt = format!("{} (turn {turn})", PROMPTS[rng.below(PROMPTS.len())]);
         transcript.push(at, &turn_context(cwd))?;
-        transcript.push(at, &RolloutItem::ResponseItem(ResponseItem::user_message(&prompt)))?;
+        transcript.push(
+            at,
+            &RolloutItem::ResponseItem(ResponseItem::user_message(&prompt)),
+        )?;
         transcript.push(
             at,
             &RolloutItem::EventMsg(EventMsg::UserMessage {
@@ -317,13 +327,22 @@ pub fn long_session(
             at,
             &RolloutItem::ResponseItem(ResponseItem::assistant_message(&answer)),
         )?;
-        transcript.push(at, &RolloutItem::EventMsg(EventMsg::AgentMessage { message: answer }))?;
+        transcript.push(
+            at,
+            &RolloutItem::EventMsg(EventMsg::AgentMessage { message: answer }),
+        )?;
         transcript.push(at, &token_count(20_000 + turn as u64 * 900, 700))?;
     }
     if compact_at_end {
         let summary = format!(
             "Summary of the work so far: {}",
-            prompts.iter().rev().take(30).cloned().collect::<Vec<_>>().join(" | ")
+            prompts
+                .iter()
+                .rev()
+                .take(30)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" | ")
         );
         let mut replacement: Vec<ResponseItem> = prompts
             .iter()
@@ -347,7 +366,14 @@ pub fn long_session(
             let call_id = format!("call_{:016x}_0", rng.next_u64());
             let output = tool_output(rng, 2_000);
             transcript.push(at, &turn_context(cwd))?;
-            for item in turn_items(&prompt, &call_id, "git status --short", &output, "done", rng) {
+            for item in turn_items(
+                &prompt,
+                &call_id,
+                "git status --short",
+                &output,
+                "done",
+                rng,
+            ) {
                 transcript.push(at, &item)?;
             }
         }
@@ -400,7 +426,10 @@ mod tests {
             .expect("push");
         let generated = String::from_utf8(generated.bytes).expect("utf8");
         // The store stamps the line with the current time; everything after it must match.
-        let after_stamp = |line: &str| line.split_once(",\"type\"").map(|(_, rest)| rest.to_owned());
+        let after_stamp = |line: &str| {
+            line.split_once(",\"type\"")
+                .map(|(_, rest)| rest.to_owned())
+        };
         assert_eq!(after_stamp(&written), after_stamp(&generated));
         assert_eq!(
             writer.path(),
@@ -416,7 +445,10 @@ mod tests {
         let mut rng = Rng::new(7);
         let started = epoch() + Duration::days(40);
         let id = thread_id_at(started, &mut rng).expect("id");
-        assert_eq!(id.created_at().map(|t| t.timestamp_millis()), Some(started.timestamp_millis()));
+        assert_eq!(
+            id.created_at().map(|t| t.timestamp_millis()),
+            Some(started.timestamp_millis())
+        );
         let path = rollout_path(&store.sessions_dir(), started, id);
         let bytes = small_session(id, started, dir.path(), &mut rng).expect("session");
         write_transcript(&path, &bytes).expect("write");

@@ -49,7 +49,10 @@ fn ensure_store(bench: &Bench, count: usize) -> anyhow::Result<GeneratedStore> {
     let home = root.join("home");
     let project = root.join("project");
     let version_file = root.join("VERSION");
-    let version = format!("{STORE_VERSION} sessions={count} project={}", project.display());
+    let version = format!(
+        "{STORE_VERSION} sessions={count} project={}",
+        project.display()
+    );
     if std::fs::read_to_string(&version_file).ok().as_deref() == Some(version.as_str()) {
         eprintln!("  using the cached store {}", root.display());
         return Ok(GeneratedStore { home, project });
@@ -60,7 +63,9 @@ fn ensure_store(bench: &Bench, count: usize) -> anyhow::Result<GeneratedStore> {
     fs_err::create_dir_all(&project)?;
     let sessions = home.join("sessions");
     let started = Instant::now();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let handles: Vec<_> = (0..workers)
             .map(|worker| {
@@ -134,15 +139,24 @@ fn time_locate(
 }
 
 /// `baton exec resume <id> RECALL`, spawn to exit; checks the answer.
-fn resume(bench: &Bench, home: &Path, cwd: &Path, id: ThreadId) -> anyhow::Result<crate::process::Measured> {
-    let measured = run_measured(
-        bench
-            .baton(home, cwd)
-            .args(["exec", "resume", &id.to_string(), "RECALL"]),
-    )?
-    .ok("baton exec resume")?;
+fn resume(
+    bench: &Bench,
+    home: &Path,
+    cwd: &Path,
+    id: ThreadId,
+) -> anyhow::Result<crate::process::Measured> {
+    let measured =
+        run_measured(
+            bench
+                .baton(home, cwd)
+                .args(["exec", "resume", &id.to_string(), "RECALL"]),
+        )?
+        .ok("baton exec resume")?;
     if !measured.stdout.starts_with("recall:") {
-        bail!("unexpected answer from baton exec resume: {}", measured.stdout);
+        bail!(
+            "unexpected answer from baton exec resume: {}",
+            measured.stdout
+        );
     }
     Ok(measured)
 }
@@ -179,19 +193,24 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         "< 5 ms",
         Verdict::of(p50 < Duration::from_millis(5)),
     );
-    report.info(SECTION, "`locate` with the index, p99", duration(percentile(&times, 99.0)));
+    report.info(
+        SECTION,
+        "`locate` with the index, p99",
+        duration(percentile(&times, 99.0)),
+    );
 
     let mut resume_ids = sample(count, 3 * RESUME_RUNS, 2).into_iter();
-    let mut next_resume_id = || -> anyhow::Result<ThreadId> {
-        id_of(resume_ids.next().context("out of sample ids")?)
-    };
+    let mut next_resume_id =
+        || -> anyhow::Result<ThreadId> { id_of(resume_ids.next().context("out of sample ids")?) };
     let mut with_index = Vec::new();
     for _ in 0..RESUME_RUNS {
         with_index.push(resume(bench, home, project, next_resume_id()?)?.elapsed);
     }
     report.info(
         SECTION,
-        format!("`exec resume` among {count}, index present (whole process, median of {RESUME_RUNS})"),
+        format!(
+            "`exec resume` among {count}, index present (whole process, median of {RESUME_RUNS})"
+        ),
         duration(median(&with_index)),
     );
 
@@ -228,7 +247,10 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let p99 = percentile(&times, 99.0);
     report.add(
         SECTION,
-        format!("`locate`, index deleted (day folder), p50 ({} ids)", ids.len()),
+        format!(
+            "`locate`, index deleted (day folder), p50 ({} ids)",
+            ids.len()
+        ),
         duration(percentile(&times, 50.0)),
         "< 1 s",
         Verdict::of(percentile(&times, 50.0) < Duration::from_secs(1)),
@@ -242,26 +264,32 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     );
     drop(store);
     let mut without_index = Vec::new();
-    let mut rss = Vec::new();
     for _ in 0..RESUME_RUNS {
         remove_index(home)?;
         let measured = resume(bench, home, project, next_resume_id()?)?;
         without_index.push(measured.elapsed);
-        rss.push(measured.max_rss_kb);
     }
     let whole = median(&without_index);
     report.add(
         SECTION,
-        format!("`exec resume` among {count}, index deleted (whole process, median of {RESUME_RUNS})"),
+        format!(
+            "`exec resume` among {count}, index deleted (whole process, median of {RESUME_RUNS})"
+        ),
         duration(whole),
         "< 1 s",
         Verdict::of(whole < Duration::from_secs(1)),
     );
-    rss.sort_unstable();
+    remove_index(home)?;
+    let peak = crate::process::peak_rss_kb(bench.baton(home, project).args([
+        "exec",
+        "resume",
+        &next_resume_id()?.to_string(),
+        "RECALL",
+    ]))?;
     report.info(
         SECTION,
         "max RSS of an `exec resume` (index deleted)",
-        crate::stats::memory_kb(rss[rss.len() / 2]),
+        crate::stats::memory_kb(peak),
     );
 
     // A home with a single session.
@@ -286,7 +314,10 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let reindexed = store.reindex()?;
     report.info(
         SECTION,
-        format!("`Store::reindex` of {} sessions (library call)", reindexed.found),
+        format!(
+            "`Store::reindex` of {} sessions (library call)",
+            reindexed.found
+        ),
         duration(started.elapsed()),
     );
     if reindexed.found != count {

@@ -53,7 +53,10 @@ mod tests {
     #[test]
     fn reads_proc_fields() {
         let text = "processor\t: 0\nmodel name\t: Some CPU @ 2.0GHz\nVmRSS:\t  1234 kB\n";
-        assert_eq!(field(text, "model name").as_deref(), Some("Some CPU @ 2.0GHz"));
+        assert_eq!(
+            field(text, "model name").as_deref(),
+            Some("Some CPU @ 2.0GHz")
+        );
         assert_eq!(field(text, "VmRSS").as_deref(), Some("1234 kB"));
         assert_eq!(field(text, "missing"), None);
     }

@@ -39,6 +39,15 @@ struct Options {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(process::PEAK_RSS_COMMAND) {
+        return match process::peak_rss_main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("baton-bench peak RSS wrapper: {err:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if args.first().map(String::as_str) == Some(rehydrate::CHILD_COMMAND) {
         return match rehydrate::child_main(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
@@ -201,6 +210,11 @@ fn run(options: Options) -> anyhow::Result<()> {
     };
 
     let mut report = Report::default();
+    report.note(format!(
+        "Peak RSS of a whole process is measured in a separate run through a small intermediate \
+process (`ru_maxrss` from `wait4`); its floor on this machine (a trivial child) is {}.",
+        stats::memory_kb(process::peak_rss_floor_kb()?)
+    ));
     eprintln!("1. lookup among {} sessions", bench.sessions);
     lookup::run(&bench, &mut report)?;
     eprintln!("2. rehydration");
@@ -224,12 +238,18 @@ fn run(options: Options) -> anyhow::Result<()> {
     let command = if bench.sessions == 100_000 {
         "cargo run --release -p baton-bench".to_owned()
     } else {
-        format!("cargo run --release -p baton-bench -- --sessions {}", bench.sessions)
+        format!(
+            "cargo run --release -p baton-bench -- --sessions {}",
+            bench.sessions
+        )
     };
     let markdown = benchmarks_markdown(&bench, &report, &command, started.elapsed());
     println!("{}", report.table());
     let (met, missed) = report.summary();
-    println!("targets met: {met}, missed: {missed}; total run time {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "targets met: {met}, missed: {missed}; total run time {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     let out = bench.repo.join("BENCHMARKS.md");
     fs_err::write(&out, markdown)?;
     println!("wrote {}", out.display());

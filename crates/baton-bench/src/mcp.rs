@@ -85,7 +85,9 @@ impl Server {
         loop {
             let line = match self.lines.recv_timeout(PATIENCE) {
                 Ok(line) => line,
-                Err(RecvTimeoutError::Timeout) => bail!("the server did not answer within {PATIENCE:?}"),
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("the server did not answer within {PATIENCE:?}")
+                }
                 Err(RecvTimeoutError::Disconnected) => bail!("the server closed its stdout"),
             };
             let Ok(message) = serde_json::from_str::<Value>(&line) else {
@@ -169,7 +171,11 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         "≤ 20 ms",
         Verdict::of(p50 <= Duration::from_millis(20)),
     );
-    report.info(SECTION, "spawn → `initialize` answered, p90", duration(percentile(&starts, 90.0)));
+    report.info(
+        SECTION,
+        "spawn → `initialize` answered, p90",
+        duration(percentile(&starts, 90.0)),
+    );
     report.info(
         SECTION,
         format!("stdin closed → exit (idle), p50 of {START_RUNS}"),
@@ -238,12 +244,32 @@ fn touch_threads(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     report.info(
         SECTION,
         format!("{THREADS} `baton-reply` calls ({WINDOW} in flight), total"),
-        format!("{} ({:.0}/s)", duration(took), THREADS as f64 / took.as_secs_f64()),
+        format!(
+            "{} ({:.0}/s)",
+            duration(took),
+            THREADS as f64 / took.as_secs_f64()
+        ),
     );
-    report.info(SECTION, format!("RSS right after {THREADS} threads touched (TTL {IDLE_TTL})"), memory_kb(after_touch));
-    report.info(SECTION, "RSS 1 s later (idle threads dropped)", memory_kb(after_ttl));
-    report.info(SECTION, "peak RSS during the 1 000 calls (VmHWM)", memory_kb(peak));
-    report.info(SECTION, "stdin closed → exit, after the 1 000 calls", duration(exit));
+    report.info(
+        SECTION,
+        format!("RSS right after {THREADS} threads touched (TTL {IDLE_TTL})"),
+        memory_kb(after_touch),
+    );
+    report.info(
+        SECTION,
+        "RSS 1 s later (idle threads dropped)",
+        memory_kb(after_ttl),
+    );
+    report.info(
+        SECTION,
+        "peak RSS during the 1 000 calls (VmHWM)",
+        memory_kb(peak),
+    );
+    report.info(
+        SECTION,
+        "stdin closed → exit, after the 1 000 calls",
+        duration(exit),
+    );
     Ok(())
 }
 

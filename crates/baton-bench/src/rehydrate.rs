@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Bench;
 use crate::generate::{epoch, long_session, rollout_path, thread_id_at, write_transcript};
-use crate::process::{run_measured, status_kb};
+use crate::process::{peak_rss_kb, run_measured, status_kb};
 use crate::report::{Report, Verdict};
 use crate::rng::Rng;
 use crate::stats::{duration, median, memory_kb};
@@ -32,10 +32,30 @@ struct Case {
 }
 
 const CASES: [Case; 4] = [
-    Case { label: "1 MB", bytes: MB, compacted: false, iterations: 15 },
-    Case { label: "10 MB", bytes: 10 * MB, compacted: false, iterations: 5 },
-    Case { label: "100 MB", bytes: 100 * MB, compacted: false, iterations: 3 },
-    Case { label: "100 MB ending in a compaction", bytes: 100 * MB, compacted: true, iterations: 3 },
+    Case {
+        label: "1 MB",
+        bytes: MB,
+        compacted: false,
+        iterations: 15,
+    },
+    Case {
+        label: "10 MB",
+        bytes: 10 * MB,
+        compacted: false,
+        iterations: 5,
+    },
+    Case {
+        label: "100 MB",
+        bytes: 100 * MB,
+        compacted: false,
+        iterations: 3,
+    },
+    Case {
+        label: "100 MB ending in a compaction",
+        bytes: 100 * MB,
+        compacted: true,
+        iterations: 3,
+    },
 ];
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,6 +68,9 @@ struct ChildResult {
 #[derive(Clone, Copy)]
 enum Mode {
     ReadRollout,
+    /// The whole file read at once, then `parse_rollout`: `read_rollout` without its
+    /// tail-first reading, to tell the two costs apart.
+    ParseRollout,
     SerdeValue,
 }
 
@@ -55,6 +78,7 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Self::ReadRollout => "read_rollout",
+            Self::ParseRollout => "parse_rollout",
             Self::SerdeValue => "serde_value",
         }
     }
@@ -62,6 +86,7 @@ impl Mode {
     fn parse(text: &str) -> Option<Mode> {
         match text {
             "read_rollout" => Some(Self::ReadRollout),
+            "parse_rollout" => Some(Self::ParseRollout),
             "serde_value" => Some(Self::SerdeValue),
             _ => None,
         }
@@ -83,6 +108,13 @@ pub fn child_main(args: &[String]) -> anyhow::Result<()> {
             Mode::ReadRollout => {
                 let started = Instant::now();
                 let loaded = baton_store::read_rollout(path)?;
+                let elapsed = started.elapsed();
+                (elapsed, loaded.history.len())
+            }
+            Mode::ParseRollout => {
+                let started = Instant::now();
+                let bytes = fs_err::read(path)?;
+                let loaded = baton_store::parse_rollout(path, &bytes)?;
                 let elapsed = started.elapsed();
                 (elapsed, loaded.history.len())
             }
@@ -139,7 +171,9 @@ fn case_spec(index: usize) -> anyhow::Result<(ThreadId, DateTime<Utc>, Rng)> {
 }
 
 /// The cached transcripts (in a baton home, so they can also be resumed).
-fn ensure_transcripts(bench: &Bench) -> anyhow::Result<(PathBuf, PathBuf, Vec<(ThreadId, PathBuf)>)> {
+fn ensure_transcripts(
+    bench: &Bench,
+) -> anyhow::Result<(PathBuf, PathBuf, Vec<(ThreadId, PathBuf)>)> {
     let root = bench.target.join("bench-rehydrate");
     let home = root.join("home");
     let project = root.join("project");
@@ -163,7 +197,10 @@ fn ensure_transcripts(bench: &Bench) -> anyhow::Result<(PathBuf, PathBuf, Vec<(T
         let bytes = long_session(id, at, &project, case.bytes, case.compacted, &mut rng)?;
         write_transcript(&files[index].1, &bytes)?;
     }
-    eprintln!("  generated the transcripts in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "  generated the transcripts in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     fs_err::write(&version_file, version)?;
     Ok((home, project, files))
 }
@@ -174,12 +211,38 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         let size = fs_err::metadata(path)?.len();
         let ours = run_child(Mode::ReadRollout, path, case.iterations)?;
         let bare = run_child(Mode::SerdeValue, path, case.iterations)?;
+        let whole = run_child(Mode::ParseRollout, path, case.iterations)?;
         let ours_time = Duration::from_nanos(ours.median_ns);
         let bare_time = Duration::from_nanos(bare.median_ns);
         let ratio = ours_time.as_secs_f64() / bare_time.as_secs_f64().max(1e-9);
-        let label = format!("{} ({:.1} MB, {} history items)", case.label, size as f64 / MB as f64, ours.items);
-        report.info(SECTION, format!("{label}: `read_rollout`"), duration(ours_time));
-        report.info(SECTION, format!("{}: bare `serde_json` to `Value`", case.label), duration(bare_time));
+        let label = format!(
+            "{} ({:.1} MB, {} history items)",
+            case.label,
+            size as f64 / MB as f64,
+            ours.items
+        );
+        report.info(
+            SECTION,
+            format!("{label}: `read_rollout`"),
+            duration(ours_time),
+        );
+        report.info(
+            SECTION,
+            format!("{}: bare `serde_json` to `Value`", case.label),
+            duration(bare_time),
+        );
+        report.info(
+            SECTION,
+            format!(
+                "{}: breakdown, file read at once + `parse_rollout` (peak RSS)",
+                case.label
+            ),
+            format!(
+                "{} ({})",
+                duration(Duration::from_nanos(whole.median_ns)),
+                memory_kb(whole.hwm_kb)
+            ),
+        );
         report.add(
             SECTION,
             format!("{}: ratio `read_rollout` / `serde_json`", case.label),
@@ -199,38 +262,50 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     for (case, (id, _)) in CASES.iter().zip(&files).skip(2) {
         let mut times = Vec::new();
         let mut first_requests = Vec::new();
-        let mut rss = Vec::new();
         for _ in 0..RESUME_RUNS {
             for name in ["state.sqlite", "state.sqlite-wal", "state.sqlite-shm"] {
                 let _ = std::fs::remove_file(home.join(name));
             }
-            let measured = run_measured(
-                bench
-                    .baton(&home, &project)
-                    .args(["exec", "resume", &id.to_string(), "RECALL"]),
-            )?
+            let measured = run_measured(bench.baton(&home, &project).args([
+                "exec",
+                "resume",
+                &id.to_string(),
+                "RECALL",
+            ]))?
             .ok("baton exec resume")?;
             if let Some(at) = bench.server.first_request_after(measured.started) {
                 first_requests.push(at - measured.started);
             }
             times.push(measured.elapsed);
-            rss.push(measured.max_rss_kb);
         }
-        rss.sort_unstable();
         report.info(
             SECTION,
-            format!("`exec resume`, {}, no index, to its first model request (median)", case.label),
+            format!(
+                "`exec resume`, {}, no index, to its first model request (median)",
+                case.label
+            ),
             duration(median(&first_requests)),
         );
         report.info(
             SECTION,
-            format!("`exec resume`, {}, no index (whole process, median of {RESUME_RUNS})", case.label),
+            format!(
+                "`exec resume`, {}, no index (whole process, median of {RESUME_RUNS})",
+                case.label
+            ),
             duration(median(&times)),
         );
+        for name in ["state.sqlite", "state.sqlite-wal", "state.sqlite-shm"] {
+            let _ = std::fs::remove_file(home.join(name));
+        }
         report.info(
             SECTION,
             format!("max RSS of that `exec resume` ({})", case.label),
-            memory_kb(rss[rss.len() / 2]),
+            memory_kb(peak_rss_kb(bench.baton(&home, &project).args([
+                "exec",
+                "resume",
+                &id.to_string(),
+                "RECALL",
+            ]))?),
         );
     }
     Ok(())
@@ -252,7 +327,7 @@ mod tests {
 
     #[test]
     fn modes_round_trip_their_names() {
-        for mode in [Mode::ReadRollout, Mode::SerdeValue] {
+        for mode in [Mode::ReadRollout, Mode::ParseRollout, Mode::SerdeValue] {
             assert_eq!(Mode::parse(mode.name()).map(Mode::name), Some(mode.name()));
         }
         assert!(Mode::parse("other").is_none());

@@ -67,7 +67,12 @@ impl Report {
         self.rows.push(row);
     }
 
-    pub fn info(&mut self, section: &'static str, what: impl Into<String>, figure: impl Into<String>) {
+    pub fn info(
+        &mut self,
+        section: &'static str,
+        what: impl Into<String>,
+        figure: impl Into<String>,
+    ) {
         self.add(section, what, figure, "", Verdict::Info);
     }
 
@@ -78,7 +83,8 @@ impl Report {
     }
 
     pub fn table(&self) -> String {
-        let mut text = String::from("| section | measure | figure | target | |\n|---|---|---|---|---|\n");
+        let mut text =
+            String::from("| section | measure | figure | target | |\n|---|---|---|---|---|\n");
         for row in &self.rows {
             let _ = writeln!(
                 text,
@@ -94,8 +100,16 @@ impl Report {
     }
 
     pub fn summary(&self) -> (usize, usize) {
-        let met = self.rows.iter().filter(|r| r.verdict == Verdict::Met).count();
-        let missed = self.rows.iter().filter(|r| r.verdict == Verdict::Missed).count();
+        let met = self
+            .rows
+            .iter()
+            .filter(|r| r.verdict == Verdict::Met)
+            .count();
+        let missed = self
+            .rows
+            .iter()
+            .filter(|r| r.verdict == Verdict::Missed)
+            .count();
         (met, missed)
     }
 }

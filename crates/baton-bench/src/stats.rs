@@ -44,7 +44,10 @@ mod tests {
         assert_eq!(percentile(&samples, 50.0), Duration::from_millis(50));
         assert_eq!(percentile(&samples, 99.0), Duration::from_millis(99));
         assert_eq!(percentile(&samples, 100.0), Duration::from_millis(100));
-        assert_eq!(median(&[Duration::from_millis(3)]), Duration::from_millis(3));
+        assert_eq!(
+            median(&[Duration::from_millis(3)]),
+            Duration::from_millis(3)
+        );
         assert_eq!(median(&[]), Duration::ZERO);
     }
 

@@ -19,6 +19,9 @@ pub(crate) enum SessionsCommand {
         /// Print a JSON array.
         #[arg(long)]
         json: bool,
+        /// Include the Codex CLI's sessions (from `codex_home`), marked `codex`.
+        #[arg(long)]
+        codex: bool,
     },
     /// Print a session's conversation.
     Show {
@@ -42,15 +45,31 @@ pub(crate) enum SessionsCommand {
 
 pub(crate) async fn run(manager: &ThreadManager, command: SessionsCommand) -> anyhow::Result<()> {
     match command {
-        SessionsCommand::List { cwd, limit, json } => {
+        SessionsCommand::List {
+            cwd,
+            limit,
+            json,
+            codex,
+        } => {
             let cwd = cwd.map(|dir| std::fs::canonicalize(&dir).unwrap_or(dir));
-            let page = manager
+            let mut page = manager
                 .list_sessions(SessionQuery {
-                    cwd,
+                    cwd: cwd.clone(),
                     limit,
                     ..Default::default()
                 })
                 .await?;
+            if codex {
+                let codex_sessions = manager.list_codex_sessions().await?;
+                page.sessions.extend(
+                    codex_sessions
+                        .into_iter()
+                        .filter(|s| cwd.as_ref().is_none_or(|dir| &s.cwd == dir)),
+                );
+                page.sessions
+                    .sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+                page.sessions.truncate(limit);
+            }
             if json {
                 let rows: Vec<_> = page.sessions.iter().map(summary_json).collect();
                 println!("{}", serde_json::Value::Array(rows));
@@ -59,8 +78,9 @@ pub(crate) async fn run(manager: &ThreadManager, command: SessionsCommand) -> an
             } else {
                 for session in &page.sessions {
                     println!(
-                        "{}  {}  {}  {}",
+                        "{}  {:5}  {}  {}  {}",
                         session.id,
+                        session.source.as_str(),
                         session
                             .updated_at
                             .with_timezone(&chrono::Local)

@@ -617,3 +617,44 @@ fn the_glob_helper_matches_as_documented() {
     assert!(glob_matches("a*b*c", "a-b-c"));
     assert!(!glob_matches("a*b*c", "a-c-b"));
 }
+
+#[test]
+fn sessions_list_with_codex_shows_codex_sessions_once() {
+    let server = server();
+    let env = env_with_codex_home(&server);
+    let (own, _) = env.exec_ok("a baton session");
+    let ids = |output: &std::process::Output| -> Vec<(String, String)> {
+        let rows: Value = serde_json::from_slice(&output.stdout).expect("json array");
+        rows.as_array()
+            .expect("array")
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap_or_default().to_owned(),
+                    r["source"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+
+    let without = env.run(&["sessions", "list", "--json"]);
+    assert_success(&without);
+    assert_eq!(ids(&without), [(own.clone(), "baton".to_owned())]);
+
+    let with = env.run(&["sessions", "list", "--json", "--codex"]);
+    assert_success(&with);
+    let listed = ids(&with);
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    for name in ["shell", "multi_turn", "compacted"] {
+        assert!(
+            listed.contains(&(fixture_id(name), "codex".to_owned())),
+            "{name} missing from {listed:?}"
+        );
+    }
+
+    // Once imported, a Codex session is listed once, as baton's copy (still marked codex).
+    resume_ok(&env, &fixture_id("shell"), "RECALL");
+    let after = ids(&env.run(&["sessions", "list", "--json", "--codex"]));
+    assert_eq!(after.len(), 4, "{after:?}");
+    assert_eq!(after[0], (fixture_id("shell"), "codex".to_owned()));
+}

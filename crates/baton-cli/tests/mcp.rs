@@ -361,7 +361,7 @@ async fn unknown_and_malformed_ids_get_clear_errors_and_the_server_keeps_serving
         .list_all_tools()
         .await
         .expect("tools/list after errors");
-    assert_eq!(tools.len(), 3);
+    assert!(tools.len() >= 3, "{tools:?}");
     // …and a real call still works, also with the `conversationId` alias.
     let (thread_id, _) = mcp.start("hi", &env.project).await;
     let result = mcp
@@ -419,9 +419,10 @@ async fn protocol_errors_have_json_rpc_codes() {
     assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
 
     let tools = raw.request(5, "tools/list", json!({})).await;
-    assert_eq!(
-        tools["result"]["tools"].as_array().map(Vec::len),
-        Some(3),
+    assert!(
+        tools["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == "baton-reply")),
         "{tools}"
     );
     // The wire shape of a result.
@@ -807,11 +808,13 @@ async fn busy_server_exits(stop: Stop, marker: &str) {
     let env = TestEnv::new(&server, Wire::Responses);
     let mut raw = RawMcp::spawn(&env);
     raw.initialize().await;
-    raw.send(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": "baton",
-        "arguments": {"prompt": format!("shell: {marker}"), "cwd": env.project},
-        "_meta": {"progressToken": "t1"}
-    }}))
+    raw.send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "baton",
+            "arguments": {"prompt": format!("shell: {marker}"), "cwd": env.project},
+            "_meta": {"progressToken": "t1"}
+        }}),
+    )
     .await;
     loop {
         let progress = raw
@@ -841,7 +844,11 @@ async fn busy_server_exits(stop: Stop, marker: &str) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let path = env.rollout_files().into_iter().next().expect("a transcript");
+    let path = env
+        .rollout_files()
+        .into_iter()
+        .next()
+        .expect("a transcript");
     let records = parse_complete_lines(&path);
     assert!(
         has_event(&records, "turn_aborted"),

@@ -396,6 +396,20 @@ impl ThreadManager {
         Ok(live)
     }
 
+    /// The Codex CLI's sessions under `codex_home` that baton has not imported yet, newest
+    /// first (`baton sessions list --codex`).
+    pub async fn list_codex_sessions(&self) -> Result<Vec<SessionSummary>, CoreError> {
+        let codex_home = self.config(None)?.codex_home;
+        let store = self.store.clone();
+        blocking(move || {
+            baton_store::list_codex_sessions(&codex_home)
+                .into_iter()
+                .filter(|summary| store.locate(summary.id).is_err())
+                .collect()
+        })
+        .await
+    }
+
     /// A new thread whose history is the first `at_turn` turns of another (all of them when
     /// `None`). The source transcript is only read.
     pub async fn fork(
@@ -626,6 +640,12 @@ fn summarize_live(live: &LiveThread, final_message: Option<&String>) -> ThreadSu
                 _ => None,
             })
     });
+    let mut search_text = String::new();
+    for item in &live.history {
+        if let Some(("user" | "assistant", text)) = item.message_text() {
+            baton_store::push_search_text(&mut search_text, &text);
+        }
+    }
     let now = Utc::now();
     ThreadSummary {
         id: live.id,
@@ -637,11 +657,8 @@ fn summarize_live(live: &LiveThread, final_message: Option<&String>) -> ThreadSu
         last_agent_message,
         model: Some(live.settings.model.clone()),
         turns: u32::try_from(user_texts.len()).unwrap_or(u32::MAX),
-        source: if live.meta.imported_from.is_some() {
-            ThreadOrigin::Codex
-        } else {
-            ThreadOrigin::Baton
-        },
+        source: ThreadOrigin::of(&live.meta),
+        search_text,
     }
 }
 

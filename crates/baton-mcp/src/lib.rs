@@ -6,6 +6,7 @@
 
 mod args;
 mod hooks;
+mod order;
 mod server;
 mod shutdown;
 
@@ -13,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::ThreadManager;
-use rmcp::ServiceExt;
 use rmcp::service::QuitReason;
-use rmcp::transport::stdio_pipes;
+use rmcp::transport::async_rw::TransportAdapterAsyncRW;
+use rmcp::transport::{IntoTransport, stdio_pipes};
+use rmcp::{RoleServer, ServiceExt};
 use tokio_util::sync::CancellationToken;
 
 pub use server::BatonServer;
@@ -41,7 +43,10 @@ pub async fn serve_stdio(manager: Arc<ThreadManager>) -> Result<(), ServeError> 
     // Cancelling the service token the moment stdin reports EOF makes every running tool's
     // `ctx.ct` fire at once; otherwise rmcp would wait up to 5 s for in-flight handlers.
     let (stdin, stdout) = stdio_pipes();
-    let transport = (shutdown::EofSignal::new(stdin, shutdown.clone()), stdout);
+    let transport = IntoTransport::<RoleServer, std::io::Error, TransportAdapterAsyncRW>::into_transport(
+        (shutdown::EofSignal::new(stdin, shutdown.clone()), stdout),
+    );
+    let transport = order::OrderedTransport::new(transport);
     let running = match BatonServer::new(manager)
         .serve_with_ct(transport, shutdown.clone())
         .await

@@ -20,6 +20,7 @@ use crate::args::{
     TurnOutput, input_schema,
 };
 use crate::hooks::turn_hooks;
+use crate::order::Ticket;
 
 const SESSION_URI_PREFIX: &str = "baton://sessions/";
 const DEFAULT_PAGE: u32 = 20;
@@ -93,6 +94,17 @@ impl BatonServer {
             cwd: args.cwd.map(PathBuf::from),
             compact: args.compact,
         };
+        // Calls on one thread run in the order they arrived (see `order`); the ticket is held
+        // until this call is done.
+        let ticket = ctx.extensions.get::<Ticket>().cloned();
+        if let Some(ticket) = &ticket {
+            tokio::select! {
+                _ = ticket.wait_turn() => {}
+                _ = ctx.ct.cancelled() => {
+                    return tool_error("the call was cancelled before it started".to_owned());
+                }
+            }
+        }
         let (hooks, _heartbeat) = turn_hooks(&ctx);
         turn_result(self.manager.reply(request, hooks).await)
     }

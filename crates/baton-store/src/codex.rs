@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use baton_protocol::ThreadId;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use crate::StoreError;
-use crate::find::{NameSuffix, find_by_scan, find_in_day_folders};
+use crate::find::{NameSuffix, all_transcripts, find_by_scan, find_in_day_folders};
 use crate::fsutil::{canonical_or_same, is_file_inside};
+use crate::store::summarize_in_parallel;
+use crate::{StoreError, ThreadOrigin, ThreadSummary};
 
 /// Finds the transcript of Codex thread `id` under `codex_home`: through Codex's own index
 /// (`state_*.sqlite`, read-only) when it points at a file inside `codex_home`, else by file
@@ -43,6 +44,23 @@ pub fn find_codex_rollout(codex_home: &Path, id: ThreadId) -> Result<Option<Path
         .or_else(|| find_by_scan(&sessions, id))
         .or_else(|| find_by_scan(&archived, id));
     Ok(found.filter(|path| usable(path)))
+}
+
+/// Summaries of every Codex session under `codex_home` (`sessions/` and
+/// `archived_sessions/`), newest update first. Files that cannot be read are skipped.
+pub fn list_codex_sessions(codex_home: &Path) -> Vec<ThreadSummary> {
+    let mut files = all_transcripts(&codex_home.join("sessions"));
+    files.extend(all_transcripts(&codex_home.join("archived_sessions")));
+    let mut summaries: Vec<ThreadSummary> = summarize_in_parallel(&files)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|mut summary| {
+            summary.source = ThreadOrigin::Codex;
+            summary
+        })
+        .collect();
+    summaries.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));
+    summaries
 }
 
 /// `state_<n>.sqlite` files, newest schema number first.

@@ -15,7 +15,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use crate::{ListPage, ListQuery, StoreError, ThreadOrigin, ThreadSummary};
 
 /// Bumped whenever the table layout changes; an index with another version is rebuilt.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS threads (
@@ -28,7 +28,8 @@ const SCHEMA: &str = "
         last_agent_message TEXT,
         model TEXT,
         turns INTEGER,
-        source TEXT
+        source TEXT,
+        search_text TEXT
     );
     CREATE INDEX IF NOT EXISTS threads_updated_at ON threads(updated_at DESC, id DESC);
     CREATE TABLE IF NOT EXISTS store_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -248,14 +249,15 @@ fn upsert(connection: &Connection, summary: &ThreadSummary) -> rusqlite::Result<
     connection
         .prepare_cached(
             "INSERT INTO threads (id, rollout_path, cwd, created_at, updated_at,
-                 first_user_message, last_agent_message, model, turns, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 first_user_message, last_agent_message, model, turns, source, search_text)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT(id) DO UPDATE SET
                  rollout_path = excluded.rollout_path, cwd = excluded.cwd,
                  created_at = excluded.created_at, updated_at = excluded.updated_at,
                  first_user_message = excluded.first_user_message,
                  last_agent_message = excluded.last_agent_message,
-                 model = excluded.model, turns = excluded.turns, source = excluded.source",
+                 model = excluded.model, turns = excluded.turns, source = excluded.source,
+                 search_text = excluded.search_text",
         )?
         .execute(params![
             summary.id.to_string(),
@@ -268,6 +270,7 @@ fn upsert(connection: &Connection, summary: &ThreadSummary) -> rusqlite::Result<
             summary.model,
             summary.turns,
             summary.source.as_str(),
+            summary.search_text,
         ])?;
     Ok(())
 }
@@ -320,7 +323,8 @@ pub(crate) fn list(
          WHERE (?1 IS NULL OR cwd = ?1)
            AND (?2 IS NULL
                 OR instr(lower(coalesce(first_user_message, '')), lower(?2)) > 0
-                OR instr(lower(coalesce(last_agent_message, '')), lower(?2)) > 0)
+                OR instr(lower(coalesce(last_agent_message, '')), lower(?2)) > 0
+                OR instr(lower(coalesce(search_text, '')), lower(?2)) > 0)
            AND (?3 IS NULL OR updated_at < ?3 OR (updated_at = ?3 AND id < ?4))
          ORDER BY updated_at DESC, id DESC
          LIMIT ?5",
@@ -385,5 +389,7 @@ fn row_to_summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<ThreadSumm
             .as_deref()
             .and_then(ThreadOrigin::parse)
             .unwrap_or(ThreadOrigin::Baton),
+        // Listing does not need it; search reads it in SQL.
+        search_text: String::new(),
     }))
 }

@@ -21,10 +21,13 @@ mod store;
 mod summary;
 mod writer;
 
-pub use codex::find_codex_rollout;
+pub use codex::{find_codex_rollout, list_codex_sessions};
 pub use error::StoreError;
 pub use lock::ThreadLock;
 pub use reader::{ABORTED_CALL_OUTPUT, LoadedRollout, parse_rollout, read_rollout};
 pub use store::{ListPage, ListQuery, Located, LookupMethod, ReindexReport, Store};
-pub use summary::{SUMMARY_TEXT_LIMIT, ThreadOrigin, ThreadSummary, summarize_rollout};
+pub use summary::{
+    SEARCH_TEXT_LIMIT, SUMMARY_TEXT_LIMIT, ThreadOrigin, ThreadSummary, push_search_text,
+    summarize_rollout,
+};
 pub use writer::RolloutWriter;

@@ -152,6 +152,7 @@ impl Store {
             model: meta.model.clone(),
             turns: 0,
             source: ThreadOrigin::of(meta),
+            search_text: String::new(),
         })?;
         Ok(writer)
     }
@@ -287,7 +288,7 @@ impl Store {
     }
 }
 
-fn summarize_in_parallel(files: &[PathBuf]) -> Vec<Result<ThreadSummary, String>> {
+pub(crate) fn summarize_in_parallel(files: &[PathBuf]) -> Vec<Result<ThreadSummary, String>> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8)

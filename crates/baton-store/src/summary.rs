@@ -56,11 +56,33 @@ pub struct ThreadSummary {
     /// The number of user messages.
     pub turns: u32,
     pub source: ThreadOrigin,
+    /// Every prompt and answer, joined by newlines and cut at [`SEARCH_TEXT_LIMIT`]: what
+    /// text search looks in.
+    pub search_text: String,
 }
 
 /// Messages kept in the index are cut to this many bytes: enough to recognise and search a
 /// prompt, without copying whole pasted files into the index.
 pub const SUMMARY_TEXT_LIMIT: usize = 4096;
+
+/// Text search looks at this many bytes of a thread's prompts and answers.
+pub const SEARCH_TEXT_LIMIT: usize = 64 * 1024;
+
+/// Appends `text` to a thread's search text, keeping it under [`SEARCH_TEXT_LIMIT`].
+pub fn push_search_text(search_text: &mut String, text: &str) {
+    let room = SEARCH_TEXT_LIMIT.saturating_sub(search_text.len() + 1);
+    if room == 0 || text.is_empty() {
+        return;
+    }
+    let mut cut = text.len().min(room);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    if !search_text.is_empty() {
+        search_text.push('\n');
+    }
+    search_text.push_str(&text[..cut]);
+}
 
 /// Summarises one transcript by reading all of it (used by reindex).
 pub fn summarize_rollout(path: &Path) -> Result<ThreadSummary, StoreError> {
@@ -119,6 +141,7 @@ struct SummaryBuilder {
     turn_cwd: Option<PathBuf>,
     turn_model: Option<String>,
     last_time: Option<DateTime<Utc>>,
+    search_text: String,
 }
 
 /// The `type` of an object payload when the writer put it first (baton and Codex do), read
@@ -191,6 +214,9 @@ impl SummaryBuilder {
         let Ok(event) = serde_json::from_str::<EventPeek>(payload) else {
             return;
         };
+        if let Some(message) = &event.message {
+            push_search_text(&mut self.search_text, message);
+        }
         match (event.kind.as_str(), event.message) {
             ("user_message", Some(message)) => {
                 self.user_events += 1;
@@ -213,6 +239,9 @@ impl SummaryBuilder {
         let Some((role, text)) = item.message_text() else {
             return;
         };
+        if role == "user" || role == "assistant" {
+            push_search_text(&mut self.search_text, &text);
+        }
         match role {
             "user" if !is_context_blob(&text) => {
                 self.user_items += 1;
@@ -256,6 +285,7 @@ impl SummaryBuilder {
             model: self.turn_model.or_else(|| meta.model.clone()),
             turns,
             source: ThreadOrigin::of(&meta),
+            search_text: self.search_text,
         })
     }
 }

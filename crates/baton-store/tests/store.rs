@@ -299,6 +299,7 @@ fn point_index_at(store: &Store, id: ThreadId, path: &Path) {
             model: None,
             turns: 0,
             source: ThreadOrigin::Baton,
+            search_text: String::new(),
         })
         .expect("record");
 }
@@ -391,6 +392,7 @@ fn summary_at(store: &Store, id: ThreadId, cwd: &str, minutes: i64, first: &str,
             model: Some("m".into()),
             turns: 1,
             source: ThreadOrigin::Baton,
+            search_text: format!("{first}\nmiddle answer of {cwd} {minutes}\n{last}"),
         })
         .expect("record");
 }
@@ -552,4 +554,45 @@ fn store_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Store>();
     assert_send_sync::<RolloutWriter>();
+}
+
+#[test]
+fn text_search_finds_a_word_that_only_an_earlier_answer_holds() {
+    let (_dir, store) = new_store();
+    let (wanted, path) = create(&store, "/p");
+    let mut writer = RolloutWriter::open_append(&path).expect("open");
+    for (kind, text) in [
+        ("user", "first prompt"),
+        ("agent", "an answer about the zanzibar parser"),
+        ("user", "second prompt"),
+        ("agent", "the last answer"),
+    ] {
+        let event = match kind {
+            "user" => EventMsg::UserMessage {
+                message: text.into(),
+            },
+            _ => EventMsg::AgentMessage {
+                message: text.into(),
+            },
+        };
+        writer
+            .append(&RolloutItem::EventMsg(event))
+            .expect("append");
+    }
+    writer.sync().expect("sync");
+    let (_other, _) = create(&store, "/p");
+    store.reindex().expect("reindex");
+
+    let page = store
+        .list(&ListQuery {
+            text: Some("ZANZIBAR".into()),
+            ..Default::default()
+        })
+        .expect("list");
+    let ids: Vec<ThreadId> = page.threads.iter().map(|t| t.id).collect();
+    assert_eq!(ids, [wanted]);
+    assert_eq!(
+        page.threads[0].last_agent_message.as_deref(),
+        Some("the last answer")
+    );
 }
