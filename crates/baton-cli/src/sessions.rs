@@ -67,7 +67,7 @@ pub(crate) async fn run(manager: &ThreadManager, command: SessionsCommand) -> an
                         .filter(|s| cwd.as_ref().is_none_or(|dir| &s.cwd == dir)),
                 );
                 page.sessions
-                    .sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+                    .sort_by_key(|s| std::cmp::Reverse(s.updated_at));
                 page.sessions.truncate(limit);
             }
             if json {

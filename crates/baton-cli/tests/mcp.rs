@@ -520,14 +520,8 @@ async fn an_unreachable_model_server_is_named_and_the_server_keeps_serving() {
         assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
         assert!(!text.contains(SECRET_KEY), "{text}");
     }
-    assert_eq!(
-        mcp.service
-            .list_all_tools()
-            .await
-            .expect("tools/list")
-            .len(),
-        3
-    );
+    let tools = mcp.service.list_all_tools().await.expect("tools/list");
+    assert!(tools.iter().any(|t| t.name == "baton"), "{tools:?}");
     mcp.close().await;
 }
 
