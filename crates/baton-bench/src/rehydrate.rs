@@ -170,10 +170,15 @@ fn case_spec(index: usize) -> anyhow::Result<(ThreadId, DateTime<Utc>, Rng)> {
     Ok((id, started, rng))
 }
 
-/// The cached transcripts (in a baton home, so they can also be resumed).
-fn ensure_transcripts(
-    bench: &Bench,
-) -> anyhow::Result<(PathBuf, PathBuf, Vec<(ThreadId, PathBuf)>)> {
+/// The cached transcripts, in a baton home (so they can also be resumed).
+struct Transcripts {
+    home: PathBuf,
+    project: PathBuf,
+    /// One per case, in order.
+    files: Vec<(ThreadId, PathBuf)>,
+}
+
+fn ensure_transcripts(bench: &Bench) -> anyhow::Result<Transcripts> {
     let root = bench.target.join("bench-rehydrate");
     let home = root.join("home");
     let project = root.join("project");
@@ -185,7 +190,11 @@ fn ensure_transcripts(
         files.push((id, rollout_path(&home.join("sessions"), started, id)));
     }
     if std::fs::read_to_string(&version_file).ok().as_deref() == Some(version.as_str()) {
-        return Ok((home, project, files));
+        return Ok(Transcripts {
+            home,
+            project,
+            files,
+        });
     }
     if root.exists() {
         fs_err::remove_dir_all(&root)?;
@@ -202,11 +211,19 @@ fn ensure_transcripts(
         started.elapsed().as_secs_f64()
     );
     fs_err::write(&version_file, version)?;
-    Ok((home, project, files))
+    Ok(Transcripts {
+        home,
+        project,
+        files,
+    })
 }
 
 pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
-    let (home, project, files) = ensure_transcripts(bench)?;
+    let Transcripts {
+        home,
+        project,
+        files,
+    } = ensure_transcripts(bench)?;
     for (case, (_, path)) in CASES.iter().zip(&files) {
         let size = fs_err::metadata(path)?.len();
         let ours = run_child(Mode::ReadRollout, path, case.iterations)?;

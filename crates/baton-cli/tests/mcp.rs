@@ -609,20 +609,41 @@ async fn futures_join_all<F: std::future::Future>(
 async fn two_replies_at_once_on_one_thread_are_served_in_order() {
     let server = model_server();
     let env = TestEnv::new(&server, Wire::Responses);
-    let mcp = McpProcess::spawn(&env).await;
-    let (thread_id, _) = mcp.start("first", &env.project).await;
+    let mut raw = RawMcp::spawn(&env);
+    raw.initialize().await;
+    let started = raw
+        .request(
+            1,
+            "tools/call",
+            json!({"name": "baton", "arguments": {"prompt": "first", "cwd": env.project}}),
+        )
+        .await;
+    let thread_id = started["result"]["structuredContent"]["threadId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
 
-    let a = mcp.call(
-        "baton-reply",
-        json!({"threadId": thread_id, "prompt": "shell: sleep 0.5 && echo turn-a"}),
-    );
-    let b = mcp.call(
-        "baton-reply",
-        json!({"threadId": thread_id, "prompt": "RECALL"}),
-    );
-    let (a, b) = tokio::join!(a, b);
-    let (_, a) = mcp.turn_output(&a);
-    let (_, b) = mcp.turn_output(&b);
+    // Both requests in one write: A is on the wire before B. (rmcp's client may swap two
+    // requests sent at once, as it writes each from its own task.)
+    let call = |id: i64, prompt: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "baton-reply", "arguments": {"threadId": thread_id, "prompt": prompt}}})
+    };
+    raw.send_all(&[
+        call(2, "shell: sleep 0.5 && echo turn-a"),
+        call(3, "RECALL"),
+    ])
+    .await;
+    let a = raw.response(2, Duration::from_secs(30)).await;
+    let b = raw.response(3, Duration::from_secs(30)).await;
+    let text = |r: &Value| {
+        assert_eq!(r["result"]["structuredContent"]["threadId"], thread_id.as_str(), "{r}");
+        r["result"]["structuredContent"]["content"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"))
+            .to_owned()
+    };
+    let (a, b) = (text(&a), text(&b));
     assert!(a.contains("turn-a"), "{a}");
     // The second call saw the first one's whole exchange.
     assert_eq!(
@@ -667,7 +688,6 @@ async fn two_replies_at_once_on_one_thread_are_served_in_order() {
             && kinds.last().map(String::as_str) == Some("event_msg/agent_message"),
         "turn A is whole before turn B starts: {kinds:#?}"
     );
-    mcp.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,6 +85,8 @@ pub struct TurnResult {
 pub struct SessionQuery {
     pub text: Option<String>,
     pub cwd: Option<PathBuf>,
+    pub updated_after: Option<chrono::DateTime<Utc>>,
+    pub updated_before: Option<chrono::DateTime<Utc>>,
     pub limit: usize,
     pub cursor: Option<String>,
 }
@@ -481,6 +483,8 @@ impl ThreadManager {
             store.list(&ListQuery {
                 cwd: query.cwd,
                 text: query.text,
+                updated_after: query.updated_after,
+                updated_before: query.updated_before,
                 limit: query.limit,
                 cursor: query.cursor,
             })

@@ -111,6 +111,12 @@ pub(crate) struct SessionsArgs {
     /// Only sessions in this working directory.
     #[serde(default)]
     pub cwd: Option<String>,
+    /// Only sessions updated at or after this time (RFC 3339, e.g. 2026-11-25T00:00:00Z).
+    #[serde(default)]
+    pub updated_after: Option<String>,
+    /// Only sessions updated before this time (RFC 3339).
+    #[serde(default)]
+    pub updated_before: Option<String>,
     /// At most this many sessions (default 20, at most 200).
     #[serde(default)]
     pub limit: Option<u32>,

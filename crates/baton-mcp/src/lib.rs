@@ -43,9 +43,11 @@ pub async fn serve_stdio(manager: Arc<ThreadManager>) -> Result<(), ServeError> 
     // Cancelling the service token the moment stdin reports EOF makes every running tool's
     // `ctx.ct` fire at once; otherwise rmcp would wait up to 5 s for in-flight handlers.
     let (stdin, stdout) = stdio_pipes();
-    let transport = IntoTransport::<RoleServer, std::io::Error, TransportAdapterAsyncRW>::into_transport(
-        (shutdown::EofSignal::new(stdin, shutdown.clone()), stdout),
-    );
+    let transport =
+        IntoTransport::<RoleServer, std::io::Error, TransportAdapterAsyncRW>::into_transport((
+            shutdown::EofSignal::new(stdin, shutdown.clone()),
+            stdout,
+        ));
     let transport = order::OrderedTransport::new(transport);
     let running = match BatonServer::new(manager)
         .serve_with_ct(transport, shutdown.clone())

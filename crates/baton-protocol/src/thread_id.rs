@@ -159,3 +159,35 @@ mod tests {
         assert_eq!(a.as_uuid().get_version_num(), 7);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    proptest::proptest! {
+        /// Arbitrary text never panics, and whatever parses is a canonical UUID that prints
+        /// back to the same id with no path characters.
+        #[test]
+        fn arbitrary_text_parses_safely(text in "\\PC{0,80}") {
+            if let Ok(id) = ThreadId::parse(&text) {
+                let printed = id.to_string();
+                proptest::prop_assert_eq!(printed.len(), 36);
+                proptest::prop_assert!(printed.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
+                proptest::prop_assert_eq!(ThreadId::parse(&printed), Ok(id));
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = ThreadId::parse(&text);
+        }
+
+        #[test]
+        fn every_uuid_round_trips(value in proptest::prelude::any::<u128>()) {
+            let uuid = Uuid::from_u128(value);
+            let id = ThreadId::parse(&uuid.to_string());
+            proptest::prop_assert_eq!(id.map(|id| *id.as_uuid()), Ok(uuid));
+        }
+    }
+}

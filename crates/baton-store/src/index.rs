@@ -326,6 +326,8 @@ pub(crate) fn list(
                 OR instr(lower(coalesce(last_agent_message, '')), lower(?2)) > 0
                 OR instr(lower(coalesce(search_text, '')), lower(?2)) > 0)
            AND (?3 IS NULL OR updated_at < ?3 OR (updated_at = ?3 AND id < ?4))
+           AND (?6 IS NULL OR updated_at >= ?6)
+           AND (?7 IS NULL OR updated_at < ?7)
          ORDER BY updated_at DESC, id DESC
          LIMIT ?5",
     )?;
@@ -336,6 +338,8 @@ pub(crate) fn list(
             after.map(|cursor| cursor.updated_at_ms),
             after.map(|cursor| cursor.id.as_str()),
             i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1),
+            query.updated_after.map(|t| t.timestamp_millis()),
+            query.updated_before.map(|t| t.timestamp_millis()),
         ],
         row_to_summary,
     )?;

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use baton_protocol::{RolloutItem, SessionMeta, ThreadId};
-use chrono::{Local, Utc};
+use chrono::{DateTime, Local, Utc};
 
 use crate::find::{NameSuffix, all_transcripts, day_folder, find_by_scan, find_in_day_folders};
 use crate::fsutil::{canonical_or_same, create_private_dir_all, is_file_inside, sync_dir};
@@ -47,8 +47,12 @@ pub enum LookupMethod {
 pub struct ListQuery {
     /// Only threads whose cwd is exactly this folder.
     pub cwd: Option<PathBuf>,
-    /// Case-insensitive (ASCII) substring of the first prompt or the last answer.
+    /// Case-insensitive (ASCII) substring of any prompt or answer.
     pub text: Option<String>,
+    /// Only threads updated at or after this time.
+    pub updated_after: Option<DateTime<Utc>>,
+    /// Only threads updated before this time.
+    pub updated_before: Option<DateTime<Utc>>,
     /// Threads per page; 0 means [`ListQuery::DEFAULT_LIMIT`].
     pub limit: usize,
     /// `next_cursor` of the previous page.
@@ -72,6 +76,8 @@ impl Default for ListQuery {
         Self {
             cwd: None,
             text: None,
+            updated_after: None,
+            updated_before: None,
             limit: Self::DEFAULT_LIMIT,
             cursor: None,
         }

@@ -430,6 +430,19 @@ fn list_orders_filters_and_pages_exactly_once() {
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
     assert_eq!(all.threads[0].id, ids[6]);
 
+    // A time range: minutes 4 and 5 (inclusive start, exclusive end).
+    let at =
+        |minutes: i64| DateTime::from_timestamp(1_800_000_000 + minutes * 60, 0).expect("time");
+    let range = store
+        .list(&ListQuery {
+            updated_after: Some(at(4)),
+            updated_before: Some(at(6)),
+            ..ListQuery::default()
+        })
+        .expect("list");
+    let range_ids: Vec<_> = range.threads.iter().map(|t| t.id).collect();
+    assert_eq!(range_ids, [ids[5], ids[4]]);
+
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {

@@ -409,6 +409,18 @@ impl RawMcp {
         stdin.flush().await.expect("flush");
     }
 
+    /// Writes several messages in one write, so they arrive in this order.
+    pub async fn send_all(&mut self, messages: &[Value]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        let mut lines = String::new();
+        for message in messages {
+            lines.push_str(&message.to_string());
+            lines.push('\n');
+        }
+        stdin.write_all(lines.as_bytes()).await.expect("write to server");
+        stdin.flush().await.expect("flush");
+    }
+
     async fn read_message(&mut self, within: Duration) -> Value {
         let line = tokio::time::timeout(within, self.lines.next_line())
             .await
