@@ -637,7 +637,11 @@ async fn two_replies_at_once_on_one_thread_are_served_in_order() {
     let a = raw.response(2, Duration::from_secs(30)).await;
     let b = raw.response(3, Duration::from_secs(30)).await;
     let text = |r: &Value| {
-        assert_eq!(r["result"]["structuredContent"]["threadId"], thread_id.as_str(), "{r}");
+        assert_eq!(
+            r["result"]["structuredContent"]["threadId"],
+            thread_id.as_str(),
+            "{r}"
+        );
         r["result"]["structuredContent"]["content"]
             .as_str()
             .unwrap_or_else(|| panic!("{r}"))

@@ -99,7 +99,7 @@ impl BatonServer {
         let ticket = ctx.extensions.get::<Ticket>().cloned();
         if let Some(ticket) = &ticket {
             tokio::select! {
-                _ = std::future::ready(()) => {}
+                _ = ticket.wait_turn() => {}
                 _ = ctx.ct.cancelled() => {
                     return tool_error("the call was cancelled before it started".to_owned());
                 }

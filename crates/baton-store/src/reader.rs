@@ -91,26 +91,37 @@ fn read_from_tail(path: &Path, file: &File, len: u64) -> Result<Option<LoadedRol
     let Some((meta, after_meta)) = first_session_meta(head_lines, &mut head_warnings) else {
         return Ok(None);
     };
-    let mut start = len;
-    let mut tail = Vec::new();
-    let mut step = TAIL_WINDOW;
+    let file_len = usize::try_from(len).map_err(|_| too_large(path))?;
+    // One buffer for the whole file, filled from the end; untouched pages cost nothing.
+    let mut buffer = vec![0u8; file_len];
+    let mut start = file_len;
+    // Bytes from `searched_to` on were already searched for a compaction line.
+    let mut searched_to = file_len;
+    let mut compaction: Option<usize> = None;
+    let mut step = usize::try_from(TAIL_WINDOW).unwrap_or(usize::MAX);
     loop {
         let mut new_start = start.saturating_sub(step);
-        if new_start <= after_meta as u64 {
+        if new_start <= after_meta {
             new_start = 0;
         }
-        tail = read_range(path, file, new_start, start - new_start, &tail)?;
+        file.read_exact_at(&mut buffer[new_start..start], new_start as u64)
+            .map_err(StoreError::io("read the transcript", path))?;
         start = new_start;
         if start == 0 {
-            return parse_rollout(path, &tail).map(Some);
+            return parse_rollout(path, &buffer).map(Some);
         }
         // The first line read is probably cut; whole lines start after its newline.
-        let cut = memchr::memchr(b'\n', &tail).map_or(tail.len(), |i| i + 1);
-        let window = &tail[cut..];
-        if let Some(replay_from) = find_last_compaction(window, 0) {
+        let cut = memchr::memchr(b'\n', &buffer[start..]).map_or(file_len, |i| start + i + 1);
+        if compaction.is_none() && cut < searched_to {
+            compaction = find_last_compaction(&buffer[cut..searched_to], 0).map(|at| cut + at);
+            searched_to = cut;
+        }
+        if let Some(at) = compaction {
+            let window = &buffer[cut..];
+            let replay_from = at - cut;
             let prefix = Prefix::File {
                 file,
-                up_to: start + cut as u64,
+                up_to: cut as u64,
             };
             let mut warnings = Warnings::new(path, window, prefix);
             let replayed = replay(window, replay_from, &mut warnings);
@@ -131,6 +142,13 @@ fn read_from_tail(path: &Path, file: &File, len: u64) -> Result<Option<LoadedRol
             }
         }
         step = step.saturating_mul(4);
+    }
+}
+
+fn too_large(path: &Path) -> StoreError {
+    StoreError::NotATranscript {
+        path: path.to_path_buf(),
+        reason: "it is too large to read on this machine".to_owned(),
     }
 }
 

@@ -417,7 +417,10 @@ impl RawMcp {
             lines.push_str(&message.to_string());
             lines.push('\n');
         }
-        stdin.write_all(lines.as_bytes()).await.expect("write to server");
+        stdin
+            .write_all(lines.as_bytes())
+            .await
+            .expect("write to server");
         stdin.flush().await.expect("flush");
     }
 
