@@ -349,6 +349,12 @@ impl ThreadManager {
         for warning in &loaded.warnings {
             tracing::warn!(thread = %id, "{warning}");
         }
+        tracing::info!(
+            thread = %id,
+            path = %loaded.path.display(),
+            items = loaded.history.len(),
+            "loaded the thread from its transcript"
+        );
         Ok(rehydrate(loaded, config))
     }
 
@@ -549,11 +555,13 @@ impl ThreadManager {
         slot
     }
 
-    /// Drops threads idle longer than `idle_thread_ttl` from memory; returns how many remain.
+    /// Drops threads idle longer than `idle_thread_ttl` from memory; returns how many were
+    /// dropped.
     pub fn evict_idle_threads(&self) -> usize {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let before = slots.len();
         evict_idle(&mut slots, self.idle_ttl);
-        slots.len()
+        before - slots.len()
     }
 
     pub fn idle_thread_ttl(&self) -> Duration {

@@ -70,6 +70,16 @@ pub async fn serve_stdio(manager: Arc<ThreadManager>) -> Result<(), ServeError> 
     }
 }
 
+/// Hands memory freed by dropped threads back to the OS; glibc otherwise keeps it in its
+/// arenas and the server's RSS never shrinks after a busy hour.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Forgets idle threads even when no call arrives (memory stays bounded while the client
 /// sits idle for hours).
 fn spawn_idle_reaper(manager: Arc<ThreadManager>, shutdown: CancellationToken) {
@@ -81,7 +91,11 @@ fn spawn_idle_reaper(manager: Arc<ThreadManager>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => { manager.evict_idle_threads(); }
+                _ = ticker.tick() => {
+                    if manager.evict_idle_threads() > 0 {
+                        release_freed_memory();
+                    }
+                }
             }
         }
     });
