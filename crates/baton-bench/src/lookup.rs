@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use baton_protocol::ThreadId;
-use baton_store::{LookupMethod, Store};
+use baton_store::{ListQuery, LookupMethod, Store};
 use chrono::{DateTime, Utc};
 
 use crate::Bench;
@@ -197,6 +197,29 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         SECTION,
         "`locate` with the index, p99",
         duration(percentile(&times, 99.0)),
+    );
+
+    // `baton-sessions` text search: a word no session holds reads every row's text.
+    let searches: Vec<Duration> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            store
+                .list(&ListQuery {
+                    text: Some("zyzzyva-not-there".to_owned()),
+                    ..ListQuery::default()
+                })
+                .map(|_| started.elapsed())
+        })
+        .collect::<Result<_, _>>()?;
+    let search = median(&searches);
+    report.add(
+        SECTION,
+        format!(
+            "text search over every prompt and answer of {count} sessions, no match (median of 5)"
+        ),
+        duration(search),
+        "< 1 s",
+        Verdict::of(search < Duration::from_secs(1)),
     );
 
     let mut resume_ids = sample(count, 3 * RESUME_RUNS, 2).into_iter();

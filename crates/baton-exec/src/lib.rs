@@ -5,6 +5,7 @@
 //! Architecture Invariant: this crate knows nothing of sessions, models or MCP; it depends on
 //! `baton-protocol` only for the sandbox policy types.
 
+mod git_protection;
 mod output;
 mod patch;
 mod safe_command;

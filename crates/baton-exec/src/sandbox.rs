@@ -10,6 +10,10 @@
 //! * network (both modes, unless `network_access`): a seccomp filter refuses every socket except
 //!   `AF_UNIX`; where Landlock ABI ≥ 4 is available TCP bind/connect is refused by Landlock too.
 //!
+//! * `.git` directly inside a writable root stays read-only under `workspace-write`, through a
+//!   private mount namespace (see `git_protection`) where this machine allows one. Where it does
+//!   not, commands still run (Landlock confines them to the workspace) and the report says so.
+//!
 //! When the kernel cannot enforce a mode, [`prepare`] fails and the command is not run.
 
 use std::fmt;
@@ -24,6 +28,7 @@ use landlock::{
 };
 
 use crate::ExecError;
+use crate::git_protection::{self, GitProtection};
 use crate::seccomp;
 
 /// Device files every sandboxed command may write to: writing there changes nothing on disk.
@@ -40,9 +45,11 @@ pub struct SandboxReport {
     pub landlock_network: bool,
     /// The kernel accepts the seccomp filter that refuses non-Unix sockets.
     pub seccomp_network: bool,
-    /// `.git` directories stay read-only under `workspace-write`. baton does not set up the
-    /// mount namespace this needs, so this is always false for now.
+    /// Commands under `workspace-write` cannot write inside the `.git` directory of a writable
+    /// root (a private mount namespace makes it a read-only bind mount).
     pub git_read_only: bool,
+    /// How `.git` is kept read-only when `git_read_only`, else why it cannot be.
+    pub git_read_only_detail: String,
 }
 
 impl SandboxReport {
@@ -57,7 +64,8 @@ impl SandboxReport {
     }
 }
 
-/// Probes the running kernel (no side effects).
+/// Probes the running kernel. The `.git` probe forks once per process (its result is cached)
+/// and leaves nothing behind.
 pub fn sandbox_capabilities() -> SandboxReport {
     let (landlock_abi, landlock_error) = match landlock_abi() {
         Ok(abi) => (Some(abi), None),
@@ -68,7 +76,11 @@ pub fn sandbox_capabilities() -> SandboxReport {
         landlock_error,
         landlock_network: landlock_abi.is_some_and(|abi| abi >= 4),
         seccomp_network: seccomp::SUPPORTED_ARCH && seccomp::errno_filters_available(),
-        git_read_only: false,
+        git_read_only: git_protection::availability().is_ok(),
+        git_read_only_detail: match git_protection::availability() {
+            Ok(mechanism) => mechanism.describe().to_owned(),
+            Err(reason) => reason.clone(),
+        },
     }
 }
 
@@ -96,12 +108,19 @@ impl fmt::Display for SandboxReport {
         };
         writeln!(f, "network when network_access = false: {network}")?;
         if self.git_read_only {
-            write!(f, ".git read-only under workspace-write: enforced")
+            write!(
+                f,
+                ".git read-only under workspace-write: enforced ({} makes the .git directory of \
+                 each writable root a read-only bind mount; apply_patch refuses paths in .git)",
+                self.git_read_only_detail
+            )
         } else {
             write!(
                 f,
-                ".git read-only under workspace-write: not enforced (needs a mount namespace, \
-                 which baton does not set up; .git is writable like the rest of the workspace)"
+                ".git read-only under workspace-write: not enforced for commands (no mount \
+                 namespace: {}); commands can write .git like the rest of the workspace, \
+                 apply_patch still refuses paths in .git",
+                self.git_read_only_detail
             )
         }
     }
@@ -127,6 +146,7 @@ pub fn writable_roots(policy: &SandboxPolicy, cwd: &Path) -> Option<Vec<PathBuf>
 pub(crate) struct PreparedSandbox {
     ruleset: Option<OwnedFd>,
     network_filter: Option<Vec<libc::sock_filter>>,
+    git: Option<GitProtection>,
     private_tmp: Option<tempfile::TempDir>,
 }
 
@@ -135,6 +155,7 @@ pub(crate) struct PreparedSandbox {
 pub(crate) struct ChildRestrictions {
     ruleset_fd: Option<RawFd>,
     network_filter: Option<Vec<libc::sock_filter>>,
+    git: Option<GitProtection>,
 }
 
 impl PreparedSandbox {
@@ -142,6 +163,7 @@ impl PreparedSandbox {
         ChildRestrictions {
             ruleset_fd: self.ruleset.as_ref().map(AsRawFd::as_raw_fd),
             network_filter: self.network_filter.clone(),
+            git: self.git.clone(),
         }
     }
 
@@ -160,8 +182,18 @@ impl PreparedSandbox {
 impl ChildRestrictions {
     /// Runs between fork and exec: only async-signal-safe syscalls, no allocation.
     pub(crate) fn apply_in_child(&self) -> io::Result<()> {
-        if self.ruleset_fd.is_none() && self.network_filter.is_none() {
+        if self.ruleset_fd.is_none() && self.network_filter.is_none() && self.git.is_none() {
             return Ok(());
+        }
+        // Mounts first: once Landlock is on, the kernel refuses every mount change.
+        if let Some(git) = &self.git
+            && let Err(failure) = git.apply_in_child()
+        {
+            if failure.leaves_the_process_unusable() {
+                return Err(io::Error::from_raw_os_error(failure.errno));
+            }
+            // Landlock still confines the command to the workspace; say that .git is open.
+            failure.warn_on_stderr();
         }
         // Required by both Landlock and seccomp for an unprivileged process, and it keeps
         // set-uid programs from escaping the sandbox.
@@ -208,6 +240,11 @@ pub(crate) fn prepare(policy: &SandboxPolicy, cwd: &Path) -> Result<PreparedSand
         )));
     }
 
+    let git = if policy.mode == SandboxMode::WorkspaceWrite {
+        GitProtection::for_roots(&writable)
+    } else {
+        None
+    };
     let private_tmp = if policy.mode == SandboxMode::WorkspaceWrite {
         let dir = tempfile::Builder::new()
             .prefix("baton-tmp-")
@@ -228,6 +265,7 @@ pub(crate) fn prepare(policy: &SandboxPolicy, cwd: &Path) -> Result<PreparedSand
     Ok(PreparedSandbox {
         ruleset: Some(ruleset),
         network_filter,
+        git,
         private_tmp,
     })
 }
@@ -347,12 +385,41 @@ mod tests {
     }
 
     #[test]
-    fn report_says_git_protection_is_not_enforced() {
-        let text = sandbox_capabilities().to_string();
+    fn report_without_a_mount_namespace_says_why() {
+        let report = SandboxReport {
+            landlock_abi: Some(7),
+            landlock_error: None,
+            landlock_network: true,
+            seccomp_network: true,
+            git_read_only: false,
+            git_read_only_detail: "unshare failed: Operation not permitted (os error 1)".to_owned(),
+        };
         assert!(
-            text.contains(".git read-only under workspace-write: not enforced"),
-            "{text}"
+            report.to_string().ends_with(
+                ".git read-only under workspace-write: not enforced for commands (no mount \
+                 namespace: unshare failed: Operation not permitted (os error 1)); commands can \
+                 write .git like the rest of the workspace, apply_patch still refuses paths in .git"
+            ),
+            "{report}"
         );
+    }
+
+    #[test]
+    fn report_says_how_git_is_protected_or_why_not() {
+        let report = sandbox_capabilities();
+        let text = report.to_string();
+        let expected = match git_protection::availability() {
+            Ok(mechanism) => format!(
+                ".git read-only under workspace-write: enforced ({}",
+                mechanism.describe()
+            ),
+            Err(reason) => format!(
+                ".git read-only under workspace-write: not enforced for commands (no mount \
+                 namespace: {reason})"
+            ),
+        };
+        assert!(text.contains(&expected), "{text}");
+        assert_eq!(report.git_read_only, git_protection::availability().is_ok());
         assert!(text.contains("landlock:"), "{text}");
     }
 }

@@ -181,8 +181,8 @@ pub async fn run_shell(
         command.env(name, value);
     }
     let restrictions = sandbox.child_restrictions();
-    // SAFETY: the closure only makes async-signal-safe syscalls (setsid, prctl, landlock,
-    // seccomp) on data prepared before fork; it does not allocate.
+    // SAFETY: the closure only makes async-signal-safe syscalls (setsid, unshare, mount, open,
+    // write, prctl, landlock, seccomp) on data prepared before fork; it does not allocate.
     unsafe {
         command.pre_exec(move || {
             // A new session (and so a new process group whose id is the child's pid) lets us

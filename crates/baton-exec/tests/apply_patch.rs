@@ -287,3 +287,52 @@ fn malformed_patch_names_the_line() {
     let error = apply_patch("just text", dir.path(), None).expect_err("must fail");
     assert!(error.to_string().contains("*** Begin Patch"), "{error}");
 }
+
+#[test]
+fn paths_in_git_are_refused_under_workspace_write() {
+    let root = tempfile::tempdir().expect("tempdir");
+    write(&root.path().join(".git/config"), "[core]\n");
+    let roots = [root.path().to_path_buf()];
+    let patches = [
+        "*** Begin Patch\n*** Add File: ok.txt\n+ok\n*** Add File: .git/hooks/pre-commit\n+evil\n*** End Patch",
+        "*** Begin Patch\n*** Update File: .git/config\n@@\n-[core]\n+[core]\n+\tbare = true\n*** End Patch",
+        "*** Begin Patch\n*** Add File: sub/../.git/x\n+no\n*** End Patch",
+        "*** Begin Patch\n*** Delete File: .git/config\n*** End Patch",
+    ];
+    for patch in patches {
+        let error = apply_patch(patch, root.path(), Some(&roots)).expect_err("must refuse");
+        assert!(
+            matches!(error, PatchError::InsideGitDir { .. }),
+            "{patch}: {error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("stays read-only under workspace-write"),
+            "{error}"
+        );
+    }
+    assert!(
+        !root.path().join("ok.txt").exists(),
+        "wrote before refusing"
+    );
+    assert!(!root.path().join(".git/hooks").exists());
+    assert_eq!(read(&root.path().join(".git/config")), "[core]\n");
+
+    // A name that merely starts with `.git` is an ordinary file.
+    apply_patch(
+        "*** Begin Patch\n*** Add File: .gitignore\n+target\n*** End Patch",
+        root.path(),
+        Some(&roots),
+    )
+    .expect(".gitignore is writable");
+
+    // danger-full-access: no restriction.
+    apply_patch(
+        "*** Begin Patch\n*** Add File: .git/x\n+ok\n*** End Patch",
+        root.path(),
+        None,
+    )
+    .expect("unrestricted");
+    assert_eq!(read(&root.path().join(".git/x")), "ok\n");
+}

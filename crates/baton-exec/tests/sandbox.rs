@@ -23,20 +23,47 @@ async fn run_sandboxed(
     mode: SandboxMode,
     network_access: bool,
 ) -> ShellOutput {
+    let policy = SandboxPolicy {
+        mode,
+        writable_roots: Vec::new(),
+        network_access,
+    };
+    run_with_policy(script, cwd, policy).await
+}
+
+async fn run_with_policy(script: &str, cwd: &Path, sandbox: SandboxPolicy) -> ShellOutput {
     let request = ShellRequest {
         argv: vec!["bash".into(), "-c".into(), script.into()],
         cwd: cwd.to_path_buf(),
         timeout: Duration::from_secs(30),
-        sandbox: SandboxPolicy {
-            mode,
-            writable_roots: Vec::new(),
-            network_access,
-        },
+        sandbox,
         output_cap: OutputCap::default(),
     };
     run_shell(request, CancellationToken::new())
         .await
         .expect("sandboxed command runs")
+}
+
+/// A fresh repository (`git init`) in a new temp directory.
+fn git_repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new("git")
+        .args(["init", "--quiet"])
+        .current_dir(dir.path())
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git init failed");
+    dir
+}
+
+/// Tries to change `.git/config` and create `.git/x` in `repo`, and to write `elsewhere.txt`.
+fn git_write_script(repo: &Path) -> String {
+    let repo = repo.display();
+    format!(
+        "echo '# changed' >> {repo}/.git/config && echo config-written || echo config-blocked; \
+         touch {repo}/.git/x && echo x-created || echo x-blocked; \
+         echo ok > {repo}/elsewhere.txt && echo elsewhere-ok"
+    )
 }
 
 /// A directory outside the system temp dir, so that no temp-dir exception could allow it.
@@ -172,4 +199,70 @@ fn capabilities_report_is_readable() {
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn workspace_write_keeps_git_read_only() {
+    if !filesystem_supported() {
+        return;
+    }
+    let report = sandbox_capabilities();
+    let text = report.to_string();
+    if !report.git_read_only {
+        eprintln!("note: skipping, no mount namespace for .git here:\n{report}");
+        assert!(
+            text.contains(".git read-only under workspace-write: not enforced"),
+            "{text}"
+        );
+        return;
+    }
+    assert!(
+        text.contains(".git read-only under workspace-write: enforced"),
+        "{text}"
+    );
+    eprintln!("{text}");
+
+    let cwd = git_repo();
+    let extra_root = git_repo();
+    let config_before = std::fs::read_to_string(cwd.path().join(".git/config")).expect("config");
+    let policy = SandboxPolicy {
+        mode: SandboxMode::WorkspaceWrite,
+        writable_roots: vec![extra_root.path().to_path_buf()],
+        network_access: false,
+    };
+    for repo in [cwd.path(), extra_root.path()] {
+        let out = run_with_policy(&git_write_script(repo), cwd.path(), policy.clone()).await;
+        assert!(out.output.contains("config-blocked"), "{}", out.output);
+        assert!(out.output.contains("x-blocked"), "{}", out.output);
+        assert!(
+            out.output.contains("Read-only file system"),
+            "{}",
+            out.output
+        );
+        assert!(out.output.contains("elsewhere-ok"), "{}", out.output);
+        assert!(!out.output.contains("baton: warning"), "{}", out.output);
+        assert!(!repo.join(".git/x").exists());
+        assert!(repo.join("elsewhere.txt").exists());
+    }
+    assert_eq!(
+        std::fs::read_to_string(cwd.path().join(".git/config")).expect("config"),
+        config_before
+    );
+    // The read-only bind lived in the command's namespace only.
+    std::fs::write(cwd.path().join(".git/after"), "x").expect(".git writable for baton");
+}
+
+#[tokio::test]
+async fn danger_full_access_can_write_git() {
+    let repo = git_repo();
+    let out = run_sandboxed(
+        &git_write_script(repo.path()),
+        repo.path(),
+        SandboxMode::DangerFullAccess,
+        false,
+    )
+    .await;
+    assert!(out.output.contains("config-written"), "{}", out.output);
+    assert!(out.output.contains("x-created"), "{}", out.output);
+    assert!(repo.path().join(".git/x").exists());
 }

@@ -92,6 +92,13 @@ pub enum PatchError {
         roots.iter().map(|root| root.display().to_string()).collect::<Vec<_>>().join(", ")
     )]
     OutsideWritableRoots { path: PathBuf, roots: Vec<PathBuf> },
+    #[error(
+        "{} is inside {}, which stays read-only under workspace-write; nothing was changed \
+         (run git commands for repository changes)",
+        path.display(),
+        git_dir.display()
+    )]
+    InsideGitDir { path: PathBuf, git_dir: PathBuf },
     #[error("{context} {}: {source}", path.display())]
     Io {
         context: &'static str,
@@ -111,8 +118,9 @@ fn io_error(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Pat
 }
 
 /// Applies `patch` with paths relative to `cwd`. With `writable_roots = Some(roots)`, every
-/// touched path must lie inside one of `roots` (after resolving `..` and symlinks), or nothing
-/// is written; `None` means no restriction (`danger-full-access`). For `workspace-write` pass
+/// touched path must lie inside one of `roots` (after resolving `..` and symlinks) but not in
+/// the `.git` directory directly inside that root (read-only as in Codex), or nothing is
+/// written; `None` means no restriction (`danger-full-access`). For `workspace-write` pass
 /// [`crate::writable_roots`], which includes the cwd.
 pub fn apply_patch(
     patch: &str,
@@ -187,14 +195,27 @@ impl RootGuard {
             return Ok(absolute);
         };
         let resolved = resolve_existing(&absolute);
-        if roots.iter().any(|root| resolved.starts_with(root)) {
-            Ok(absolute)
-        } else {
-            Err(PatchError::OutsideWritableRoots {
+        let mut git_dir = None;
+        for root in roots {
+            let Ok(inside) = resolved.strip_prefix(root) else {
+                continue;
+            };
+            if inside.components().next() == Some(Component::Normal(".git".as_ref())) {
+                git_dir.get_or_insert_with(|| root.join(".git"));
+            } else {
+                return Ok(absolute);
+            }
+        }
+        Err(match git_dir {
+            Some(git_dir) => PatchError::InsideGitDir {
+                path: path.to_path_buf(),
+                git_dir,
+            },
+            None => PatchError::OutsideWritableRoots {
                 path: path.to_path_buf(),
                 roots: self.given.clone(),
-            })
-        }
+            },
+        })
     }
 }
 
