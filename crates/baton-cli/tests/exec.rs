@@ -267,6 +267,9 @@ fn model_server_down_is_a_clear_error() {
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(!err.contains(SECRET_KEY), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // The prompt is not lost: the error names the saved thread to continue.
+    assert!(err.contains("continue it with baton-reply"), "{err}");
+    assert_eq!(env.rollout_files().len(), 1);
 }
 
 #[test]

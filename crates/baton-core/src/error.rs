@@ -38,6 +38,13 @@ pub enum CoreError {
     Store(#[from] baton_store::StoreError),
     #[error(transparent)]
     Model(#[from] baton_model::ModelError),
+    /// The first turn of a new thread failed; the thread itself exists and can be continued.
+    #[error("{source} (the session was saved as thread {id}; continue it with baton-reply)")]
+    FirstTurnFailed {
+        id: ThreadId,
+        #[source]
+        source: Box<CoreError>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

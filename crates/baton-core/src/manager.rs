@@ -224,6 +224,13 @@ impl ThreadManager {
         };
         self.run_turn(live, &mut writer, &config, &request.prompt, &hooks, false)
             .await
+            .map_err(|err| match err {
+                CoreError::Cancelled => err,
+                err => CoreError::FirstTurnFailed {
+                    id,
+                    source: Box::new(err),
+                },
+            })
     }
 
     /// Continues a thread by id: from memory, else from baton's store, else from Codex's.
