@@ -222,12 +222,25 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
             (options, outcome)
         }
     };
-    let TurnResult { thread_id, message } = outcome?;
+    let TurnResult { thread_id, message } = match outcome {
+        Ok(result) => result,
+        Err(err) => {
+            // The thread exists (its first turn failed): say which, as on success.
+            if let CoreError::FirstTurnFailed { id, .. } = &err {
+                eprintln!("thread: {id}");
+            }
+            if options.json {
+                print_event(
+                    serde_json::json!({"type": "turn.failed", "error": {"message": err.to_string()}}),
+                );
+            }
+            return Err(err.into());
+        }
+    };
     eprintln!("thread: {thread_id}");
     if options.json {
-        println!(
-            "{}",
-            serde_json::json!({"type": "turn.completed", "thread_id": thread_id, "message": message})
+        print_event(
+            serde_json::json!({"type": "turn.completed", "thread_id": thread_id, "message": message}),
         );
     } else {
         println!("{message}");
@@ -253,17 +266,28 @@ fn hooks(options: &ExecOptions) -> TurnHooks {
     hooks
 }
 
-/// Prints progress as JSONL events for `exec --json`.
+/// Prints the turn as JSONL events for `exec --json`: `thread.started`, `progress`,
+/// `item.completed` (the conversation item as recorded), then `turn.completed` or
+/// `turn.failed`.
 struct JsonProgress;
 
 #[async_trait::async_trait]
 impl baton_core::ProgressSink for JsonProgress {
     async fn progress(&self, message: String) {
-        println!(
-            "{}",
-            serde_json::json!({"type": "progress", "message": message})
-        );
+        print_event(serde_json::json!({"type": "progress", "message": message}));
     }
+
+    async fn thread_started(&self, thread_id: baton_protocol::ThreadId) {
+        print_event(serde_json::json!({"type": "thread.started", "thread_id": thread_id}));
+    }
+
+    async fn item_completed(&self, item: &baton_protocol::ResponseItem) {
+        print_event(serde_json::json!({"type": "item.completed", "item": item}));
+    }
+}
+
+fn print_event(event: serde_json::Value) {
+    println!("{event}");
 }
 
 fn one_line(err: &anyhow::Error) -> String {

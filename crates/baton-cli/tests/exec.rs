@@ -400,3 +400,44 @@ fn overrides_on_the_command_line_change_the_model() {
         .collect();
     assert_eq!(models, ["flag-model", "dash-c-model"]);
 }
+
+#[test]
+fn exec_json_streams_the_turn_as_events() {
+    let server = server();
+    let env = TestEnv::new(&server, Wire::Responses);
+    let output = env.run(&["exec", "--json", "shell: echo streamed"]);
+    assert_success(&output);
+    let thread_id = thread_id_of(&output);
+    let events: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is one JSON event"))
+        .collect();
+    assert_eq!(events[0]["type"], "thread.started");
+    assert_eq!(events[0]["thread_id"], thread_id.as_str());
+    let items: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "item.completed")
+        .map(|e| e["item"]["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        items,
+        [
+            "message",
+            "function_call",
+            "function_call_output",
+            "message"
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "progress" && e["message"] == "running: echo streamed")
+    );
+    let last = events.last().expect("events");
+    assert_eq!(last["type"], "turn.completed");
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("streamed"))
+    );
+}

@@ -100,10 +100,15 @@ pub(crate) struct Turn<'a> {
     pub compact_limit: Option<u64>,
     /// Compact before the prompt, whatever the size (`exec resume --compact`).
     pub compact_first: bool,
+    /// Items recorded but not yet passed to the progress sink.
+    pub unreported: usize,
 }
 
 impl Turn<'_> {
     pub async fn run(mut self, prompt: &str) -> Result<String, CoreError> {
+        if let Some(sink) = &self.hooks.progress {
+            sink.thread_started(self.thread.id).await;
+        }
         self.progress("turn started").await;
         let context = self.thread.turn_context();
         self.append(RolloutItem::TurnContext(context))?;
@@ -112,6 +117,7 @@ impl Turn<'_> {
             message: prompt.to_owned(),
         }))?;
         self.writer.sync()?;
+        self.report_items().await;
 
         let result = match self.compact_first {
             true => match self.compact().await {
@@ -202,6 +208,7 @@ impl Turn<'_> {
                 }
                 self.record(item)?;
             }
+            self.report_items().await;
             if calls.is_empty() {
                 return Ok(final_message);
             }
@@ -215,6 +222,7 @@ impl Turn<'_> {
                     output,
                 })?;
                 self.writer.sync()?;
+                self.report_items().await;
                 if self.hooks.cancel.is_cancelled() {
                     return Err(CoreError::Cancelled);
                 }
@@ -445,7 +453,19 @@ impl Turn<'_> {
     fn record(&mut self, item: ResponseItem) -> Result<(), CoreError> {
         self.append(RolloutItem::ResponseItem(item.clone()))?;
         self.thread.history.push(item);
+        self.unreported += 1;
         Ok(())
+    }
+
+    /// Tells the progress sink about items recorded since the last call.
+    async fn report_items(&mut self) {
+        let count = std::mem::take(&mut self.unreported);
+        if let Some(sink) = &self.hooks.progress {
+            let start = self.thread.history.len().saturating_sub(count);
+            for item in &self.thread.history[start..] {
+                sink.item_completed(item).await;
+            }
+        }
     }
 
     fn append(&mut self, item: RolloutItem) -> Result<(), CoreError> {

@@ -5,10 +5,17 @@ use async_trait::async_trait;
 use baton_protocol::ThreadId;
 use tokio_util::sync::CancellationToken;
 
-/// Receives human-readable progress of a running turn ("running: cargo test").
+/// Follows a running turn: human-readable progress ("running: cargo test") and, for callers
+/// that stream events (`exec --json`), each conversation item once it is on disk.
 #[async_trait]
 pub trait ProgressSink: Send + Sync {
     async fn progress(&self, message: String);
+
+    /// The turn's thread, before anything else happens.
+    async fn thread_started(&self, _thread_id: ThreadId) {}
+
+    /// An item of the conversation, after it was appended to the transcript.
+    async fn item_completed(&self, _item: &baton_protocol::ResponseItem) {}
 }
 
 /// A command that needs a person's approval before it runs.

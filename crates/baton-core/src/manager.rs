@@ -309,6 +309,7 @@ impl ThreadManager {
             hooks,
             compact_limit: config.auto_compact_token_limit(),
             compact_first,
+            unreported: 0,
         }
         .run(prompt)
         .await;
