@@ -29,9 +29,12 @@ pub struct LoadedRollout {
     pub file_len: u64,
 }
 
-/// Files larger than twice this are read from the end first: when a compaction sits near
-/// the end (the usual shape of a long session), the bytes before it are never read.
+/// The first step of reading a large file from its end.
 const TAIL_WINDOW: u64 = 4 << 20;
+/// Files larger than this are read from the end first: when a compaction sits near the end
+/// (the usual shape of a long session), the bytes before it are never read. Smaller files
+/// are read whole: reading a few more MB from the page cache costs less than a second step.
+const TAIL_READ_THRESHOLD: u64 = 32 << 20;
 /// How much of the file start is read to find `session_meta` without reading it all.
 const HEAD_WINDOW: u64 = 1 << 20;
 
@@ -47,7 +50,7 @@ pub fn read_rollout(path: &Path) -> Result<LoadedRollout, StoreError> {
         .metadata()
         .map_err(StoreError::io("read the size of", path))?
         .len();
-    if len > 2 * TAIL_WINDOW {
+    if len > TAIL_READ_THRESHOLD {
         // Read from the end: a compaction near the end makes the rest irrelevant.
         if let Some(loaded) = read_from_tail(path, &file, len)? {
             return Ok(loaded);

@@ -304,13 +304,14 @@ fn content_other_parts_do_not_break_messages() {
     );
 }
 
-/// A transcript larger than the tail window, so `read_rollout` reads it from the end.
+/// A transcript larger than the tail-read threshold (32 MB), so `read_rollout` reads it from
+/// the end.
 fn big_transcript(compaction_at_end: bool) -> (String, usize) {
     let filler_output = "x".repeat(4000);
     let mut contents = meta_line(ThreadId::new(), "/p");
     contents += &line("turn_context", json!({"cwd": "/early", "model": "m-early"}));
     let mut n = 0;
-    while contents.len() < 10 << 20 {
+    while contents.len() < 36 << 20 {
         n += 1;
         contents += &user_item(&format!("filler {n}"));
         contents += &line(
