@@ -41,7 +41,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the `baton` and `baton-reply` tools over MCP on stdio (the main job).
+    /// Serve baton over MCP on stdio (tools baton, baton-reply, baton-sessions, baton-fork).
     McpServer,
     /// Run one turn of a new session, or continue one with `exec resume`.
     Exec(ExecArgs),
@@ -121,6 +121,7 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", one_line(&err));
             ExitCode::from(exit_status(&err))
@@ -154,8 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sessions::run(&manager, command).await
         }
         Command::Sandbox(SandboxCommand::Check) => {
-            println!("{}", baton_exec::sandbox_capabilities());
-            Ok(())
+            out(&baton_exec::sandbox_capabilities().to_string())
         }
     }
 }
@@ -243,7 +243,7 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
             serde_json::json!({"type": "turn.completed", "thread_id": thread_id, "message": message}),
         );
     } else {
-        println!("{message}");
+        out(&message)?;
     }
     Ok(())
 }
@@ -286,8 +286,25 @@ impl baton_core::ProgressSink for JsonProgress {
     }
 }
 
+/// A reader that went away (`| head`) must not abort the turn: events are best effort.
 fn print_event(event: serde_json::Value) {
-    println!("{event}");
+    let _ = out(&event.to_string());
+}
+
+/// stdout closed by its reader (`baton sessions list | head -1`): stop quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed")]
+struct StdoutClosed;
+
+/// Writes one line to stdout; a closed pipe is [`StdoutClosed`], not a panic.
+pub(crate) fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(err) => Err(anyhow::Error::new(err).context("cannot write to stdout")),
+    }
 }
 
 fn one_line(err: &anyhow::Error) -> String {

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use baton_core::{SessionQuery, SessionSummary, ThreadManager};
+
+use crate::out;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -51,33 +53,25 @@ pub(crate) async fn run(manager: &ThreadManager, command: SessionsCommand) -> an
             json,
             codex,
         } => {
-            let cwd = cwd.map(|dir| std::fs::canonicalize(&dir).unwrap_or(dir));
-            let mut page = manager
+            let page = manager
                 .list_sessions(SessionQuery {
                     cwd: cwd.clone(),
                     limit,
+                    include_codex: codex,
                     ..Default::default()
                 })
                 .await?;
-            if codex {
-                let codex_sessions = manager.list_codex_sessions().await?;
-                page.sessions.extend(
-                    codex_sessions
-                        .into_iter()
-                        .filter(|s| cwd.as_ref().is_none_or(|dir| &s.cwd == dir)),
-                );
-                page.sessions
-                    .sort_by_key(|s| std::cmp::Reverse(s.updated_at));
-                page.sessions.truncate(limit);
-            }
             if json {
                 let rows: Vec<_> = page.sessions.iter().map(summary_json).collect();
-                println!("{}", serde_json::Value::Array(rows));
+                out(&serde_json::Value::Array(rows).to_string())?;
             } else if page.sessions.is_empty() {
-                println!("no sessions yet; start one with `baton exec \"…\"` or over MCP");
+                match &cwd {
+                    Some(dir) => out(&format!("no sessions in {}", dir.display()))?,
+                    None => out("no sessions yet; start one with `baton exec \"…\"` or over MCP")?,
+                }
             } else {
                 for session in &page.sessions {
-                    println!(
+                    out(&format!(
                         "{}  {:5}  {}  {}  {}",
                         session.id,
                         session.source.as_str(),
@@ -86,38 +80,36 @@ pub(crate) async fn run(manager: &ThreadManager, command: SessionsCommand) -> an
                             .with_timezone(&chrono::Local)
                             .format("%Y-%m-%d %H:%M"),
                         session.cwd.display(),
-                        shorten(session.first_user_message.as_deref().unwrap_or(""), 60)
-                    );
+                        first_line(session.first_user_message.as_deref().unwrap_or(""), 60)
+                    ))?;
                 }
             }
         }
         SessionsCommand::Show { thread_id, json } => {
             if json {
                 let loaded = manager.read_thread(&thread_id).await?;
-                println!(
-                    "{}",
-                    json!({
-                        "threadId": loaded.meta.id,
-                        "cwd": loaded.meta.cwd,
-                        "path": loaded.path,
-                        "items": loaded.history,
-                    })
-                );
+                out(&json!({
+                    "threadId": loaded.meta.id,
+                    "cwd": loaded.meta.cwd,
+                    "path": loaded.path,
+                    "items": loaded.history,
+                })
+                .to_string())?;
             } else {
-                print!("{}", manager.transcript_text(&thread_id).await?);
+                out(manager.transcript_text(&thread_id).await?.trim_end())?;
             }
         }
         SessionsCommand::Fork { thread_id, at_turn } => {
             let result = manager.fork(&thread_id, at_turn).await?;
             eprintln!("thread: {}", result.thread_id);
-            println!("{}", result.message);
+            out(&result.message)?;
         }
         SessionsCommand::Reindex => {
             let store = manager.store().clone();
             let report = tokio::task::spawn_blocking(move || store.reindex()).await??;
-            println!("indexed {} sessions", report.found);
+            out(&format!("indexed {} sessions", report.found))?;
             for (path, why) in &report.unreadable {
-                println!("could not read {}: {why}", path.display());
+                eprintln!("could not read {}: {why}", path.display());
             }
         }
     }
@@ -139,11 +131,7 @@ fn summary_json(session: &SessionSummary) -> serde_json::Value {
     })
 }
 
-fn shorten(text: &str, max: usize) -> String {
-    let line = text.lines().next().unwrap_or("");
-    if line.chars().count() > max {
-        format!("{}…", line.chars().take(max).collect::<String>())
-    } else {
-        line.to_owned()
-    }
+/// The first line of `text`, shortened for a one-line listing.
+fn first_line(text: &str, max: usize) -> String {
+    baton_protocol::shorten(text.lines().next().unwrap_or(""), max)
 }

@@ -658,3 +658,31 @@ fn sessions_list_with_codex_shows_codex_sessions_once() {
     assert_eq!(after.len(), 4, "{after:?}");
     assert_eq!(after[0], (fixture_id("shell"), "codex".to_owned()));
 }
+
+#[test]
+fn forking_a_codex_session_converts_it_like_a_reply_would() {
+    let server = server();
+    let env = env_with_codex_home(&server);
+    let before = snapshot(&env.codex_home);
+    let source = fixture_id("shell");
+    let output = env.run(&["sessions", "fork", &source]);
+    assert_success(&output);
+    let fork = thread_id_of(&output);
+    assert_ne!(fork, source);
+    let fork_meta = &parse_complete_lines(&env.rollout_of(&fork))[0]["payload"];
+    assert_eq!(fork_meta["forked_from"], source.as_str());
+    assert_eq!(fork_meta["originator"], "baton");
+    assert!(
+        fork_meta["imported_from"]["path"].is_string(),
+        "{fork_meta}"
+    );
+
+    let answer = resume_ok(&env, &fork, "RECALL");
+    assert!(answer.contains("(1 tool outputs)"), "{answer}");
+    let conversation = server.requests().pop().expect("request").conversation();
+    assert!(
+        conversation.iter().any(|e| e.starts_with("call shell ")),
+        "Codex's exec_command became a baton shell call: {conversation:?}"
+    );
+    assert_unchanged(&env.codex_home, &before);
+}

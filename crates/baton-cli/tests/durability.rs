@@ -241,7 +241,8 @@ fn reindex_rebuilds_the_index_and_names_unreadable_files() {
     assert_success(&output);
     let out = stdout(&output);
     assert!(out.contains("indexed 2 sessions"), "{out}");
-    assert!(out.contains(&junk.display().to_string()), "{out}");
+    let err = stderr(&output);
+    assert!(err.contains(&junk.display().to_string()), "{err}");
 
     let listed = env.run(&["sessions", "list", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");

@@ -441,3 +441,38 @@ fn exec_json_streams_the_turn_as_events() {
             .is_some_and(|m| m.contains("streamed"))
     );
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly_without_a_panic() {
+    let server = server();
+    let env = TestEnv::new(&server, Wire::Responses);
+    env.exec_ok("one");
+    env.exec_ok("two");
+    // `| head -c 0`: a reader that closes the pipe at once.
+    let mut child = env
+        .baton()
+        .args(["sessions", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait");
+    let err = stderr(&output);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(output.status.success(), "{:?} {err}", output.status);
+}
+
+#[test]
+fn an_unusable_provider_fails_before_a_session_is_created() {
+    let env = TestEnv::with_provider(
+        "[model_providers.scripted]\nname = \"Broken\"\nbase_url = \"not a url\"\n",
+    );
+    let output = env.run(&["exec", "hello"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("Broken"), "{}", stderr(&output));
+    assert!(
+        env.rollout_files().is_empty(),
+        "no empty session was left behind"
+    );
+}

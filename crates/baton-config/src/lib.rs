@@ -91,6 +91,14 @@ struct ConfigToml {
     mcp_servers: Option<toml::Table>,
 }
 
+/// The profiles of a file, each checked against the top-level keys (with line numbers).
+#[derive(Deserialize)]
+struct ProfilesOnly {
+    #[serde(default)]
+    #[allow(dead_code)] // parsed only to validate
+    profiles: BTreeMap<String, ConfigToml>,
+}
+
 /// What the caller overrides on top of the file.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigOverrides {
@@ -148,32 +156,28 @@ impl Config {
         text: &str,
         overrides: &ConfigOverrides,
     ) -> Result<Config, ConfigError> {
-        // Parse the file alone first so that errors point at its lines.
+        // Parse the file alone first so that errors point at its lines, profiles included.
         let from_file: ConfigToml =
             toml::from_str(text).map_err(|err| invalid_at(config_file, text, &err))?;
+        toml::from_str::<ProfilesOnly>(text).map_err(|err| invalid_at(config_file, text, &err))?;
         let mut table = toml::Table::try_from(&from_file).map_err(|err| ConfigError::Invalid {
             path: config_file.to_path_buf(),
             line: 1,
             message: err.to_string(),
         })?;
+        let mut merged = from_file;
         for (key, value) in &overrides.values {
-            set_path(&mut table, key, value.clone()).map_err(|message| ConfigError::Override {
+            let invalid = |message: String| ConfigError::Override {
                 key: key.clone(),
                 message,
-            })?;
-        }
-        let merged: ConfigToml =
-            table
+            };
+            set_path(&mut table, key, value.clone()).map_err(invalid)?;
+            // Checked one override at a time, so an error names the key at fault.
+            merged = table
+                .clone()
                 .try_into()
-                .map_err(|err: toml::de::Error| ConfigError::Override {
-                    key: overrides
-                        .values
-                        .iter()
-                        .map(|(k, _)| k.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    message: err.message().to_owned(),
-                })?;
+                .map_err(|err: toml::de::Error| invalid(err.message().to_owned()))?;
+        }
 
         let merged = apply_profile(merged, overrides.profile.as_deref(), config_file)?;
         resolve(home, config_file, merged, overrides)
@@ -193,17 +197,23 @@ impl Config {
         self.model_providers.get(id)
     }
 
-    /// The model's context window: configured, else known for common models.
+    /// The configured model's context window: configured, else known for common models.
     pub fn context_window(&self) -> Option<u64> {
-        self.model_context_window
-            .or_else(|| known_context_window(&self.model))
+        self.context_window_for(&self.model)
     }
 
-    /// The token count past which the conversation is compacted (90 % of the window unless
-    /// configured), if a window is known.
-    pub fn auto_compact_token_limit(&self) -> Option<u64> {
+    /// The context window of `model` (a resumed thread may use another model than the
+    /// configured one).
+    pub fn context_window_for(&self, model: &str) -> Option<u64> {
+        self.model_context_window
+            .or_else(|| known_context_window(model))
+    }
+
+    /// The token count past which a conversation with `model` is compacted (90 % of the window
+    /// unless configured), if a window is known.
+    pub fn auto_compact_token_limit_for(&self, model: &str) -> Option<u64> {
         self.model_auto_compact_token_limit
-            .or_else(|| self.context_window().map(|window| window * 9 / 10))
+            .or_else(|| self.context_window_for(model).map(|window| window * 9 / 10))
     }
 }
 
@@ -478,6 +488,15 @@ mod tests {
     }
 
     #[test]
+    fn an_error_inside_a_profile_names_its_line() {
+        let text = "model = \"m\"\n\n[profiles.fast]\nmodel = \"x\"\nsandbox_mode = \"bogus\"\n";
+        let err = load(text, &ConfigOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
     fn unknown_key_is_an_error_with_line() {
         let err = load(
             "model = \"m\"\nmodle = \"x\"\n",
@@ -541,11 +560,18 @@ approval_policy = "never"
     #[test]
     fn bad_override_names_the_key() {
         let overrides = ConfigOverrides {
-            values: vec![parse_cli_override("sandbox_mode=\"sideways\"").expect("parses")],
+            values: vec![
+                parse_cli_override("model=\"fine\"").expect("parses"),
+                parse_cli_override("sandbox_mode=\"sideways\"").expect("parses"),
+            ],
             ..Default::default()
         };
         let err = load("", &overrides).unwrap_err().to_string();
-        assert!(err.contains("sandbox_mode"), "{err}");
+        assert!(err.contains("`sandbox_mode`"), "{err}");
+        assert!(
+            !err.contains("model,"),
+            "only the key at fault is named: {err}"
+        );
     }
 
     #[test]
@@ -572,17 +598,19 @@ approval_policy = "never"
     #[test]
     fn compaction_limit_defaults_to_90_percent_of_the_window() {
         let config = load("model_context_window = 1000", &ConfigOverrides::default()).expect("ok");
-        assert_eq!(config.auto_compact_token_limit(), Some(900));
+        assert_eq!(config.auto_compact_token_limit_for("any"), Some(900));
         let config = load(
             "model_context_window = 1000\nmodel_auto_compact_token_limit = 500",
             &ConfigOverrides::default(),
         )
         .expect("ok");
-        assert_eq!(config.auto_compact_token_limit(), Some(500));
+        assert_eq!(config.auto_compact_token_limit_for("any"), Some(500));
         let config = load("model = \"gpt-5.1-codex\"", &ConfigOverrides::default()).expect("ok");
         assert_eq!(config.context_window(), Some(272_000));
         let config = load("model = \"my-local-model\"", &ConfigOverrides::default()).expect("ok");
-        assert_eq!(config.auto_compact_token_limit(), None);
+        assert_eq!(config.auto_compact_token_limit_for(&config.model), None);
+        // A thread on another model gets that model's window.
+        assert_eq!(config.auto_compact_token_limit_for("gpt-4o"), Some(115_200));
     }
 
     #[test]

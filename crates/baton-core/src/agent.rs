@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use baton_model::{ModelClient, ModelRequest};
 use baton_protocol::{
-    Compacted, EventMsg, ResponseItem, RolloutItem, SandboxPolicy, SessionMeta, ThreadId,
-    TurnContext,
+    ApprovalPolicy, Compacted, EventMsg, ResponseItem, RolloutItem, SandboxMode, SandboxPolicy,
+    SessionMeta, ThreadId, TurnContext,
 };
 use baton_store::RolloutWriter;
 
@@ -20,6 +20,17 @@ use crate::compact;
 use crate::error::CoreError;
 use crate::hooks::{ApprovalDecision, ApprovalRequest, TurnHooks};
 use crate::tools::{self, APPLY_PATCH_TOOL, ApplyPatchArgs, CommandPlan, SHELL_TOOL, ShellArgs};
+
+/// Runs blocking IO (fsync, file locks) on the current thread, first letting the runtime move
+/// its other tasks to another worker when it can, so one slow disk does not stall the server.
+pub(crate) fn blocking_section<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
 
 /// The serialized size of the tool specs sent with each request, for token estimates.
 const TOOL_SPECS_BYTES: u64 = 2_000;
@@ -38,9 +49,24 @@ pub(crate) struct ThreadSettings {
     pub cwd: PathBuf,
     pub model: String,
     pub provider_id: String,
-    pub approval_policy: baton_protocol::ApprovalPolicy,
+    pub approval_policy: ApprovalPolicy,
     pub sandbox: SandboxPolicy,
     pub effort: Option<String>,
+}
+
+/// An approval "for this session" covers the same command run the same way: approving a
+/// sandboxed run does not approve running it outside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ApprovalKey {
+    pub command: Vec<String>,
+    pub unsandboxed: bool,
+}
+
+/// What a command run gives back to the loop.
+struct ExecOutcome {
+    text: String,
+    /// It failed in a way the sandbox causes (a refused write or socket).
+    denied_by_sandbox: bool,
 }
 
 /// A thread held in memory: a cache of its transcript.
@@ -53,8 +79,8 @@ pub(crate) struct LiveThread {
     /// Bytes of the transcript this process has seen; a longer file means another process
     /// appended and the cache must be re-read before the next turn.
     pub file_len: u64,
-    /// Commands approved "for this session" by the person.
-    pub approved_commands: HashSet<Vec<String>>,
+    /// What the person approved "for this session".
+    pub approved_commands: HashSet<ApprovalKey>,
 }
 
 impl LiveThread {
@@ -72,15 +98,18 @@ impl LiveThread {
             self.settings.approval_policy,
         )
     }
+}
 
-    fn turn_context(&self) -> TurnContext {
+impl ThreadSettings {
+    /// These settings as a `turn_context` line.
+    pub fn turn_context(&self) -> TurnContext {
         TurnContext {
-            cwd: self.settings.cwd.clone(),
-            model: self.settings.model.clone(),
-            model_provider: Some(self.settings.provider_id.clone()),
-            approval_policy: self.settings.approval_policy,
-            sandbox_policy: self.settings.sandbox.clone(),
-            effort: self.settings.effort.clone(),
+            cwd: self.cwd.clone(),
+            model: self.model.clone(),
+            model_provider: Some(self.provider_id.clone()),
+            approval_policy: self.approval_policy,
+            sandbox_policy: self.sandbox.clone(),
+            effort: self.effort.clone(),
         }
     }
 }
@@ -110,13 +139,13 @@ impl Turn<'_> {
             sink.thread_started(self.thread.id).await;
         }
         self.progress("turn started").await;
-        let context = self.thread.turn_context();
+        let context = self.thread.settings.turn_context();
         self.append(RolloutItem::TurnContext(context))?;
         self.record(ResponseItem::user_message(prompt))?;
         self.append(RolloutItem::EventMsg(EventMsg::UserMessage {
             message: prompt.to_owned(),
         }))?;
-        self.writer.sync()?;
+        self.sync()?;
         self.report_items().await;
 
         let result = match self.compact_first {
@@ -146,7 +175,7 @@ impl Turn<'_> {
                 }))?;
             }
         }
-        self.writer.sync()?;
+        self.sync()?;
         self.thread.file_len = self.writer.len();
         result
     }
@@ -221,7 +250,7 @@ impl Turn<'_> {
                     call_id: call_id.clone(),
                     output,
                 })?;
-                self.writer.sync()?;
+                self.sync()?;
                 self.report_items().await;
                 if self.hooks.cancel.is_cancelled() {
                     return Err(CoreError::Cancelled);
@@ -253,33 +282,50 @@ impl Turn<'_> {
             return "invalid arguments for shell: `command` is empty".to_owned();
         }
         let settings = self.thread.settings.clone();
-        let approved = self.thread.approved_commands.contains(&argv);
+        let wants_escalation = args.with_escalated_permissions.unwrap_or(false);
+        let key = ApprovalKey {
+            command: argv.clone(),
+            unsandboxed: wants_escalation,
+        };
+        let approved = self.thread.approved_commands.contains(&key);
         let plan = tools::plan_command(
             settings.approval_policy,
             &settings.sandbox,
             &argv,
-            args.with_escalated_permissions.unwrap_or(false),
+            wants_escalation,
             args.justification.as_deref(),
             approved,
         );
         let description = tools::describe_command(&argv);
-        let sandbox = match self.resolve_plan(plan, &argv).await {
+        let sandbox = match self.resolve_plan(plan, &argv, key).await {
             Ok(sandbox) => sandbox,
             Err(reason) => return format!("command not run: {description}: {reason}"),
         };
         self.progress(&format!("running: {description}")).await;
         let mut output = self.exec(&args, sandbox, call_id).await;
         if let Ok(first) = &output
-            && let Some(plan) =
-                tools::retry_after_failure(settings.approval_policy, &settings.sandbox, first.0)
-            && let Ok(sandbox) = self.resolve_plan(plan, &argv).await
+            && let Some(plan) = tools::retry_after_failure(
+                settings.approval_policy,
+                &settings.sandbox,
+                first.denied_by_sandbox,
+            )
+            && let Ok(sandbox) = self
+                .resolve_plan(
+                    plan,
+                    &argv,
+                    ApprovalKey {
+                        command: argv.clone(),
+                        unsandboxed: true,
+                    },
+                )
+                .await
         {
             self.progress(&format!("running without sandbox: {description}"))
                 .await;
             output = self.exec(&args, sandbox, call_id).await;
         }
         match output {
-            Ok((_, text)) => text,
+            Ok(outcome) => outcome.text,
             Err(text) => text,
         }
     }
@@ -291,29 +337,43 @@ impl Turn<'_> {
         args: &ShellArgs,
         sandbox: SandboxPolicy,
         call_id: &str,
-    ) -> Result<(Option<i32>, String), String> {
+    ) -> Result<ExecOutcome, String> {
+        let sandboxed = sandbox.mode != SandboxMode::DangerFullAccess;
         let request = args.request(&self.thread.settings.cwd, sandbox);
         let argv = request.argv.clone();
         let started = Instant::now();
         match baton_exec::run_shell(request, self.hooks.cancel.child_token()).await {
             Ok(output) => {
-                let _ = self.append(RolloutItem::EventMsg(EventMsg::ExecCommandEnd {
+                self.note(RolloutItem::EventMsg(EventMsg::ExecCommandEnd {
                     call_id: call_id.to_owned(),
                     command: argv,
                     exit_code: output.exit_code.unwrap_or(-1),
                     duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 }));
-                Ok((output.exit_code, output.to_model_text()))
+                Ok(ExecOutcome {
+                    text: output.to_model_text(),
+                    denied_by_sandbox: sandboxed && baton_exec::looks_like_sandbox_denial(&output),
+                })
             }
             Err(err) => Err(format!("the command was not run: {err}")),
         }
     }
 
+    /// Appends an event for people and UIs; the conversation does not depend on it, so a
+    /// failure is logged rather than failing the turn (the next item's append reports it).
+    fn note(&mut self, item: RolloutItem) {
+        if let Err(err) = self.append(item) {
+            tracing::warn!(thread = %self.thread.id, "could not record an event: {err}");
+        }
+    }
+
     /// Asks when the plan says so; the sandbox to run under, or why the command may not run.
+    /// `remember` is what an "approve for this session" answer approves.
     async fn resolve_plan(
         &mut self,
         plan: CommandPlan,
         argv: &[String],
+        remember: ApprovalKey,
     ) -> Result<SandboxPolicy, String> {
         match plan {
             CommandPlan::Run(sandbox) => Ok(sandbox),
@@ -335,7 +395,7 @@ impl Turn<'_> {
                 match decision {
                     Ok(ApprovalDecision::Approve) => Ok(sandbox),
                     Ok(ApprovalDecision::ApproveForSession) => {
-                        self.thread.approved_commands.insert(argv.to_vec());
+                        self.thread.approved_commands.insert(remember);
                         Ok(sandbox)
                     }
                     Ok(ApprovalDecision::Deny) => {
@@ -350,6 +410,31 @@ impl Turn<'_> {
     }
 
     async fn apply_patch(&mut self, patch: &str, call_id: &str) -> String {
+        // Under `untrusted` an edit asks first, like a command; "approve for this session"
+        // covers every later patch.
+        if self.thread.settings.approval_policy == ApprovalPolicy::Untrusted {
+            let command = vec![APPLY_PATCH_TOOL.to_owned()];
+            let approved = self.thread.approved_commands.contains(&ApprovalKey {
+                command: command.clone(),
+                unsandboxed: false,
+            });
+            if !approved {
+                let mut described = command.clone();
+                described.extend(tools::patch_targets(patch));
+                let plan = CommandPlan::Ask {
+                    reason: "the approval policy is `untrusted` and apply_patch changes files"
+                        .into(),
+                    sandbox: self.thread.settings.sandbox.clone(),
+                };
+                let remember = ApprovalKey {
+                    command,
+                    unsandboxed: false,
+                };
+                if let Err(reason) = self.resolve_plan(plan, &described, remember).await {
+                    return format!("patch not applied: {reason}");
+                }
+            }
+        }
         self.progress("applying patch").await;
         let cwd = self.thread.settings.cwd.clone();
         let roots = baton_exec::writable_roots(&self.thread.settings.sandbox, &cwd);
@@ -363,7 +448,7 @@ impl Turn<'_> {
             Ok(Err(err)) => (false, Vec::new(), format!("apply_patch failed: {err}")),
             Err(err) => (false, Vec::new(), format!("apply_patch failed: {err}")),
         };
-        let _ = self.append(RolloutItem::EventMsg(EventMsg::PatchApplyEnd {
+        self.note(RolloutItem::EventMsg(EventMsg::PatchApplyEnd {
             call_id: call_id.to_owned(),
             success,
             files,
@@ -413,7 +498,7 @@ impl Turn<'_> {
             message: summary,
             replacement_history: Some(replacement.clone()),
         }))?;
-        self.writer.sync()?;
+        self.sync()?;
         tracing::info!(
             thread = %self.thread.id,
             before = self.thread.history.len(),
@@ -466,6 +551,12 @@ impl Turn<'_> {
                 sink.item_completed(item).await;
             }
         }
+    }
+
+    /// fsync, without holding up the other tasks of the runtime meanwhile.
+    fn sync(&mut self) -> Result<(), CoreError> {
+        let writer = &mut *self.writer;
+        Ok(blocking_section(|| writer.sync())?)
     }
 
     fn append(&mut self, item: RolloutItem) -> Result<(), CoreError> {

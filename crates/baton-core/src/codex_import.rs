@@ -7,10 +7,37 @@
 
 use std::collections::HashMap;
 
-use baton_protocol::ResponseItem;
+use baton_protocol::{
+    BaseInstructions, CLI_VERSION, ImportedFrom, ORIGINATOR, ResponseItem, SessionMeta,
+};
+use baton_store::LoadedRollout;
 use serde_json::{Value, json};
 
+use crate::agent::{ThreadSettings, default_base_instructions};
 use crate::tools::{APPLY_PATCH_TOOL, SHELL_TOOL};
+
+/// The `session_meta` and history of a baton thread that continues the Codex session
+/// `loaded` (same id), to run with `settings`.
+pub(crate) fn as_baton_thread(
+    loaded: &LoadedRollout,
+    settings: ThreadSettings,
+) -> (SessionMeta, Vec<ResponseItem>) {
+    let mut meta = loaded.meta.clone();
+    meta.imported_from = Some(ImportedFrom {
+        path: loaded.path.clone(),
+        originator: meta.originator.clone(),
+        cli_version: meta.cli_version.clone(),
+    });
+    meta.originator = ORIGINATOR.to_owned();
+    meta.cli_version = CLI_VERSION.to_owned();
+    // Codex's instructions describe Codex's tools; the continued thread has baton's.
+    meta.base_instructions = Some(BaseInstructions {
+        text: default_base_instructions().to_owned(),
+    });
+    meta.model_provider = Some(settings.provider_id);
+    meta.model = Some(settings.model);
+    (meta, convert_history(&loaded.history))
+}
 
 pub(crate) fn convert_history(items: &[ResponseItem]) -> Vec<ResponseItem> {
     // Calls that became text need their outputs to become text too.

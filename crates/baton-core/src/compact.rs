@@ -57,16 +57,22 @@ pub(crate) fn last_user_index(history: &[ResponseItem]) -> Option<usize> {
         .rposition(|item| matches!(item.message_text(), Some(("user", _))))
 }
 
-/// The history that replaces everything: the summary, the last user message when the kept
-/// tail starts after it (so the task in progress stays stated), then the tail.
+/// The history that replaces everything: the developer instructions (they hold for the whole
+/// session), the summary, the last user message when the kept tail starts after it (so the
+/// task in progress stays stated), then the tail.
 pub(crate) fn replacement_history(
     history: &[ResponseItem],
     cut: usize,
     summary: &str,
 ) -> Vec<ResponseItem> {
-    let mut replacement = vec![ResponseItem::user_message(format!(
+    let mut replacement: Vec<ResponseItem> = history[..cut]
+        .iter()
+        .filter(|item| matches!(item.message_text(), Some(("developer", _))))
+        .cloned()
+        .collect();
+    replacement.push(ResponseItem::user_message(format!(
         "{SUMMARY_HEADER}\n{summary}"
-    ))];
+    )));
     if let Some(user) = last_user_index(history)
         && user < cut
     {
@@ -156,6 +162,25 @@ mod tests {
         assert!(first.starts_with(SUMMARY_HEADER) && first.ends_with("we did things"));
         assert_eq!(replacement[1], history[1]);
         assert_eq!(&replacement[2..], &history[2..]);
+    }
+
+    #[test]
+    fn developer_instructions_survive_compaction() {
+        let history = vec![
+            ResponseItem::developer_message("always answer in French"),
+            ResponseItem::user_message("old"),
+            ResponseItem::assistant_message("vieux"),
+            ResponseItem::user_message("current"),
+        ];
+        let replacement = replacement_history(&history, 3, "summary");
+        assert_eq!(replacement[0], history[0]);
+        assert!(
+            replacement[1]
+                .message_text()
+                .is_some_and(|(role, text)| role == "user" && text.starts_with(SUMMARY_HEADER))
+        );
+        assert_eq!(replacement[2], history[3]);
+        assert_eq!(replacement.len(), 3);
     }
 
     #[test]

@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 use baton_config::{Config, ConfigOverrides, TomlValue};
 use baton_model::{HttpModelClient, ModelClient, ModelError};
 use baton_protocol::{
-    ApprovalPolicy, BaseInstructions, CLI_VERSION, ImportedFrom, ModelProviderInfo, ORIGINATOR,
-    ResponseItem, RolloutItem, SandboxMode, SessionMeta, SessionSource, ThreadId, format_timestamp,
-    history_text,
+    ApprovalPolicy, BaseInstructions, CLI_VERSION, ModelProviderInfo, ORIGINATOR, ResponseItem,
+    RolloutItem, SandboxMode, SessionMeta, SessionSource, ThreadId, format_timestamp, history_text,
 };
-use baton_store::{ListQuery, LoadedRollout, RolloutWriter, Store, ThreadOrigin, ThreadSummary};
+use baton_store::{
+    ListQuery, LoadedRollout, RolloutWriter, Store, ThreadOrigin, ThreadSummary, TurnRecord,
+};
 use chrono::Utc;
 
-use crate::agent::{LiveThread, ThreadSettings, Turn, default_base_instructions};
+use crate::agent::{LiveThread, ThreadSettings, Turn, blocking_section, default_base_instructions};
 use crate::codex_import;
 use crate::error::CoreError;
 use crate::hooks::TurnHooks;
@@ -83,6 +84,8 @@ pub struct TurnResult {
 /// Filters for [`ThreadManager::list_sessions`].
 #[derive(Debug, Clone, Default)]
 pub struct SessionQuery {
+    /// Also list the Codex CLI's sessions (first page only).
+    pub include_codex: bool,
     pub text: Option<String>,
     pub cwd: Option<PathBuf>,
     pub updated_after: Option<chrono::DateTime<Utc>>,
@@ -169,6 +172,8 @@ impl ThreadManager {
                 CoreError::Internal(format!("cannot read the current directory: {err}"))
             })?,
         };
+        // A provider that cannot be used fails before a session exists.
+        self.models.client(&config.model_provider)?;
         let id = ThreadId::new();
         let meta = SessionMeta {
             id,
@@ -217,20 +222,20 @@ impl ThreadManager {
         }
         let slot = self.slot(id);
         let mut guard = slot.live.lock().await;
-        let _lock = self.store.lock_thread(id)?;
+        let _lock = blocking_section(|| self.store.lock_thread(id))?;
         *guard = Some(live);
         let Some(live) = guard.as_mut() else {
             return Err(CoreError::Internal("thread slot emptied".into()));
         };
-        self.run_turn(live, &mut writer, &config, &request.prompt, &hooks, false)
-            .await
-            .map_err(|err| match err {
-                CoreError::Cancelled => err,
-                err => CoreError::FirstTurnFailed {
-                    id,
-                    source: Box::new(err),
-                },
-            })
+        let outcome = self
+            .run_turn(live, &mut writer, &config, &request.prompt, &hooks, false)
+            .await;
+        forget_after_store_error(&mut guard, &outcome);
+        slot.touch();
+        outcome.map_err(|err| CoreError::FirstTurnFailed {
+            id,
+            source: Box::new(err),
+        })
     }
 
     /// Continues a thread by id: from memory, else from baton's store, else from Codex's.
@@ -242,8 +247,13 @@ impl ThreadManager {
         let id = ThreadId::parse(&request.thread_id)?;
         let config = self.config(None)?;
         let slot = self.slot(id);
-        let mut guard = slot.live.lock().await;
-        let _lock = self.store.lock_thread(id)?;
+        // A call cancelled while it waited for an earlier one on this thread writes nothing.
+        let mut guard = tokio::select! {
+            biased;
+            _ = hooks.cancel.cancelled() => return Err(CoreError::Cancelled),
+            guard = slot.live.lock() => guard,
+        };
+        let _lock = blocking_section(|| self.store.lock_thread(id))?;
 
         let mut writer = match guard.as_ref() {
             Some(live) => {
@@ -277,15 +287,19 @@ impl ThreadManager {
             }
             None => {}
         }
-        self.run_turn(
-            live,
-            &mut writer,
-            &config,
-            &request.prompt,
-            &hooks,
-            request.compact,
-        )
-        .await
+        let outcome = self
+            .run_turn(
+                live,
+                &mut writer,
+                &config,
+                &request.prompt,
+                &hooks,
+                request.compact,
+            )
+            .await;
+        forget_after_store_error(&mut guard, &outcome);
+        slot.touch();
+        outcome
     }
 
     async fn run_turn(
@@ -302,21 +316,31 @@ impl ThreadManager {
             .cloned()
             .unwrap_or_else(|| config.model_provider.clone());
         let model = self.models.client(&provider)?;
+        let compact_limit = config.auto_compact_token_limit_for(&live.settings.model);
         let outcome = Turn {
             thread: live,
             writer,
             model,
             hooks,
-            compact_limit: config.auto_compact_token_limit(),
+            compact_limit,
             compact_first,
             unreported: 0,
         }
         .run(prompt)
         .await;
         // The index is a cache: a failure to update it is logged, never fatal.
-        let summary = summarize_live(live, outcome.as_ref().ok());
+        let record = TurnRecord {
+            id: live.id,
+            path: live.path.clone(),
+            cwd: live.settings.cwd.clone(),
+            created_at: live.id.created_at().unwrap_or_else(Utc::now),
+            model: Some(live.settings.model.clone()),
+            source: ThreadOrigin::of(&live.meta),
+            user_message: Some(prompt.to_owned()),
+            agent_message: outcome.as_ref().ok().cloned(),
+        };
         let store = self.store.clone();
-        match blocking(move || store.record_thread(&summary)).await {
+        match blocking(move || store.record_turn(&record)).await {
             Ok(Err(err)) => tracing::warn!("could not update the session index: {err}"),
             Err(err) => tracing::warn!("could not update the session index: {err}"),
             Ok(Ok(())) => {}
@@ -376,51 +400,50 @@ impl ThreadManager {
     ) -> Result<LiveThread, CoreError> {
         let path = codex_path.to_path_buf();
         let loaded = blocking(move || baton_store::read_rollout(&path)).await??;
-        let mut live = rehydrate(loaded.clone(), config);
-        live.history = codex_import::convert_history(&loaded.history);
-        let mut meta = loaded.meta.clone();
-        meta.id = id;
-        meta.imported_from = Some(ImportedFrom {
-            path: codex_path.to_path_buf(),
-            originator: meta.originator.clone(),
-            cli_version: meta.cli_version.clone(),
-        });
-        meta.originator = ORIGINATOR.to_owned();
-        meta.cli_version = CLI_VERSION.to_owned();
-        // Codex's instructions describe Codex's tools; the continued thread has baton's.
-        meta.base_instructions = Some(BaseInstructions {
-            text: default_base_instructions().to_owned(),
-        });
-        meta.model_provider = Some(live.settings.provider_id.clone());
-        meta.model = Some(live.settings.model.clone());
-        let store = self.store.clone();
-        let history = live.history.clone();
-        let meta_for_store = meta.clone();
-        let (path, len) = blocking(move || -> Result<(PathBuf, u64), baton_store::StoreError> {
-            let mut writer = store.create_thread(&meta_for_store)?;
-            for item in history {
-                writer.append(&RolloutItem::ResponseItem(item))?;
-            }
-            writer.sync()?;
-            Ok((writer.path().to_path_buf(), writer.len()))
-        })
-        .await??;
+        let settings = rehydrate(loaded.clone(), config).settings;
+        let (meta, history) = codex_import::as_baton_thread(&loaded, settings.clone());
+        let live = self.create_with_history(meta, settings, history).await?;
         tracing::info!(thread = %id, from = %codex_path.display(), "imported a Codex session");
-        live.meta = meta;
-        live.path = path;
-        live.file_len = len;
         Ok(live)
     }
 
+    /// Writes a new thread holding a whole history at once (a crash leaves no partial copy)
+    /// and returns it as a live thread.
+    async fn create_with_history(
+        &self,
+        meta: SessionMeta,
+        settings: ThreadSettings,
+        history: Vec<ResponseItem>,
+    ) -> Result<LiveThread, CoreError> {
+        let mut items = Vec::with_capacity(history.len() + 1);
+        items.push(RolloutItem::TurnContext(settings.turn_context()));
+        items.extend(history.iter().cloned().map(RolloutItem::ResponseItem));
+        let store = self.store.clone();
+        let meta_for_store = meta.clone();
+        let path =
+            blocking(move || store.create_thread_with_history(&meta_for_store, &items)).await??;
+        let file_len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        Ok(LiveThread {
+            id: meta.id,
+            path,
+            meta,
+            settings,
+            history,
+            file_len,
+            approved_commands: HashSet::new(),
+        })
+    }
+
     /// The Codex CLI's sessions under `codex_home` that baton has not imported yet, newest
-    /// first (`baton sessions list --codex`).
-    pub async fn list_codex_sessions(&self) -> Result<Vec<SessionSummary>, CoreError> {
+    /// first.
+    async fn codex_sessions(&self) -> Result<Vec<SessionSummary>, CoreError> {
         let codex_home = self.config(None)?.codex_home;
         let store = self.store.clone();
         blocking(move || {
+            let imported = store.thread_ids_on_disk();
             baton_store::list_codex_sessions(&codex_home)
                 .into_iter()
-                .filter(|summary| store.locate(summary.id).is_err())
+                .filter(|summary| !imported.contains(&summary.id))
                 .collect()
         })
         .await
@@ -434,78 +457,84 @@ impl ThreadManager {
         at_turn: Option<u32>,
     ) -> Result<TurnResult, CoreError> {
         let source = self.read_thread(thread_id).await?;
-        let turns = user_turn_starts(&source.history);
+        let config = self.config(None)?;
+        let source_id = source.meta.id;
+        let settings = rehydrate(source.clone(), &config).settings;
+        // A Codex session not yet imported is converted first, as `baton-reply` would.
+        let (mut meta, history) = if source.meta.imported_from.is_none()
+            && ThreadOrigin::of(&source.meta) == ThreadOrigin::Codex
+        {
+            codex_import::as_baton_thread(&source, settings.clone())
+        } else {
+            (source.meta.clone(), source.history.clone())
+        };
+        let turns = user_turn_starts(&history);
         let history = match at_turn {
-            None => source.history.clone(),
+            None => history,
             Some(n) if n as usize > turns.len() || n == 0 => {
                 return Err(CoreError::TurnOutOfRange {
-                    id: source.meta.id,
+                    id: source_id,
                     requested: n,
                     turns: turns.len(),
                 });
             }
             Some(n) => match turns.get(n as usize) {
-                Some(&end) => source.history[..end].to_vec(),
-                None => source.history.clone(),
+                Some(&end) => history[..end].to_vec(),
+                None => history,
             },
         };
         let id = ThreadId::new();
-        let mut meta = source.meta.clone();
         meta.id = id;
         meta.timestamp = format_timestamp(Utc::now());
-        meta.forked_from = Some(source.meta.id);
+        meta.forked_from = Some(source_id);
         meta.source = self.options.source;
-        let context = source.last_turn_context.clone();
-        let store = self.store.clone();
-        let items = history.clone();
-        let meta_for_store = meta.clone();
-        let path = blocking(move || -> Result<PathBuf, baton_store::StoreError> {
-            let mut writer = store.create_thread(&meta_for_store)?;
-            if let Some(context) = context {
-                writer.append(&RolloutItem::TurnContext(context))?;
-            }
-            for item in items {
-                writer.append(&RolloutItem::ResponseItem(item))?;
-            }
-            writer.sync()?;
-            Ok(writer.path().to_path_buf())
-        })
-        .await??;
-        let config = self.config(None)?;
-        let mut live = rehydrate(baton_store::read_rollout(&path)?, &config);
-        live.history = history;
-        let summary = summarize_live(&live, None);
-        let store = self.store.clone();
-        if let Ok(Err(err)) = blocking(move || store.record_thread(&summary)).await {
-            tracing::warn!("could not update the session index: {err}");
-        }
+        self.create_with_history(meta, settings, history).await?;
         let kept = at_turn.map_or(turns.len(), |n| n as usize);
         Ok(TurnResult {
             thread_id: id,
             message: format!(
-                "forked thread {} at turn {kept} of {} into thread {id}; continue it with baton-reply",
-                source.meta.id,
+                "forked thread {source_id} at turn {kept} of {} into thread {id}; continue it with baton-reply",
                 turns.len()
             ),
         })
     }
 
-    /// Lists sessions, newest first (the `baton-sessions` tool).
+    /// Lists sessions, newest first (the `baton-sessions` tool, `baton sessions list`).
+    ///
+    /// With `include_codex`, the first page also holds the Codex CLI's sessions that baton has
+    /// not imported (they have no place in the index, so they are not paged).
     pub async fn list_sessions(&self, query: SessionQuery) -> Result<SessionPage, CoreError> {
+        // The index holds canonical cwds; a symlinked or relative path must match them.
+        let cwd = query
+            .cwd
+            .map(|dir| std::fs::canonicalize(&dir).unwrap_or(dir));
         let store = self.store.clone();
-        let page = blocking(move || {
-            store.list(&ListQuery {
-                cwd: query.cwd,
-                text: query.text,
-                updated_after: query.updated_after,
-                updated_before: query.updated_before,
-                limit: query.limit,
-                cursor: query.cursor,
-            })
-        })
-        .await??;
+        let list_query = ListQuery {
+            cwd: cwd.clone(),
+            text: query.text.clone(),
+            updated_after: query.updated_after,
+            updated_before: query.updated_before,
+            limit: query.limit,
+            cursor: query.cursor.clone(),
+        };
+        let page = blocking(move || store.list(&list_query)).await??;
+        let mut sessions = page.threads;
+        if query.include_codex && query.cursor.is_none() {
+            let text = query.text.as_deref().map(str::to_lowercase);
+            let codex = self.codex_sessions().await?.into_iter().filter(|s| {
+                cwd.as_ref().is_none_or(|dir| &s.cwd == dir)
+                    && query.updated_after.is_none_or(|t| s.updated_at >= t)
+                    && query.updated_before.is_none_or(|t| s.updated_at < t)
+                    && text
+                        .as_deref()
+                        .is_none_or(|t| s.search_text.to_lowercase().contains(t))
+            });
+            sessions.extend(codex);
+            sessions.sort_by_key(|s| std::cmp::Reverse(s.updated_at));
+            sessions.truncate(query.limit.max(1));
+        }
         Ok(SessionPage {
-            sessions: page.threads,
+            sessions,
             next_cursor: page.next_cursor,
         })
     }
@@ -559,7 +588,7 @@ impl ThreadManager {
                 })
             })
             .clone();
-        *slot.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        slot.touch();
         slot
     }
 
@@ -574,6 +603,24 @@ impl ThreadManager {
 
     pub fn idle_thread_ttl(&self) -> Duration {
         self.idle_ttl
+    }
+}
+
+impl ThreadSlot {
+    /// Marks the thread as just used, so the idle clock starts when a call ends.
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+}
+
+/// After a failed write, memory may hold what the disk does not: drop the cached thread so
+/// the next call rebuilds it from the transcript.
+fn forget_after_store_error(
+    live: &mut Option<LiveThread>,
+    outcome: &Result<TurnResult, CoreError>,
+) {
+    if matches!(outcome, Err(CoreError::Store(_))) {
+        *live = None;
     }
 }
 
@@ -642,52 +689,16 @@ fn rehydrate(loaded: LoadedRollout, config: &Config) -> LiveThread {
     }
 }
 
-fn summarize_live(live: &LiveThread, final_message: Option<&String>) -> ThreadSummary {
-    let user_texts: Vec<String> = live
-        .history
-        .iter()
-        .filter_map(|item| match item.message_text() {
-            Some(("user", text)) => Some(text),
-            _ => None,
-        })
-        .collect();
-    let last_agent_message = final_message.cloned().or_else(|| {
-        live.history
-            .iter()
-            .rev()
-            .find_map(|item| match item.message_text() {
-                Some(("assistant", text)) => Some(text),
-                _ => None,
-            })
-    });
-    let mut search_text = String::new();
-    for item in &live.history {
-        if let Some(("user" | "assistant", text)) = item.message_text() {
-            baton_store::push_search_text(&mut search_text, &text);
-        }
-    }
-    let now = Utc::now();
-    ThreadSummary {
-        id: live.id,
-        path: live.path.clone(),
-        cwd: live.settings.cwd.clone(),
-        created_at: live.id.created_at().unwrap_or(now),
-        updated_at: now,
-        first_user_message: user_texts.first().cloned(),
-        last_agent_message,
-        model: Some(live.settings.model.clone()),
-        turns: u32::try_from(user_texts.len()).unwrap_or(u32::MAX),
-        source: ThreadOrigin::of(&live.meta),
-        search_text,
-    }
-}
-
-/// Where each turn starts: the indices of the user messages.
+/// Where each turn starts: the indices of the messages a person typed (not the context and
+/// compaction summaries that are sent as user messages).
 fn user_turn_starts(history: &[ResponseItem]) -> Vec<usize> {
     history
         .iter()
         .enumerate()
-        .filter(|(_, item)| matches!(item.message_text(), Some(("user", _))))
+        .filter(|(_, item)| match item.message_text() {
+            Some(("user", text)) => !baton_store::is_context_message(&text),
+            _ => false,
+        })
         .map(|(index, _)| index)
         .collect()
 }

@@ -90,6 +90,8 @@ impl ShellArgs {
         ShellRequest {
             argv: self.argv(),
             cwd: workdir,
+            // The sandbox is built around the session cwd, never the model's `workdir`.
+            workspace: cwd.to_path_buf(),
             timeout: self
                 .timeout_ms
                 .map(Duration::from_millis)
@@ -164,15 +166,16 @@ pub(crate) fn plan_command(
     }
 }
 
-/// Under `on-failure`, a command that failed in the sandbox may be retried without it.
+/// Under `on-failure`, a command the sandbox stopped (a refused write or connection, not any
+/// non-zero exit such as a failing test) may be retried without it, if the person agrees.
 pub(crate) fn retry_after_failure(
     policy: ApprovalPolicy,
     sandbox: &SandboxPolicy,
-    exit_code: Option<i32>,
+    denied_by_sandbox: bool,
 ) -> Option<CommandPlan> {
     if policy != ApprovalPolicy::OnFailure
         || sandbox.mode == SandboxMode::DangerFullAccess
-        || exit_code == Some(0)
+        || !denied_by_sandbox
     {
         return None;
     }
@@ -185,6 +188,26 @@ pub(crate) fn retry_after_failure(
     })
 }
 
+/// The files a patch names (`*** Add File: …`, `*** Update File: …`, …), for approval
+/// prompts.
+pub(crate) fn patch_targets(patch: &str) -> Vec<String> {
+    const HEADERS: [&str; 4] = [
+        "*** Add File: ",
+        "*** Update File: ",
+        "*** Delete File: ",
+        "*** Move to: ",
+    ];
+    patch
+        .lines()
+        .filter_map(|line| {
+            HEADERS
+                .iter()
+                .find_map(|header| line.trim_start().strip_prefix(header))
+                .map(|path| path.trim().to_owned())
+        })
+        .collect()
+}
+
 /// A short, human form of a command for progress messages.
 pub(crate) fn describe_command(argv: &[String]) -> String {
     let text = match argv {
@@ -193,12 +216,7 @@ pub(crate) fn describe_command(argv: &[String]) -> String {
         }
         _ => argv.join(" "),
     };
-    const MAX: usize = 120;
-    if text.chars().count() > MAX {
-        format!("{}…", text.chars().take(MAX).collect::<String>())
-    } else {
-        text
-    }
+    baton_protocol::shorten(&text, 120)
 }
 
 #[cfg(test)]
@@ -277,9 +295,15 @@ mod tests {
 
     #[test]
     fn on_failure_offers_an_unsandboxed_retry() {
-        assert!(retry_after_failure(ApprovalPolicy::OnFailure, &workspace(), Some(1)).is_some());
-        assert!(retry_after_failure(ApprovalPolicy::OnFailure, &workspace(), Some(0)).is_none());
-        assert!(retry_after_failure(ApprovalPolicy::OnRequest, &workspace(), Some(1)).is_none());
+        assert!(retry_after_failure(ApprovalPolicy::OnFailure, &workspace(), true).is_some());
+        assert!(retry_after_failure(ApprovalPolicy::OnFailure, &workspace(), false).is_none());
+        assert!(retry_after_failure(ApprovalPolicy::OnRequest, &workspace(), true).is_none());
+    }
+
+    #[test]
+    fn patch_targets_lists_every_file_header() {
+        let patch = "*** Begin Patch\n*** Add File: a.txt\n+x\n*** Update File: b.rs\n*** Move to: c.rs\n@@\n-x\n+y\n*** Delete File: d\n*** End Patch";
+        assert_eq!(patch_targets(patch), ["a.txt", "b.rs", "c.rs", "d"]);
     }
 
     #[test]

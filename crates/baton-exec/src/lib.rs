@@ -1,10 +1,12 @@
 //! Runs the agent's tools: shell commands (in their own process group, with a timeout, bounded
 //! output and an OS sandbox) and `apply_patch` (Codex's patch format), plus the classification
-//! of commands that only read and so need no approval.
+//! of commands that only read and so need no approval, and the guess whether a failed command
+//! was stopped by the sandbox (for `on-failure`).
 //!
 //! Architecture Invariant: this crate knows nothing of sessions, models or MCP; it depends on
 //! `baton-protocol` only for the sandbox policy types.
 
+mod denial;
 mod git_protection;
 mod output;
 mod patch;
@@ -13,6 +15,7 @@ mod sandbox;
 mod seccomp;
 mod shell;
 
+pub use denial::looks_like_sandbox_denial;
 pub use output::OutputCap;
 pub use patch::{PatchError, PatchReport, apply_patch};
 pub use safe_command::is_known_safe_command;

@@ -5,8 +5,9 @@
 //! and exec the child only makes a handful of syscalls ([`ChildRestrictions::apply_in_child`]).
 //!
 //! * `read-only`: writes are refused everywhere except a few harmless devices (`/dev/null`, …).
-//! * `workspace-write`: writes allowed under the cwd, the configured writable roots and a
-//!   private temporary directory (exported as `TMPDIR`), which is removed afterwards.
+//! * `workspace-write`: writes allowed under the workspace (the session cwd, never the working
+//!   directory the model picked for the command), the configured writable roots and a private
+//!   temporary directory (exported as `TMPDIR`), which is removed afterwards.
 //! * network (both modes, unless `network_access`): a seccomp filter refuses every socket except
 //!   `AF_UNIX`; where Landlock ABI ≥ 4 is available TCP bind/connect is refused by Landlock too.
 //!
@@ -126,15 +127,24 @@ impl fmt::Display for SandboxReport {
     }
 }
 
-/// The directories a command (or apply_patch) may write to under `policy`, all absolute:
-/// `None` means no restriction (`danger-full-access`).
-pub fn writable_roots(policy: &SandboxPolicy, cwd: &Path) -> Option<Vec<PathBuf>> {
+/// The directories a command (or apply_patch) may write to under `policy`, all absolute when
+/// `workspace` is: `None` means no restriction (`danger-full-access`).
+///
+/// `workspace` is the session's working directory (never a `workdir` the model chose): under
+/// `workspace-write` it is writable itself, and relative entries of `policy.writable_roots`
+/// are resolved against it. Under `read-only` nothing is writable.
+pub fn writable_roots(policy: &SandboxPolicy, workspace: &Path) -> Option<Vec<PathBuf>> {
     match policy.mode {
         SandboxMode::DangerFullAccess => None,
         SandboxMode::ReadOnly => Some(Vec::new()),
         SandboxMode::WorkspaceWrite => {
-            let mut roots = vec![cwd.to_path_buf()];
-            roots.extend(policy.writable_roots.iter().map(|root| cwd.join(root)));
+            let mut roots = vec![workspace.to_path_buf()];
+            roots.extend(
+                policy
+                    .writable_roots
+                    .iter()
+                    .map(|root| workspace.join(root)),
+            );
             Some(roots)
         }
     }
@@ -215,13 +225,17 @@ impl ChildRestrictions {
     }
 }
 
-/// Builds the restrictions for `policy`, or explains why this machine cannot enforce them.
-pub(crate) fn prepare(policy: &SandboxPolicy, cwd: &Path) -> Result<PreparedSandbox, ExecError> {
+/// Builds the restrictions for `policy` around `workspace` (see [`writable_roots`]), or
+/// explains why this machine cannot enforce them.
+pub(crate) fn prepare(
+    policy: &SandboxPolicy,
+    workspace: &Path,
+) -> Result<PreparedSandbox, ExecError> {
     let unavailable = |reason: String| ExecError::SandboxUnavailable {
         mode: policy.mode,
         reason,
     };
-    let Some(mut writable) = writable_roots(policy, cwd) else {
+    let Some(mut writable) = writable_roots(policy, workspace) else {
         return Ok(PreparedSandbox::default());
     };
     let abi = landlock_abi().map_err(unavailable)?;
@@ -364,14 +378,14 @@ mod tests {
 
     #[test]
     fn writable_roots_follow_the_mode() {
-        let cwd = Path::new("/work/project");
+        let workspace = Path::new("/work/project");
         let mut policy = SandboxPolicy {
             mode: SandboxMode::WorkspaceWrite,
             writable_roots: vec![PathBuf::from("/var/cache/x"), PathBuf::from("rel")],
             network_access: false,
         };
         assert_eq!(
-            writable_roots(&policy, cwd),
+            writable_roots(&policy, workspace),
             Some(vec![
                 PathBuf::from("/work/project"),
                 PathBuf::from("/var/cache/x"),
@@ -379,9 +393,9 @@ mod tests {
             ])
         );
         policy.mode = SandboxMode::ReadOnly;
-        assert_eq!(writable_roots(&policy, cwd), Some(Vec::new()));
+        assert_eq!(writable_roots(&policy, workspace), Some(Vec::new()));
         policy.mode = SandboxMode::DangerFullAccess;
-        assert_eq!(writable_roots(&policy, cwd), None);
+        assert_eq!(writable_roots(&policy, workspace), None);
     }
 
     #[test]

@@ -26,10 +26,14 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 pub struct ShellRequest {
     /// Program and arguments, executed directly (no implicit shell).
     pub argv: Vec<String>,
-    /// Absolute working directory: the session cwd joined with the tool's `workdir`.
+    /// Absolute directory the process starts in: the session cwd joined with the tool's
+    /// `workdir`. It grants nothing: the model chooses it, so it may be anywhere.
     pub cwd: PathBuf,
+    /// Absolute session cwd: the workspace the sandbox is built around. Under
+    /// `workspace-write` it is writable (except its `.git`), and relative `writable_roots` of
+    /// the policy are resolved against it. Never derive it from model input.
+    pub workspace: PathBuf,
     pub timeout: Duration,
-    /// `writable_roots` must already be absolute.
     pub sandbox: SandboxPolicy,
     pub output_cap: OutputCap,
 }
@@ -118,6 +122,8 @@ pub enum ExecError {
     EmptyCommand,
     #[error("the working directory {} must be an absolute path", cwd.display())]
     CwdNotAbsolute { cwd: PathBuf },
+    #[error("the sandbox workspace {} must be an absolute path", workspace.display())]
+    WorkspaceNotAbsolute { workspace: PathBuf },
     #[error("the working directory {} does not exist", cwd.display())]
     CwdMissing { cwd: PathBuf },
     #[error("the working directory {} is not a directory", cwd.display())]
@@ -157,7 +163,14 @@ pub async fn run_shell(
 ) -> Result<ShellOutput, ExecError> {
     let (program, args) = req.argv.split_first().ok_or(ExecError::EmptyCommand)?;
     check_cwd(&req.cwd)?;
-    let sandbox = sandbox::prepare(&req.sandbox, &req.cwd)?;
+    if !req.workspace.is_absolute() {
+        return Err(ExecError::WorkspaceNotAbsolute {
+            workspace: req.workspace.clone(),
+        });
+    }
+    // The workspace, never the cwd: the cwd comes from the model's `workdir`, and making it
+    // writable would let `"workdir": "/"` open the whole filesystem.
+    let sandbox = sandbox::prepare(&req.sandbox, &req.workspace)?;
 
     // One pipe for stdout and stderr keeps their interleaving exactly as the command wrote it.
     let io_error = |context: &str| {

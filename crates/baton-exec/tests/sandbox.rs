@@ -5,7 +5,10 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use baton_exec::{OutputCap, ShellOutput, ShellRequest, run_shell, sandbox_capabilities};
+use baton_exec::{
+    OutputCap, ShellOutput, ShellRequest, looks_like_sandbox_denial, run_shell,
+    sandbox_capabilities,
+};
 use baton_protocol::{SandboxMode, SandboxPolicy};
 use tokio_util::sync::CancellationToken;
 
@@ -32,9 +35,20 @@ async fn run_sandboxed(
 }
 
 async fn run_with_policy(script: &str, cwd: &Path, sandbox: SandboxPolicy) -> ShellOutput {
+    run_in_workspace(script, cwd, cwd, sandbox).await
+}
+
+/// Runs `script` starting in `cwd` with the sandbox built around `workspace`.
+async fn run_in_workspace(
+    script: &str,
+    workspace: &Path,
+    cwd: &Path,
+    sandbox: SandboxPolicy,
+) -> ShellOutput {
     let request = ShellRequest {
         argv: vec!["bash".into(), "-c".into(), script.into()],
         cwd: cwd.to_path_buf(),
+        workspace: workspace.to_path_buf(),
         timeout: Duration::from_secs(30),
         sandbox,
         output_cap: OutputCap::default(),
@@ -265,4 +279,209 @@ async fn danger_full_access_can_write_git() {
     assert!(out.output.contains("config-written"), "{}", out.output);
     assert!(out.output.contains("x-created"), "{}", out.output);
     assert!(repo.path().join(".git/x").exists());
+}
+
+/// A project directory inside a fresh parent, both outside the system temp dir: writing next to
+/// the project must be refused even when the command starts in the parent.
+fn project_with_parent() -> (tempfile::TempDir, PathBuf) {
+    let parent = outside_dir();
+    let project = parent.path().join("project");
+    std::fs::create_dir(&project).expect("mkdir project");
+    (parent, project)
+}
+
+fn workspace_write() -> SandboxPolicy {
+    SandboxPolicy {
+        mode: SandboxMode::WorkspaceWrite,
+        writable_roots: Vec::new(),
+        network_access: false,
+    }
+}
+
+#[tokio::test]
+async fn a_workdir_outside_the_workspace_grants_no_writes() {
+    if !filesystem_supported() {
+        return;
+    }
+    let (parent, project) = project_with_parent();
+    let escape = parent.path().join("escape.txt");
+    let inside = project.join("inside.txt");
+    let absolute_writes = format!(
+        "echo out > {} && echo escaped || echo outside-blocked; echo in > {} && echo inside-ok",
+        escape.display(),
+        inside.display()
+    );
+    // `/` (what `"workdir": "/"` gives), the parent, and `project/..` (what
+    // `session_cwd.join("..")` gives) all start the command outside the workspace; none of them
+    // may become writable. A relative write is only tried where a failure of this test would
+    // leave its file in a temp directory rather than in `/`.
+    let relative_write = "echo here > escape.txt && echo escaped || echo relative-blocked; ";
+    for (cwd, script) in [
+        (PathBuf::from("/"), absolute_writes.clone()),
+        (
+            parent.path().to_path_buf(),
+            format!("{relative_write}{absolute_writes}"),
+        ),
+        (
+            project.join(".."),
+            format!("{relative_write}{absolute_writes}"),
+        ),
+    ] {
+        let out = run_in_workspace(&script, &project, &cwd, workspace_write()).await;
+        let context = format!("cwd {}: {}", cwd.display(), out.output);
+        assert!(out.output.contains("outside-blocked"), "{context}");
+        assert!(!out.output.contains("escaped"), "{context}");
+        assert!(out.output.contains("inside-ok"), "{context}");
+        assert!(!escape.exists(), "{context}");
+        assert_eq!(
+            std::fs::read_to_string(&inside).expect("written inside"),
+            "in\n"
+        );
+        std::fs::remove_file(&inside).expect("cleanup");
+    }
+}
+
+#[tokio::test]
+async fn relative_writable_roots_resolve_against_the_workspace_not_the_cwd() {
+    if !filesystem_supported() {
+        return;
+    }
+    let (parent, project) = project_with_parent();
+    std::fs::create_dir(project.join("cache")).expect("mkdir cache");
+    std::fs::create_dir(parent.path().join("cache")).expect("mkdir parent cache");
+    let policy = SandboxPolicy {
+        writable_roots: vec![PathBuf::from("cache")],
+        ..workspace_write()
+    };
+    let script = format!(
+        "echo a > {}/cache/a && echo project-cache-ok; \
+         echo b > {}/cache/b && echo parent-cache-written || echo parent-cache-blocked",
+        project.display(),
+        parent.path().display()
+    );
+    let out = run_in_workspace(&script, &project, parent.path(), policy).await;
+    assert!(out.output.contains("project-cache-ok"), "{}", out.output);
+    assert!(
+        out.output.contains("parent-cache-blocked"),
+        "{}",
+        out.output
+    );
+    assert!(!parent.path().join("cache/b").exists());
+}
+
+#[tokio::test]
+async fn git_stays_read_only_when_the_command_starts_outside_the_workspace() {
+    if !filesystem_supported() || !sandbox_capabilities().git_read_only {
+        eprintln!("note: skipping, .git protection is not available here");
+        return;
+    }
+    let repo = git_repo();
+    let out = run_in_workspace(
+        &git_write_script(repo.path()),
+        repo.path(),
+        Path::new("/"),
+        workspace_write(),
+    )
+    .await;
+    assert!(out.output.contains("config-blocked"), "{}", out.output);
+    assert!(out.output.contains("x-blocked"), "{}", out.output);
+    assert!(out.output.contains("elsewhere-ok"), "{}", out.output);
+    assert!(!repo.path().join(".git/x").exists());
+}
+
+#[tokio::test]
+async fn a_relative_workspace_is_refused() {
+    let request = ShellRequest {
+        argv: vec!["true".into()],
+        cwd: PathBuf::from("/"),
+        workspace: PathBuf::from("project"),
+        timeout: Duration::from_secs(30),
+        sandbox: workspace_write(),
+        output_cap: OutputCap::default(),
+    };
+    let error = run_shell(request, CancellationToken::new())
+        .await
+        .expect_err("relative workspace");
+    assert!(
+        matches!(error, baton_exec::ExecError::WorkspaceNotAbsolute { .. }),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_blocked_write_looks_like_a_sandbox_denial() {
+    if !filesystem_supported() {
+        return;
+    }
+    let project = tempfile::tempdir().expect("tempdir");
+    let outside = outside_dir();
+    let target = outside.path().join("blocked.txt");
+    for script in [
+        format!("touch {}", target.display()),
+        format!("echo x > {}", target.display()),
+    ] {
+        let out = run_sandboxed(&script, project.path(), SandboxMode::WorkspaceWrite, false).await;
+        assert_ne!(out.exit_code, Some(0), "{}", out.output);
+        assert!(looks_like_sandbox_denial(&out), "{script}: {}", out.output);
+    }
+    // The same write without the sandbox succeeds: nothing else refused it.
+    let free = run_sandboxed(
+        &format!("touch {}", target.display()),
+        project.path(),
+        SandboxMode::DangerFullAccess,
+        false,
+    )
+    .await;
+    assert_eq!(free.exit_code, Some(0), "{}", free.output);
+    assert!(!looks_like_sandbox_denial(&free));
+}
+
+#[tokio::test]
+async fn a_blocked_git_write_looks_like_a_sandbox_denial() {
+    if !filesystem_supported() || !sandbox_capabilities().git_read_only {
+        eprintln!("note: skipping, .git protection is not available here");
+        return;
+    }
+    let repo = git_repo();
+    let out = run_sandboxed(
+        "touch .git/x",
+        repo.path(),
+        SandboxMode::WorkspaceWrite,
+        false,
+    )
+    .await;
+    assert!(looks_like_sandbox_denial(&out), "{}", out.output);
+}
+
+#[tokio::test]
+async fn a_blocked_connect_looks_like_a_sandbox_denial() {
+    let report = sandbox_capabilities();
+    if !report.filesystem_enforced() || !report.network_enforced() {
+        eprintln!("note: skipping, this kernel cannot turn the network off:\n{report}");
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let script = format!("exec 3<>/dev/tcp/127.0.0.1/{port}");
+    let blocked = run_sandboxed(&script, cwd.path(), SandboxMode::WorkspaceWrite, false).await;
+    assert_ne!(blocked.exit_code, Some(0), "{}", blocked.output);
+    assert!(looks_like_sandbox_denial(&blocked), "{}", blocked.output);
+    let allowed = run_sandboxed(&script, cwd.path(), SandboxMode::WorkspaceWrite, true).await;
+    assert_eq!(allowed.exit_code, Some(0), "{}", allowed.output);
+    assert!(!looks_like_sandbox_denial(&allowed));
+}
+
+#[tokio::test]
+async fn plain_failures_in_the_sandbox_are_not_denials() {
+    if !filesystem_supported() {
+        return;
+    }
+    let cwd = tempfile::tempdir().expect("tempdir");
+    std::fs::write(cwd.path().join("notes.txt"), "alpha\n").expect("write");
+    for script in ["false", "grep beta notes.txt", "ls missing-file", "exit 3"] {
+        let out = run_sandboxed(script, cwd.path(), SandboxMode::WorkspaceWrite, false).await;
+        assert_ne!(out.exit_code, Some(0), "{script}: {}", out.output);
+        assert!(!looks_like_sandbox_denial(&out), "{script}: {}", out.output);
+    }
 }

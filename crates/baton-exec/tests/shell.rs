@@ -15,6 +15,7 @@ fn request(argv: &[&str], cwd: &Path) -> ShellRequest {
     ShellRequest {
         argv: argv.iter().map(|word| word.to_string()).collect(),
         cwd: cwd.to_path_buf(),
+        workspace: cwd.to_path_buf(),
         timeout: Duration::from_secs(60),
         sandbox: SandboxPolicy {
             mode: SandboxMode::DangerFullAccess,

@@ -123,6 +123,9 @@ pub(crate) struct SessionsArgs {
     /// The `nextCursor` of a previous page.
     #[serde(default)]
     pub cursor: Option<String>,
+    /// Also list the Codex CLI's sessions that baton has not continued yet (first page only).
+    #[serde(default)]
+    pub include_codex: bool,
 }
 
 /// Arguments of the `baton-fork` tool.

@@ -1,4 +1,5 @@
-//! The MCP surface of baton: tools `baton`, `baton-reply` and `baton-sessions`, progress
+//! The MCP surface of baton: tools `baton`, `baton-reply`, `baton-sessions` and `baton-fork`,
+//! progress
 //! notifications, cancellation, approvals through elicitation, and transcripts as resources.
 //!
 //! Architecture invariant: no business logic here. Every decision about threads is made by

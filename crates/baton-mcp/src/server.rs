@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use baton_core::{CoreError, ReplyToThread, SessionQuery, StartThread, ThreadManager, TurnResult};
+use baton_protocol::shorten;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::model::{
@@ -134,6 +135,7 @@ impl BatonServer {
             (Err(message), _) | (_, Err(message)) => return tool_error(message),
         };
         let query = SessionQuery {
+            include_codex: args.include_codex,
             text: args.query.filter(|q| !q.trim().is_empty()),
             cwd: args.cwd.map(PathBuf::from),
             updated_after,
@@ -181,7 +183,8 @@ impl ServerHandler for BatonServer {
         .with_instructions(
             "baton is a coding agent. `baton` starts a session in a directory and returns a \
              threadId; `baton-reply` continues any session by that id, even after restarts; \
-             `baton-sessions` finds sessions.",
+             `baton-sessions` finds sessions and `baton-fork` branches one; transcripts are \
+             resources at baton://sessions/<threadId>.",
         )
     }
 
@@ -320,12 +323,4 @@ fn parse_time(
             })
     })
     .transpose()
-}
-
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() > max {
-        format!("{}…", text.chars().take(max).collect::<String>())
-    } else {
-        text.to_owned()
-    }
 }

@@ -178,7 +178,13 @@ impl ChatCollector {
                 let last = self.calls.keys().next_back().copied();
                 match last {
                     Some(last) if id.is_empty() || self.calls[&last].id == id => last,
-                    Some(last) => last + 1,
+                    // After a server-sent index of u64::MAX, the lowest free one (there is
+                    // one: the map holds fewer than u64::MAX calls).
+                    Some(last) => last.checked_add(1).unwrap_or_else(|| {
+                        (0..)
+                            .find(|index| !self.calls.contains_key(index))
+                            .unwrap_or_default()
+                    }),
                     None => 0,
                 }
             }
@@ -207,7 +213,8 @@ fn usage(value: &Value) -> Option<TokenUsage> {
     Some(TokenUsage {
         input_tokens,
         output_tokens,
-        total_tokens: count("total_tokens").unwrap_or(input_tokens + output_tokens),
+        total_tokens: count("total_tokens")
+            .unwrap_or_else(|| input_tokens.saturating_add(output_tokens)),
     })
 }
 
@@ -257,6 +264,36 @@ mod tests {
                     call_id: "b".into()
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn huge_server_numbers_do_not_overflow() {
+        let delta = |calls: Value| json!({"choices": [{"delta": {"tool_calls": calls}}]});
+        let response = collect(&[
+            delta(
+                json!([{"index": u64::MAX, "id": "a", "function": {"name": "shell", "arguments": "{}"}}]),
+            ),
+            delta(json!([{"id": "b", "function": {"name": "shell", "arguments": "{\"x\":1}"}}])),
+            json!({"choices": [], "usage": {"prompt_tokens": u64::MAX, "completion_tokens": u64::MAX}}),
+        ]);
+        let call_ids: Vec<_> = response
+            .items
+            .iter()
+            .map(|item| match item {
+                ResponseItem::FunctionCall { call_id, .. } => call_id.as_str(),
+                _ => "",
+            })
+            .collect();
+        // Two calls, not one merged: the second got a free index.
+        assert_eq!(call_ids, vec!["b", "a"]);
+        assert_eq!(
+            response.usage,
+            Some(TokenUsage {
+                input_tokens: u64::MAX,
+                output_tokens: u64::MAX,
+                total_tokens: u64::MAX,
+            })
         );
     }
 

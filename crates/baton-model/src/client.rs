@@ -52,7 +52,7 @@ impl HttpModelClient {
     pub fn new(provider: ModelProviderInfo) -> Result<Self, ModelError> {
         let invalid = |problem: String| ModelError::InvalidProvider {
             provider: provider.display_name().to_owned(),
-            base_url: provider.base_url.clone(),
+            base_url: provider.redacted_base_url(),
             problem,
         };
         let base = Url::parse(provider.base_url.trim())
@@ -124,7 +124,7 @@ impl HttpModelClient {
             let header = api_key.bearer_header().ok_or_else(|| {
                 AttemptFailure::fatal(ModelError::InvalidProvider {
                     provider: self.provider.display_name().to_owned(),
-                    base_url: self.provider.base_url.clone(),
+                    base_url: self.provider.redacted_base_url(),
                     problem: format!(
                         "the API key in {} has characters that cannot go in an HTTP header",
                         api_key.env_key
@@ -264,10 +264,11 @@ impl HttpModelClient {
             status: status.as_u16(),
             code,
             message: message.map(|message| server_message(&message, api_key)),
+            api_key_env: api_key.map(|key| key.env_key.clone()),
         };
         if retryable {
             AttemptFailure {
-                error,
+                error: Box::new(error),
                 retry: Retry::After(retry_after),
             }
         } else {
@@ -330,15 +331,15 @@ impl ModelClient for HttpModelClient {
                 Err(failure) => failure,
             };
             let Retry::After(requested_delay) = failure.retry else {
-                return Err(failure.error);
+                return Err(*failure.error);
             };
             if attempts > max_retries {
                 return Err(if attempts == 1 {
-                    failure.error
+                    *failure.error
                 } else {
                     ModelError::RetriesExhausted {
                         attempts,
-                        last: Box::new(failure.error),
+                        last: failure.error,
                     }
                 });
             }
@@ -416,7 +417,8 @@ fn code_and_message(error: &Value) -> (Option<String>, String) {
 }
 
 struct AttemptFailure {
-    error: ModelError,
+    /// Boxed: `ModelError` is large, and this travels up through every stream event.
+    error: Box<ModelError>,
     retry: Retry,
 }
 
@@ -429,14 +431,14 @@ enum Retry {
 impl AttemptFailure {
     fn fatal(error: ModelError) -> Self {
         Self {
-            error,
+            error: Box::new(error),
             retry: Retry::No,
         }
     }
 
     fn retryable(error: ModelError) -> Self {
         Self {
-            error,
+            error: Box::new(error),
             retry: Retry::After(None),
         }
     }
@@ -495,8 +497,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .trim()
         .parse()
         .ok()?;
+    // Capped before converting: a huge value would not fit in a Duration.
     (seconds.is_finite() && seconds >= 0.0)
-        .then(|| Duration::from_secs_f64(seconds).min(MAX_RETRY_AFTER))
+        .then(|| Duration::from_secs_f64(seconds.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
 
 fn endpoint_label(url: &Url) -> String {
@@ -605,6 +608,42 @@ mod tests {
     fn shorten_makes_one_bounded_line() {
         assert_eq!(shorten("a\n  b", 10), "a b");
         assert_eq!(shorten(&"é".repeat(20), 5), format!("{}…", "é".repeat(5)));
+    }
+
+    #[test]
+    fn retry_after_is_capped_even_when_huge() {
+        let header = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, HeaderValue::from_str(value).expect("header"));
+            headers
+        };
+        assert_eq!(retry_after(&header("2")), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(&header("1e30")), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            retry_after(&header(&u64::MAX.to_string())),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(retry_after(&header("-1")), None);
+        assert_eq!(retry_after(&header("inf")), None);
+    }
+
+    #[test]
+    fn invalid_provider_errors_redact_the_base_url() {
+        let provider = ModelProviderInfo {
+            id: "p".into(),
+            name: String::new(),
+            base_url: "ftp://user:s3cret@example.com/v1?key=s3cret".into(),
+            env_key: None,
+            wire_api: WireApi::Chat,
+            http_headers: Default::default(),
+            request_max_retries: None,
+            stream_idle_timeout_ms: None,
+        };
+        let error = HttpModelClient::new(provider).expect_err("not http");
+        let message = error.to_string();
+        assert!(!message.contains("s3cret"), "{message}");
+        assert!(!format!("{error:?}").contains("s3cret"), "{error:?}");
+        assert!(message.contains("ftp://example.com/v1"), "{message}");
     }
 
     #[test]

@@ -5,6 +5,8 @@ pub enum ModelError {
     #[error("model provider {provider} is misconfigured ({base_url}): {problem}")]
     InvalidProvider {
         provider: String,
+        /// Redacted: no `user:password@`, query string or fragment (see
+        /// [`ModelProviderInfo::redacted_base_url`](baton_protocol::ModelProviderInfo::redacted_base_url)).
         base_url: String,
         problem: String,
     },
@@ -28,7 +30,11 @@ pub enum ModelError {
         reason: String,
     },
 
-    #[error("model provider {provider} at {url} answered HTTP {status}{}", http_detail(*.status, .message.as_deref()))]
+    #[error(
+        "model provider {provider} at {url} answered HTTP {status}{}{}",
+        http_detail(*.status, .message.as_deref()),
+        key_hint(*.status, .api_key_env.as_deref())
+    )]
     Http {
         provider: String,
         url: String,
@@ -37,6 +43,9 @@ pub enum ModelError {
         code: Option<String>,
         /// The server's error message, on one line and shortened.
         message: Option<String>,
+        /// The name (never the value) of the environment variable the API key sent came from;
+        /// a 401 or 403 message tells the user to check it.
+        api_key_env: Option<String>,
     },
 
     /// The exchange broke off: the connection failed mid-way, the stream ended before the
@@ -126,6 +135,49 @@ fn http_detail(status: u16, message: Option<&str>) -> String {
     }
 }
 
+/// Where to look when the server refused the key.
+fn key_hint(status: u16, api_key_env: Option<&str>) -> String {
+    match api_key_env {
+        Some(env_key) if status == 401 || status == 403 => {
+            format!("; check the API key in ${env_key}")
+        }
+        _ => String::new(),
+    }
+}
+
 fn code_detail(code: Option<&str>) -> String {
     code.map(|code| format!(" ({code})")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u16, api_key_env: Option<&str>) -> ModelError {
+        ModelError::Http {
+            provider: "OpenAI".into(),
+            url: "https://api.openai.com:443/v1/responses".into(),
+            status,
+            code: None,
+            message: Some("Incorrect API key provided".into()),
+            api_key_env: api_key_env.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn refused_keys_name_their_variable() {
+        assert_eq!(
+            http(401, Some("OPENAI_API_KEY")).to_string(),
+            "model provider OpenAI at https://api.openai.com:443/v1/responses answered HTTP 401 \
+             Unauthorized: Incorrect API key provided; check the API key in $OPENAI_API_KEY"
+        );
+        assert!(
+            http(403, Some("OPENAI_API_KEY"))
+                .to_string()
+                .ends_with("; check the API key in $OPENAI_API_KEY")
+        );
+        // Other statuses, or no key configured: no hint.
+        assert!(!http(429, Some("OPENAI_API_KEY")).to_string().contains('$'));
+        assert!(!http(401, None).to_string().contains("check the API key"));
+    }
 }

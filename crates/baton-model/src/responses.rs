@@ -166,6 +166,35 @@ fn usage(value: &Value) -> Option<TokenUsage> {
     Some(TokenUsage {
         input_tokens,
         output_tokens,
-        total_tokens: count("total_tokens").unwrap_or(input_tokens + output_tokens),
+        total_tokens: count("total_tokens")
+            .unwrap_or_else(|| input_tokens.saturating_add(output_tokens)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_token_counts_saturate() {
+        let mut collector = ResponsesCollector::default();
+        let event = SseEvent {
+            event: None,
+            data: json!({"type": "response.completed", "response": {"output": [],
+                "usage": {"input_tokens": u64::MAX, "output_tokens": 1}}})
+            .to_string(),
+        };
+        assert!(matches!(
+            collector.on_event(&event),
+            Ok(StreamStep::Complete)
+        ));
+        assert_eq!(
+            collector.finish().usage,
+            Some(TokenUsage {
+                input_tokens: u64::MAX,
+                output_tokens: 1,
+                total_tokens: u64::MAX,
+            })
+        );
+    }
 }

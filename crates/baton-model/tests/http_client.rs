@@ -391,6 +391,10 @@ async fn unauthorized_is_not_retried_and_never_shows_the_key() {
         assert!(message.contains(&endpoint(&server, wire)), "{message}");
         assert!(message.contains("401"), "{message}");
         assert!(message.contains("Incorrect API key provided"), "{message}");
+        assert!(
+            message.ends_with(&format!("; check the API key in ${env_key}")),
+            "{message}"
+        );
         assert!(!message.contains(&key), "{message}");
         assert!(!format!("{error:?}").contains(&key));
         assert!(!format!("{client:?}").contains(&key));

@@ -20,10 +20,33 @@ impl NameSuffix {
     }
 
     pub fn matches(&self, path: &Path) -> bool {
-        path.file_name()
-            .and_then(|name| name.to_str())
-            .is_some_and(|name| name.to_ascii_lowercase().ends_with(&self.0))
+        transcript_file_name(path).is_some_and(|name| name.to_ascii_lowercase().ends_with(&self.0))
     }
+}
+
+/// The file name of `path` if it can be a transcript: `*.jsonl` and not hidden. Hidden
+/// names are how the store marks files that are not transcripts yet (a copy being written
+/// under a temporary name).
+fn transcript_file_name(path: &Path) -> Option<&str> {
+    let name = path.file_name()?.to_str()?;
+    let is_candidate = !name.starts_with('.')
+        && name.len() > ".jsonl".len()
+        && name
+            .get(name.len() - ".jsonl".len()..)
+            .is_some_and(|extension| extension.eq_ignore_ascii_case(".jsonl"));
+    is_candidate.then_some(name)
+}
+
+/// The thread id a transcript's file name ends with (`…-<uuid>.jsonl`).
+pub(crate) fn thread_id_of_file(path: &Path) -> Option<ThreadId> {
+    const UUID_LEN: usize = 36;
+    let name = transcript_file_name(path)?;
+    let stem = &name[..name.len() - ".jsonl".len()];
+    let start = stem.len().checked_sub(UUID_LEN)?;
+    if start > 0 && stem.as_bytes()[start - 1] != b'-' {
+        return None;
+    }
+    ThreadId::parse(stem.get(start..)?).ok()
 }
 
 /// The folder of one local day under a sessions root.
@@ -68,14 +91,11 @@ pub(crate) fn find_by_scan(root: &Path, id: ThreadId) -> Option<PathBuf> {
     found
 }
 
-/// Every `*.jsonl` file under `root` (to the usual depth), for a reindex.
+/// Every `*.jsonl` file under `root` (to the usual depth) except hidden ones, for a reindex.
 pub(crate) fn all_transcripts(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     walk_files(root, &mut |path| {
-        if path
-            .extension()
-            .is_some_and(|extension| extension == "jsonl")
-        {
+        if transcript_file_name(path).is_some() {
             files.push(path.to_path_buf());
         }
         true

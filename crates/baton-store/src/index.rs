@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use baton_protocol::ThreadId;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
-use crate::{ListPage, ListQuery, StoreError, ThreadOrigin, ThreadSummary};
+use crate::summary::clip;
+use crate::{
+    ListPage, ListQuery, StoreError, ThreadOrigin, ThreadSummary, TurnRecord, push_search_text,
+};
 
 /// Bumped whenever the table layout changes; an index with another version is rebuilt.
 const SCHEMA_VERSION: i64 = 2;
@@ -164,6 +167,11 @@ impl Index {
         self.with(|connection| upsert(connection, summary))
     }
 
+    /// Applies one turn to the thread's row; false when there is no row to update.
+    pub fn record_turn(&self, turn: &TurnRecord, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.with(|connection| record_turn(connection, turn, now))
+    }
+
     /// Replaces the whole table with `summaries` in one transaction and marks it complete.
     pub fn replace_all(&self, summaries: &[ThreadSummary]) -> Result<(), StoreError> {
         self.with(|connection| {
@@ -243,6 +251,61 @@ fn replace_all(connection: &mut Connection, summaries: &[ThreadSummary]) -> rusq
         upsert(&transaction, summary)?;
     }
     transaction.commit()
+}
+
+/// Read, extend and write the row in one transaction: the search text is cut in bytes on a
+/// character boundary, which SQL's `substr` (characters) cannot do.
+fn record_turn(
+    connection: &mut Connection,
+    turn: &TurnRecord,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<bool> {
+    let id = turn.id.to_string();
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let existing: Option<Option<String>> = transaction
+        .query_row(
+            "SELECT search_text FROM threads WHERE id = ?1",
+            [&id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(search_text) = existing else {
+        return Ok(false);
+    };
+    let mut search_text = search_text.unwrap_or_default();
+    for text in [&turn.user_message, &turn.agent_message]
+        .into_iter()
+        .flatten()
+    {
+        push_search_text(&mut search_text, text);
+    }
+    transaction
+        .prepare_cached(
+            "UPDATE threads SET
+                 rollout_path = ?2, cwd = ?3,
+                 created_at = coalesce(created_at, ?4), updated_at = ?5,
+                 first_user_message = coalesce(first_user_message, ?6),
+                 last_agent_message = coalesce(?7, last_agent_message),
+                 model = coalesce(?8, model),
+                 turns = coalesce(turns, 0) + ?9,
+                 source = ?10, search_text = ?11
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            id,
+            turn.path.to_string_lossy(),
+            crate::fsutil::normalize_lexically(&turn.cwd).to_string_lossy(),
+            turn.created_at.timestamp_millis(),
+            now.timestamp_millis(),
+            turn.user_message.clone().map(clip),
+            turn.agent_message.clone().map(clip),
+            turn.model,
+            i64::from(turn.user_message.is_some()),
+            turn.source.as_str(),
+            search_text,
+        ])?;
+    transaction.commit()?;
+    Ok(true)
 }
 
 fn upsert(connection: &Connection, summary: &ThreadSummary) -> rusqlite::Result<()> {

@@ -25,9 +25,9 @@ pub use codex::{find_codex_rollout, list_codex_sessions};
 pub use error::StoreError;
 pub use lock::ThreadLock;
 pub use reader::{ABORTED_CALL_OUTPUT, LoadedRollout, parse_rollout, read_rollout};
-pub use store::{ListPage, ListQuery, Located, LookupMethod, ReindexReport, Store};
+pub use store::{ListPage, ListQuery, Located, LookupMethod, ReindexReport, Store, TurnRecord};
 pub use summary::{
-    SEARCH_TEXT_LIMIT, SUMMARY_TEXT_LIMIT, ThreadOrigin, ThreadSummary, push_search_text,
-    summarize_rollout,
+    SEARCH_TEXT_LIMIT, SUMMARY_TEXT_LIMIT, ThreadOrigin, ThreadSummary, is_context_message,
+    push_search_text, summarize_rollout,
 };
 pub use writer::RolloutWriter;

@@ -1,17 +1,20 @@
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use baton_protocol::{RolloutItem, SessionMeta, ThreadId};
 use chrono::{DateTime, Local, Utc};
 
-use crate::find::{NameSuffix, all_transcripts, day_folder, find_by_scan, find_in_day_folders};
+use crate::find::{
+    NameSuffix, all_transcripts, day_folder, find_by_scan, find_in_day_folders, thread_id_of_file,
+};
 use crate::fsutil::{canonical_or_same, create_private_dir_all, is_file_inside, sync_dir};
 use crate::index::{Cursor, Index, in_memory_with};
 use crate::lines::parse_time;
 use crate::summary::summarize_rollout_quick;
+use crate::writer::write_whole_transcript;
 use crate::{
-    LoadedRollout, RolloutWriter, StoreError, ThreadLock, ThreadOrigin, ThreadSummary,
-    read_rollout, summarize_rollout,
+    RolloutWriter, StoreError, ThreadLock, ThreadOrigin, ThreadSummary, summarize_rollout,
 };
 
 /// The session store under one `BATON_HOME`: transcripts, their index, thread locks.
@@ -134,24 +137,16 @@ impl Store {
     /// `meta.timestamp`), writes and fsyncs the `session_meta` line and records the thread
     /// in the index.
     pub fn create_thread(&self, meta: &SessionMeta) -> Result<RolloutWriter, StoreError> {
-        let started_utc = parse_time(&meta.timestamp).unwrap_or_else(Utc::now);
-        let started = started_utc.with_timezone(&Local);
-        let folder = day_folder(&self.sessions, started.date_naive());
-        create_private_dir_all(&folder, "create the day folder")?;
-        let path = folder.join(format!(
-            "rollout-{}-{}.jsonl",
-            started.format("%Y-%m-%dT%H-%M-%S"),
-            meta.id
-        ));
-        let mut writer = RolloutWriter::create_new(&path)?;
+        let new = self.new_transcript_place(meta)?;
+        let mut writer = RolloutWriter::create_new(&new.path)?;
         writer.append(&RolloutItem::SessionMeta(Box::new(meta.clone())))?;
         writer.sync()?;
-        sync_dir(&folder)?;
+        sync_dir(&new.folder)?;
         self.record_thread(&ThreadSummary {
             id: meta.id,
-            path,
+            path: new.path,
             cwd: meta.cwd.clone(),
-            created_at: started_utc,
+            created_at: new.started,
             updated_at: Utc::now(),
             first_user_message: None,
             last_agent_message: None,
@@ -161,6 +156,76 @@ impl Store {
             search_text: String::new(),
         })?;
         Ok(writer)
+    }
+
+    /// Creates a thread that starts with a whole history (a Codex import, a fork) in one
+    /// step: the transcript is written and fsynced under a temporary name that no lookup
+    /// matches (`.rollout-…-<id>.jsonl.tmp`), then renamed into place. A crash part-way
+    /// leaves at most that temporary file, never a truncated transcript that `locate` would
+    /// find. The index row is summarised from the new file. Returns the transcript's path;
+    /// continue it with [`RolloutWriter::open_append`].
+    pub fn create_thread_with_history(
+        &self,
+        meta: &SessionMeta,
+        items: &[RolloutItem],
+    ) -> Result<PathBuf, StoreError> {
+        let new = self.new_transcript_place(meta)?;
+        if std::fs::symlink_metadata(&new.path).is_ok() {
+            return Err(StoreError::Io {
+                doing: "create the transcript",
+                path: new.path,
+                source: std::io::ErrorKind::AlreadyExists.into(),
+            });
+        }
+        let temp = temp_name_for(&new.path);
+        // A leftover of an earlier attempt that crashed: it was never renamed, so no one
+        // else is using it.
+        if let Err(error) = std::fs::remove_file(&temp)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(StoreError::Io {
+                doing: "remove the leftover temporary transcript",
+                path: temp,
+                source: error,
+            });
+        }
+        let written = write_whole_transcript(&temp, meta, items).and_then(|()| {
+            std::fs::rename(&temp, &new.path).map_err(StoreError::io(
+                "move the new transcript into place at",
+                &new.path,
+            ))
+        });
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(error);
+        }
+        sync_dir(&new.folder)?;
+        match summarize_rollout(&new.path) {
+            Ok(summary) => self.record_thread(&summary)?,
+            Err(error) => tracing::warn!(
+                "could not summarise {} for the index: {error}",
+                new.path.display()
+            ),
+        }
+        Ok(new.path)
+    }
+
+    /// Where a new transcript for `meta` goes; creates its day folder.
+    fn new_transcript_place(&self, meta: &SessionMeta) -> Result<NewTranscript, StoreError> {
+        let started = parse_time(&meta.timestamp).unwrap_or_else(Utc::now);
+        let local = started.with_timezone(&Local);
+        let folder = day_folder(&self.sessions, local.date_naive());
+        create_private_dir_all(&folder, "create the day folder")?;
+        let path = folder.join(format!(
+            "rollout-{}-{}.jsonl",
+            local.format("%Y-%m-%dT%H-%M-%S"),
+            meta.id
+        ));
+        Ok(NewTranscript {
+            folder,
+            path,
+            started,
+        })
     }
 
     /// Finds the transcript of `id`: index, then the day folder its UUID v7 names (± 1 day),
@@ -200,11 +265,6 @@ impl Store {
         Ok(Located { path, via })
     }
 
-    /// Locates and reads a thread's transcript.
-    pub fn load(&self, id: ThreadId) -> Result<LoadedRollout, StoreError> {
-        read_rollout(&self.locate(id)?.path)
-    }
-
     fn is_own_transcript(&self, path: &Path, id: ThreadId) -> bool {
         NameSuffix::new(id).matches(path) && is_file_inside(path, &self.sessions_canonical)
     }
@@ -242,6 +302,42 @@ impl Store {
             );
         }
         Ok(())
+    }
+
+    /// Updates the thread's index row after a turn, from what the turn added: the first
+    /// prompt stays, the last answer is replaced when the turn produced one, `turns` grows by
+    /// one per prompt, and the prompt and answer are added to the search text. A summary
+    /// built from in-memory history would lose what a compaction dropped; this does not.
+    ///
+    /// When the index has no row for the thread (it was deleted or rebuilt while the thread
+    /// was open), the row is summarised from the transcript instead, which already holds
+    /// the turn. Like [`Store::record_thread`], an unusable index is logged, not returned.
+    pub fn record_turn(&self, turn: &TurnRecord) -> Result<(), StoreError> {
+        match self.index.record_turn(turn, Utc::now()) {
+            Ok(true) => {}
+            Ok(false) => match summarize_rollout(&turn.path) {
+                Ok(summary) => self.record_thread(&summary)?,
+                Err(error) => tracing::warn!(
+                    "could not summarise {} for the index: {error}",
+                    turn.path.display()
+                ),
+            },
+            Err(error) => tracing::warn!(
+                "could not record a turn of thread {} in the index: {error}",
+                turn.id
+            ),
+        }
+        Ok(())
+    }
+
+    /// The ids of every transcript under `sessions/`, from file names alone (no file is
+    /// opened): for filtering a list of candidates, such as Codex sessions, by whether baton
+    /// already has them.
+    pub fn thread_ids_on_disk(&self) -> HashSet<ThreadId> {
+        all_transcripts(&self.sessions)
+            .iter()
+            .filter_map(|path| thread_id_of_file(path))
+            .collect()
     }
 
     /// Lists threads, newest update first. A new or repaired index is first rebuilt from
@@ -292,6 +388,38 @@ impl Store {
         summaries.sort_by_key(|summary| summary.updated_at);
         (summaries, unreadable)
     }
+}
+
+/// What a turn added to a thread, for [`Store::record_turn`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnRecord {
+    pub id: ThreadId,
+    pub path: PathBuf,
+    pub cwd: PathBuf,
+    pub created_at: DateTime<Utc>,
+    /// The model the turn used; `None` keeps the recorded one.
+    pub model: Option<String>,
+    pub source: ThreadOrigin,
+    /// The prompt that started the turn; `None` when the turn had none (it adds no turn).
+    pub user_message: Option<String>,
+    /// The turn's final answer; `None` (failed or cancelled turn) keeps the previous one.
+    pub agent_message: Option<String>,
+}
+
+/// Where [`Store::new_transcript_place`] puts a new transcript.
+struct NewTranscript {
+    folder: PathBuf,
+    path: PathBuf,
+    started: DateTime<Utc>,
+}
+
+/// `.rollout-…-<id>.jsonl.tmp` next to `path`: neither `*.jsonl` nor `…-<id>.jsonl`, so no
+/// scan or lookup ever takes it for a transcript.
+fn temp_name_for(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".tmp");
+    path.with_file_name(name)
 }
 
 pub(crate) fn summarize_in_parallel(files: &[PathBuf]) -> Vec<Result<ThreadSummary, String>> {

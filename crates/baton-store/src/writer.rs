@@ -1,9 +1,9 @@
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use baton_protocol::{RolloutItem, format_timestamp};
+use baton_protocol::{RolloutItem, SessionMeta, format_timestamp};
 use chrono::Utc;
 use serde::Serialize;
 
@@ -18,7 +18,12 @@ use crate::fsutil::open_private_append;
 pub struct RolloutWriter {
     path: PathBuf,
     file: File,
+    /// The end of the last whole record: the file's length unless a failed write left a
+    /// fragment that could not be cut off.
     len: u64,
+    /// A failed write left a fragment after `len` that truncation could not remove: the next
+    /// record starts with a newline so it is not glued onto that fragment.
+    fence_next: bool,
     /// Reused between appends so a long turn does not allocate a buffer per line.
     line: Vec<u8>,
 }
@@ -39,6 +44,7 @@ impl RolloutWriter {
             path: path.to_path_buf(),
             file,
             len: 0,
+            fence_next: false,
             line: Vec::new(),
         })
     }
@@ -66,6 +72,7 @@ impl RolloutWriter {
             path: path.to_path_buf(),
             file,
             len,
+            fence_next: false,
             line: Vec::new(),
         })
     }
@@ -75,24 +82,53 @@ impl RolloutWriter {
     }
 
     /// Appends `{"timestamp":…,"type":…,"payload":…}\n` in one write.
+    ///
+    /// If the write fails (disk full, file size limit), whatever part of the line reached
+    /// the file is cut off again, so the transcript still ends with a whole record.
     pub fn append(&mut self, item: &RolloutItem) -> Result<(), StoreError> {
         self.line.clear();
-        let line = Line {
-            timestamp: format_timestamp(Utc::now()),
-            item,
-        };
-        serde_json::to_writer(&mut self.line, &line).map_err(|source| StoreError::Serialize {
-            path: self.path.clone(),
-            source,
-        })?;
-        self.line.push(b'\n');
+        if self.fence_next {
+            self.line.push(b'\n');
+        }
+        serialize_line(&mut self.line, item, &self.path)?;
         // `write_all` is one `write` for a regular file in append mode; it only loops on a
-        // short write, which a local filesystem reports as an error (disk full) instead.
-        self.file
-            .write_all(&self.line)
-            .map_err(StoreError::io("append to the transcript", &self.path))?;
-        self.len += self.line.len() as u64;
+        // short write, which happens when the disk or the file size limit is reached.
+        if let Err(source) = self.file.write_all(&self.line) {
+            self.cut_off_failed_write();
+            return Err(StoreError::Io {
+                doing: "append to the transcript",
+                path: self.path.clone(),
+                source,
+            });
+        }
+        if self.fence_next {
+            // The fragment before the fence has a length we never knew: ask the file.
+            self.len = match self.file.metadata() {
+                Ok(metadata) => metadata.len(),
+                Err(_) => self.len + self.line.len() as u64,
+            };
+            self.fence_next = false;
+        } else {
+            self.len += self.line.len() as u64;
+        }
         Ok(())
+    }
+
+    /// Removes what a failed write may have left after the last whole record. We hold the
+    /// thread's lock, so nobody else wrote after `len`. When even that fails, the next
+    /// record is fenced off with a newline instead.
+    fn cut_off_failed_write(&mut self) {
+        match self.file.set_len(self.len) {
+            Ok(()) => self.fence_next = false,
+            Err(error) => {
+                tracing::warn!(
+                    "could not cut a partly written line off {} ({error}); the next line \
+                     starts on a fresh line instead",
+                    self.path.display()
+                );
+                self.fence_next = true;
+            }
+        }
     }
 
     /// Flushes the file to disk (fsync).
@@ -109,5 +145,97 @@ impl RolloutWriter {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+/// Serialises one transcript line (with its trailing newline) onto `out`.
+fn serialize_line(out: &mut Vec<u8>, item: &RolloutItem, path: &Path) -> Result<(), StoreError> {
+    let line = Line {
+        timestamp: format_timestamp(Utc::now()),
+        item,
+    };
+    serde_json::to_writer(&mut *out, &line).map_err(|source| StoreError::Serialize {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    out.push(b'\n');
+    Ok(())
+}
+
+/// Writes a whole transcript (`session_meta` first, then `items`) to a new file at `path`
+/// (mode 0600) and fsyncs it. Used to build a copy under a temporary name before it is
+/// renamed into place.
+pub(crate) fn write_whole_transcript(
+    path: &Path,
+    meta: &SessionMeta,
+    items: &[RolloutItem],
+) -> Result<(), StoreError> {
+    let file = open_private_append(path, true, "create the transcript")?;
+    let mut out = BufWriter::with_capacity(1 << 16, file);
+    let mut line = Vec::new();
+    let meta_item = RolloutItem::SessionMeta(Box::new(meta.clone()));
+    for item in std::iter::once(&meta_item).chain(items) {
+        line.clear();
+        serialize_line(&mut line, item, path)?;
+        out.write_all(&line)
+            .map_err(StoreError::io("write the transcript", path))?;
+    }
+    let file = out.into_inner().map_err(|error| StoreError::Io {
+        doing: "write the transcript",
+        path: path.to_path_buf(),
+        source: error.into_error(),
+    })?;
+    file.sync_all()
+        .map_err(StoreError::io("sync the transcript", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use baton_protocol::{EventMsg, RolloutItem};
+
+    use super::RolloutWriter;
+
+    fn agent_line(text: &str) -> RolloutItem {
+        RolloutItem::EventMsg(EventMsg::AgentMessage {
+            message: text.to_owned(),
+        })
+    }
+
+    /// The failed-write path where even the truncation failed: the fragment stays, and the
+    /// next record must not be glued onto it. (Truncation failing cannot be provoked from a
+    /// test, so the state it leaves is set directly.)
+    #[test]
+    fn after_a_fragment_that_could_not_be_cut_off_the_next_record_starts_on_a_fresh_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rollout.jsonl");
+        let mut writer = RolloutWriter::create_new(&path).expect("create");
+        writer.append(&agent_line("before")).expect("append");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open")
+            .write_all(br#"{"timestamp":"2026-01-01T00:00:00.000Z","ty"#)
+            .expect("write the fragment");
+        writer.fence_next = true;
+
+        writer.append(&agent_line("after")).expect("append");
+        writer.append(&agent_line("later")).expect("append");
+
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[1].ends_with(r#""ty"#), "{text}");
+        for (line, word) in [
+            (lines[0], "before"),
+            (lines[2], "after"),
+            (lines[3], "later"),
+        ] {
+            let value: serde_json::Value = serde_json::from_str(line).expect("a whole record");
+            assert_eq!(value["payload"]["message"], word);
+        }
+        assert_eq!(writer.len(), text.len() as u64);
+        assert!(!writer.fence_next);
     }
 }
