@@ -36,8 +36,9 @@ pub enum CoreError {
     Config(#[from] baton_config::ConfigError),
     #[error(transparent)]
     Store(#[from] baton_store::StoreError),
+    /// Boxed: model errors carry the server's message and are much larger than the rest.
     #[error(transparent)]
-    Model(#[from] baton_model::ModelError),
+    Model(Box<baton_model::ModelError>),
     /// The first turn of a new thread failed; the thread itself exists and can be continued.
     #[error("{source} (the session was saved as thread {id}; continue it with baton-reply)")]
     FirstTurnFailed {
@@ -47,4 +48,10 @@ pub enum CoreError {
     },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<baton_model::ModelError> for CoreError {
+    fn from(err: baton_model::ModelError) -> Self {
+        Self::Model(Box::new(err))
+    }
 }

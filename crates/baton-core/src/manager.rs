@@ -28,6 +28,8 @@ use crate::hooks::TurnHooks;
 
 /// Builds model clients; the real one speaks HTTP, tests may script one.
 pub trait ModelClientFactory: Send + Sync {
+    // Building a client is rare and its error carries the provider's details; not worth a box.
+    #[allow(clippy::result_large_err)]
     fn client(&self, provider: &ModelProviderInfo) -> Result<Arc<dyn ModelClient>, ModelError>;
 }
 
@@ -36,6 +38,7 @@ pub trait ModelClientFactory: Send + Sync {
 pub struct HttpModelClientFactory;
 
 impl ModelClientFactory for HttpModelClientFactory {
+    #[allow(clippy::result_large_err)]
     fn client(&self, provider: &ModelProviderInfo) -> Result<Arc<dyn ModelClient>, ModelError> {
         Ok(Arc::new(HttpModelClient::new(provider.clone())?))
     }
