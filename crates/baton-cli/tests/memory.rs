@@ -63,3 +63,58 @@ async fn a_thread_in_use_stays_in_memory_and_an_idle_one_is_reloaded() {
     assert_eq!(loads_in(&mcp.log_text()), 1, "{}", mcp.log_text());
     mcp.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_replying_to_one_thread_never_interleave() {
+    let server = ScriptedModelServer::start_blocking(default_script).expect("server");
+    let env = TestEnv::new(&server, Wire::Responses);
+    let first = McpProcess::spawn(&env).await;
+    let second = McpProcess::spawn(&env).await;
+    let (thread_id, _) = first.start("start", &env.project).await;
+
+    let (mut accepted, mut busy) = (Vec::new(), 0);
+    for round in 0..5 {
+        let prompts = [
+            format!("sleep: 200 round-{round}-first"),
+            format!("sleep: 200 round-{round}-second"),
+        ];
+        let (a, b) = tokio::join!(
+            first.call(
+                "baton-reply",
+                serde_json::json!({"threadId": thread_id, "prompt": prompts[0]})
+            ),
+            second.call(
+                "baton-reply",
+                serde_json::json!({"threadId": thread_id, "prompt": prompts[1]})
+            ),
+        );
+        for (prompt, result) in prompts.iter().zip([a, b]) {
+            if result.is_error == Some(true) {
+                let text = common::mcp::text_of(&result);
+                assert!(
+                    text.contains("busy") && text.contains(&thread_id) && text.contains("process"),
+                    "{text}"
+                );
+                busy += 1;
+            } else {
+                accepted.push(prompt.clone());
+            }
+        }
+    }
+    assert!(busy > 0, "the two servers never overlapped");
+    let records = parse_complete_lines(&env.rollout_of(&thread_id));
+    let mut prompts: Vec<String> = records
+        .iter()
+        .filter(|r| r["payload"]["type"] == "user_message")
+        .filter_map(|r| r["payload"]["message"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(prompts.remove(0), "start");
+    prompts.sort();
+    accepted.sort();
+    assert_eq!(
+        prompts, accepted,
+        "exactly the accepted turns are in the transcript"
+    );
+    first.close().await;
+    second.close().await;
+}
