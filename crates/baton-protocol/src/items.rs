@@ -121,6 +121,91 @@ impl ResponseItem {
     }
 }
 
+impl ResponseItem {
+    /// Parses one item from JSON text, like its `Deserialize` impl but faster for the common
+    /// item types: the derived impl of an internally tagged enum buffers the whole object
+    /// before it looks at the tag, which dominates the time to rehydrate a long transcript.
+    pub fn from_json(text: &str) -> serde_json::Result<Self> {
+        #[derive(Deserialize)]
+        struct Tag<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+        }
+        #[derive(Deserialize)]
+        struct Message {
+            role: String,
+            content: Vec<FlatContent>,
+        }
+        #[derive(Deserialize)]
+        struct FlatContent {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(default)]
+            text: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct FunctionCall {
+            name: String,
+            arguments: String,
+            call_id: String,
+        }
+        #[derive(Deserialize)]
+        struct FunctionCallOutput {
+            call_id: String,
+            #[serde(deserialize_with = "output_as_text")]
+            output: String,
+        }
+
+        let kind = match leading_type(text) {
+            Some(kind) => std::borrow::Cow::Borrowed(kind),
+            None => serde_json::from_str::<Tag<'_>>(text)?.kind,
+        };
+        match kind.as_ref() {
+            "message" => {
+                let message: Message = serde_json::from_str(text)?;
+                let content = message
+                    .content
+                    .into_iter()
+                    .map(|part| match (part.kind.as_str(), part.text) {
+                        ("input_text", Some(text)) => ContentItem::InputText { text },
+                        ("output_text", Some(text)) => ContentItem::OutputText { text },
+                        _ => ContentItem::Other,
+                    })
+                    .collect();
+                Ok(Self::Message {
+                    role: message.role,
+                    content,
+                })
+            }
+            "function_call" => {
+                let call: FunctionCall = serde_json::from_str(text)?;
+                Ok(Self::FunctionCall {
+                    name: call.name,
+                    arguments: call.arguments,
+                    call_id: call.call_id,
+                })
+            }
+            "function_call_output" => {
+                let output: FunctionCallOutput = serde_json::from_str(text)?;
+                Ok(Self::FunctionCallOutput {
+                    call_id: output.call_id,
+                    output: output.output,
+                })
+            }
+            _ => serde_json::from_str(text),
+        }
+    }
+}
+
+/// The `type` of a JSON object whose writer put it first (baton and Codex do), read without
+/// parsing the rest; `None` when it is not first.
+pub fn leading_type(json: &str) -> Option<&str> {
+    let rest = json.strip_prefix("{\"type\":\"")?;
+    let (kind, _) = rest.split_once('"')?;
+    // An escape would need real parsing; such a type is not one of the fast ones anyway.
+    (!kind.contains('\\')).then_some(kind)
+}
+
 /// The text parts of a message joined by newlines.
 pub fn content_text(content: &[ContentItem]) -> String {
     let mut text = String::new();
@@ -173,8 +258,56 @@ pub fn history_text(items: &[ResponseItem]) -> String {
 /// Tool outputs are strings in baton's files; Codex has also written arrays of content items
 /// and `{content, success}` objects. All of them become text.
 fn output_as_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    let value = Value::deserialize(deserializer)?;
-    Ok(value_text(&value))
+    /// A string (the common case) is taken as it is, without building a `Value` first.
+    struct OutputVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for OutputVisitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a tool output: a string, an array of content items or an object")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<String, E> {
+            Ok(text.to_owned())
+        }
+
+        fn visit_string<E: serde::de::Error>(self, text: String) -> Result<String, E> {
+            Ok(text)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
+            Ok(String::new())
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<String, A::Error> {
+            let value = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+            Ok(value_text(&value))
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<String, A::Error> {
+            let value = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            Ok(value_text(&value))
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+
+    deserializer.deserialize_any(OutputVisitor)
 }
 
 fn value_text(value: &Value) -> String {
@@ -235,6 +368,33 @@ mod tests {
         assert_eq!(shorten("héllo", 10), "héllo");
         assert_eq!(shorten("héllo", 2), "hé…");
         assert_eq!(shorten("", 0), "");
+    }
+
+    #[test]
+    fn from_json_agrees_with_deserialize() {
+        let samples = [
+            json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}, {"type": "input_image", "image_url": "x"}]}),
+            json!({"role": "assistant", "type": "message", "content": [{"type": "output_text", "text": "a", "annotations": []}], "id": "m1"}),
+            json!({"type": "function_call", "name": "shell", "arguments": "{}", "call_id": "c", "id": "fc"}),
+            json!({"type": "function_call_output", "call_id": "c", "output": "done"}),
+            json!({"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": "a"}]}),
+            json!({"type": "function_call_output", "call_id": "c", "output": {"content": "x", "success": true}}),
+            json!({"type": "function_call_output", "call_id": "c", "output": null}),
+            json!({"type": "reasoning", "summary": [], "encrypted_content": "e"}),
+            json!({"type": "custom_tool_call", "name": "apply_patch", "input": "p", "call_id": "c"}),
+            json!({"type": "web_search_call", "action": {}}),
+        ];
+        for sample in samples {
+            let text = sample.to_string();
+            let derived: ResponseItem = serde_json::from_str(&text).expect("derived");
+            assert_eq!(
+                ResponseItem::from_json(&text).expect("fast"),
+                derived,
+                "{text}"
+            );
+        }
+        assert!(ResponseItem::from_json("{\"type\":\"message\"}").is_err());
+        assert!(ResponseItem::from_json("not json").is_err());
     }
 
     #[test]

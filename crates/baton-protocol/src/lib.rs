@@ -10,7 +10,7 @@ mod provider;
 mod rollout;
 mod thread_id;
 
-pub use items::{ContentItem, ResponseItem, history_text, shorten};
+pub use items::{ContentItem, ResponseItem, history_text, leading_type, shorten};
 pub use policy::{ApprovalPolicy, ParsePolicyError, SandboxMode, SandboxPolicy};
 pub use provider::{ModelProviderInfo, WireApi};
 pub use rollout::{

@@ -250,7 +250,7 @@ fn replay<'a>(bytes: &'a [u8], from: usize, warnings: &mut Warnings<'_>) -> Repl
             }
         };
         match envelope.kind.as_ref() {
-            "response_item" => match serde_json::from_str::<ResponseItem>(envelope.payload.get()) {
+            "response_item" => match ResponseItem::from_json(envelope.payload.get()) {
                 Ok(ResponseItem::Other) => {}
                 Ok(item) => history.push(item),
                 Err(error) => warnings.corrupt_line(&line, &error),

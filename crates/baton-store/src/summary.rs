@@ -2,7 +2,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use baton_protocol::{ResponseItem, SessionMeta, ThreadId};
+use baton_protocol::{ResponseItem, SessionMeta, ThreadId, leading_type};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -144,13 +144,6 @@ struct SummaryBuilder {
     search_text: String,
 }
 
-/// The `type` of an object payload when the writer put it first (baton and Codex do), read
-/// without parsing the rest.
-fn leading_type(payload: &str) -> Option<&str> {
-    let rest = payload.strip_prefix("{\"type\":\"")?;
-    rest.split_once('"').map(|(kind, _)| kind)
-}
-
 #[derive(Deserialize)]
 struct EventPeek {
     #[serde(rename = "type")]
@@ -233,7 +226,7 @@ impl SummaryBuilder {
         if leading_type(payload).is_some_and(|kind| kind != "message") {
             return;
         }
-        let Ok(item) = serde_json::from_str::<ResponseItem>(payload) else {
+        let Ok(item) = ResponseItem::from_json(payload) else {
             return;
         };
         let Some((role, text)) = item.message_text() else {
