@@ -242,6 +242,14 @@ fn replay<'a>(bytes: &'a [u8], from: usize, warnings: &mut Warnings<'_>) -> Repl
         if line.is_blank() {
             continue;
         }
+        // Most lines are conversation items in the exact shape baton and Codex write: parse
+        // the payload in one pass. Anything unusual takes the general path below.
+        if let Some(item) = response_item_fast(line.bytes) {
+            if item != ResponseItem::Other {
+                history.push(item);
+            }
+            continue;
+        }
         let envelope = match Envelope::parse(line.bytes) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -267,6 +275,21 @@ fn replay<'a>(bytes: &'a [u8], from: usize, warnings: &mut Warnings<'_>) -> Repl
         history,
         turn_contexts,
     }
+}
+
+/// The item of a `{"timestamp":"…","type":"response_item","payload":{…}}` line, parsed without
+/// first parsing the envelope; `None` for any other shape (the caller then parses it fully).
+fn response_item_fast(line: &[u8]) -> Option<ResponseItem> {
+    const START: &[u8] = b"{\"timestamp\":\"";
+    const MIDDLE: &[u8] = b"\",\"type\":\"response_item\",\"payload\":";
+    let rest = line.strip_prefix(START)?;
+    // A timestamp holds no quote, so the first quote ends it.
+    let quote = memchr::memchr(b'"', rest)?;
+    let payload = rest[quote..].strip_prefix(MIDDLE)?;
+    let payload = payload.strip_suffix(b"}")?;
+    let text = std::str::from_utf8(payload).ok()?;
+    // Extra keys after the payload (Codex's `metadata`) make this fail: trailing characters.
+    ResponseItem::from_json(text).ok()
 }
 
 /// The first line of type `session_meta` that parses, and the offset of the line after it.

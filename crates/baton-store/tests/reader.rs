@@ -375,3 +375,23 @@ fn a_large_file_without_compaction_is_read_whole() {
         baton_store::parse_rollout(&path, contents.as_bytes()).expect("full")
     );
 }
+
+#[test]
+fn exact_and_unusual_line_shapes_give_the_same_items() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut contents = meta_line(ThreadId::new(), "/p");
+    // The exact shape baton writes (the one-pass path)…
+    contents += "{\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"type\":\"response_item\",\"payload\":{\"type\":\"message\",\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"one\"}]}}\n";
+    // …Codex 0.169's extra `metadata` after the payload, keys in another order, and a
+    // payload followed by junk that must not be taken as an item.
+    contents += "{\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"type\":\"response_item\",\"payload\":{\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"two\"}]},\"metadata\":{\"turn\":1}}\n";
+    contents += "{\"type\":\"response_item\",\"payload\":{\"role\":\"user\",\"type\":\"message\",\"content\":[{\"type\":\"input_text\",\"text\":\"three\"}]},\"timestamp\":\"2026-01-01T00:00:00.000Z\"}\n";
+    contents += "{\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"type\":\"response_item\",\"payload\":{\"type\":\"message\",\"role\":\"user\",\"content\":[]}} trailing junk}\n";
+    let path = write_file(&dir.path().join("shapes.jsonl"), contents.as_bytes());
+    let loaded = read_rollout(&path).expect("read");
+    assert_eq!(
+        texts(&loaded.history),
+        ["user:one", "assistant:two", "user:three"]
+    );
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+}
