@@ -109,8 +109,14 @@ fn crash_test_kill_9_at_random_moments_loses_nothing() {
         }
         resumed += 1;
     }
-    println!(
-        "crash test: kills={kills} lines_checked={lines_checked} sessions_resumed={resumed} items_lost={lost}"
+    let report = format!(
+        "crash test: iterations={iterations} seed={seed} kills={kills} lines_checked={lines_checked} sessions_resumed={resumed} items_lost={lost}"
+    );
+    println!("{report}");
+    // cargo captures a passing test's output; .ci/run prints this file so the counts show.
+    let _ = std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("crash-report.txt"),
+        format!("{report}\n"),
     );
     assert_eq!(lost, 0, "items were lost (seed {seed})");
     assert_eq!(resumed, iterations);
