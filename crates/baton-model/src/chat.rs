@@ -207,15 +207,7 @@ impl ChatCollector {
 }
 
 fn usage(value: &Value) -> Option<TokenUsage> {
-    let count = |key: &str| value.get(key).and_then(Value::as_u64);
-    let input_tokens = count("prompt_tokens")?;
-    let output_tokens = count("completion_tokens").unwrap_or(0);
-    Some(TokenUsage {
-        input_tokens,
-        output_tokens,
-        total_tokens: count("total_tokens")
-            .unwrap_or_else(|| input_tokens.saturating_add(output_tokens)),
-    })
+    TokenUsage::from_wire(value, "prompt_tokens", "completion_tokens")
 }
 
 #[cfg(test)]

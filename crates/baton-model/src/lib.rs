@@ -49,6 +49,26 @@ pub struct TokenUsage {
     pub total_tokens: u64,
 }
 
+impl TokenUsage {
+    /// Reads a usage object whose wire names the input and output counts `input_key` and
+    /// `output_key`; `None` without an input count.
+    pub(crate) fn from_wire(
+        value: &serde_json::Value,
+        input_key: &str,
+        output_key: &str,
+    ) -> Option<Self> {
+        let count = |key: &str| value.get(key).and_then(serde_json::Value::as_u64);
+        let input_tokens = count(input_key)?;
+        let output_tokens = count(output_key).unwrap_or(0);
+        Some(Self {
+            input_tokens,
+            output_tokens,
+            total_tokens: count("total_tokens")
+                .unwrap_or_else(|| input_tokens.saturating_add(output_tokens)),
+        })
+    }
+}
+
 /// What the model produced in one response.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelResponse {

@@ -160,15 +160,7 @@ fn output_item(value: &Value) -> Option<ResponseItem> {
 }
 
 fn usage(value: &Value) -> Option<TokenUsage> {
-    let count = |key: &str| value.get(key).and_then(Value::as_u64);
-    let input_tokens = count("input_tokens")?;
-    let output_tokens = count("output_tokens").unwrap_or(0);
-    Some(TokenUsage {
-        input_tokens,
-        output_tokens,
-        total_tokens: count("total_tokens")
-            .unwrap_or_else(|| input_tokens.saturating_add(output_tokens)),
-    })
+    TokenUsage::from_wire(value, "input_tokens", "output_tokens")
 }
 
 #[cfg(test)]
