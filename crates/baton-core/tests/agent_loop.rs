@@ -2,7 +2,6 @@
 //! `ModelClientFactory` traits are the seam.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_config::ConfigOverrides;
@@ -18,6 +17,8 @@ use baton_protocol::{ModelProviderInfo, ResponseItem, SessionSource};
 #[derive(Default)]
 struct FakeModel {
     requests: Mutex<Vec<ModelRequest>>,
+    /// Notified when a `hang` request is in flight.
+    hanging: tokio::sync::Notify,
 }
 
 #[async_trait]
@@ -36,6 +37,7 @@ impl ModelClient for FakeModel {
             }
             Some(last) => match last.message_text() {
                 Some((_, text)) if text == "hang" => {
+                    self.hanging.notify_one();
                     std::future::pending::<()>().await;
                     unreachable!("pending never resolves")
                 }
@@ -134,7 +136,7 @@ async fn a_tool_call_runs_and_a_new_manager_continues_from_disk() {
 async fn cancelling_a_turn_records_the_abort_and_the_thread_stays_usable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = Arc::new(FakeModel::default());
-    let manager = manager(&dir.path().join("home"), model);
+    let manager = manager(&dir.path().join("home"), model.clone());
     let started = manager
         .start_thread(
             StartThread {
@@ -148,8 +150,9 @@ async fn cancelling_a_turn_records_the_abort_and_the_thread_stays_usable() {
         .expect("turn");
     let hooks = TurnHooks::default();
     let cancel = hooks.cancel.clone();
+    // Cancel once the model request is in flight, however slow the machine.
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        model.hanging.notified().await;
         cancel.cancel();
     });
     let outcome = manager

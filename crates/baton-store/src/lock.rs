@@ -23,8 +23,20 @@ use crate::fsutil::FILE_MODE;
 pub struct ThreadLock {
     id: ThreadId,
     path: PathBuf,
-    // Kept open: closing the file releases the lock.
-    _file: File,
+    // Kept open while the lock is held.
+    file: File,
+}
+
+impl Drop for ThreadLock {
+    fn drop(&mut self) {
+        // Unlock explicitly rather than only closing: a child forked meanwhile (to run a
+        // command) holds a copy of this descriptor until it execs, and closing ours alone
+        // would leave the lock held through that copy, so the next turn would see "busy".
+        // SAFETY: `flock` only reads the descriptor number, which `self.file` keeps open.
+        unsafe {
+            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
 }
 
 impl ThreadLock {
@@ -60,11 +72,7 @@ pub(crate) fn try_lock(locks_dir: &Path, id: ThreadId) -> Result<ThreadLock, Sto
             "write the holder into the thread lock",
             &path,
         ))?;
-    Ok(ThreadLock {
-        id,
-        path,
-        _file: file,
-    })
+    Ok(ThreadLock { id, path, file })
 }
 
 /// `Ok(false)` when another open file description holds the lock.

@@ -609,3 +609,29 @@ fn text_search_finds_a_word_that_only_an_earlier_answer_holds() {
         Some("the last answer")
     );
 }
+
+#[test]
+fn a_released_lock_is_free_even_while_a_forked_child_holds_the_descriptor() {
+    let (_dir, store) = new_store();
+    let (id, _) = create(&store, "/p");
+    let lock = store.lock_thread(id).expect("lock");
+    // A child forked while the lock is held keeps a copy of its descriptor (as a command's
+    // child does until it execs); `sleep` inherits nothing across exec, so use a raw fork.
+    // SAFETY: the child only sleeps and exits with async-signal-safe calls.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        unsafe {
+            libc::sleep(2);
+            libc::_exit(0);
+        }
+    }
+    assert!(child > 0, "fork failed");
+    drop(lock);
+    let relocked = store.lock_thread(id);
+    // SAFETY: reaping our own child.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    relocked.expect("the lock is free once released, whatever children inherited");
+}
