@@ -339,8 +339,15 @@ async fn unknown_and_malformed_ids_get_clear_errors_and_the_server_keeps_serving
     }
 
     let after = tree(&env.root);
-    // Inside BATON_HOME the index and a lock named by the (valid) unknown id may appear;
-    // nothing is ever named after a malformed id, and nothing appears outside the home.
+    // An unknown id leaves no lock file behind.
+    assert!(
+        !after
+            .iter()
+            .any(|p| p.to_string_lossy().contains(&format!("{unknown}.lock"))),
+        "{after:#?}"
+    );
+    // Inside BATON_HOME the index may appear; nothing is ever named after a malformed id,
+    // and nothing appears outside the home.
     let created: Vec<_> = after
         .iter()
         .filter(|p| !before.contains(p))

@@ -256,7 +256,7 @@ impl ThreadManager {
             _ = hooks.cancel.cancelled() => return Err(CoreError::Cancelled),
             guard = slot.live.lock() => guard,
         };
-        let _lock = blocking_section(|| self.store.lock_thread(id))?;
+        let lock = blocking_section(|| self.store.lock_thread(id))?;
 
         let mut writer = match guard.as_ref() {
             Some(live) => {
@@ -264,7 +264,14 @@ impl ThreadManager {
                 blocking(move || RolloutWriter::open_append(&path)).await??
             }
             None => {
-                let live = self.load_thread(id, &config).await?;
+                let live = match self.load_thread(id, &config).await {
+                    Ok(live) => live,
+                    Err(err @ CoreError::UnknownThread { .. }) => {
+                        lock.release_unused();
+                        return Err(err);
+                    }
+                    Err(err) => return Err(err),
+                };
                 let path = live.path.clone();
                 *guard = Some(live);
                 blocking(move || RolloutWriter::open_append(&path)).await??

@@ -40,6 +40,13 @@ impl Drop for ThreadLock {
 }
 
 impl ThreadLock {
+    /// Releases the lock and deletes its file: for an id that turned out to name no thread,
+    /// so a typo leaves nothing behind. (Never for a real thread: a process that opened the
+    /// old file could then lock it while another locks a new one.)
+    pub fn release_unused(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
     pub fn id(&self) -> ThreadId {
         self.id
     }
