@@ -45,7 +45,7 @@ enum Command {
     McpServer,
     /// Run one turn of a new session, or continue one with `exec resume`.
     Exec(ExecArgs),
-    /// List, show and reindex sessions.
+    /// List, show, fork and reindex sessions.
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
     /// Sandbox tools.
