@@ -105,7 +105,7 @@ struct UsageError(String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(matches!(cli.command, Command::McpServer));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,9 +129,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs go to stderr. The server logs warnings (its stderr is the client's log file) but not
+/// rmcp's dump of every error response it sends; a command a person runs keeps stderr to the
+/// one line that says what went wrong. `RUST_LOG` overrides both.
+fn init_logging(server: bool) {
+    let default = if server { "warn,rmcp=error" } else { "error" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colours only for a person at a terminal; MCP clients keep stderr in log files.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -191,6 +195,14 @@ fn manager(
 
 async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> {
     let manager = manager(overrides, SessionSource::Exec)?;
+    let json = match &args.resume {
+        Some(ExecCommand::Resume { options, .. }) => options.json,
+        None => args.options.json,
+    };
+    let observer = Arc::new(ExecObserver {
+        json,
+        announced: std::sync::atomic::AtomicBool::new(false),
+    });
     let (options, outcome) = match args.resume {
         Some(ExecCommand::Resume {
             thread_id,
@@ -198,7 +210,7 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
             compact,
             options,
         }) => {
-            let hooks = hooks(&options);
+            let hooks = hooks(observer.clone());
             let request = ReplyToThread {
                 thread_id,
                 prompt,
@@ -218,7 +230,7 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
                 cwd: options.cd.clone(),
                 ..Default::default()
             };
-            let outcome = manager.start_thread(request, hooks(&options)).await;
+            let outcome = manager.start_thread(request, hooks(observer.clone())).await;
             (options, outcome)
         }
     };
@@ -227,7 +239,7 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
         Err(err) => {
             // The thread exists (its first turn failed): say which, as on success.
             if let CoreError::FirstTurnFailed { id, .. } = &err {
-                eprintln!("thread: {id}");
+                observer.announce(*id);
             }
             if options.json {
                 print_event(
@@ -237,7 +249,7 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
             return Err(err.into());
         }
     };
-    eprintln!("thread: {thread_id}");
+    observer.announce(thread_id);
     if options.json {
         print_event(
             serde_json::json!({"type": "turn.completed", "thread_id": thread_id, "message": message}),
@@ -248,13 +260,10 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Ctrl-C cancels the turn cleanly (the transcript records the abort); `--json` streams
-/// progress events.
-fn hooks(options: &ExecOptions) -> TurnHooks {
+/// Ctrl-C cancels the turn cleanly (the transcript records the abort).
+fn hooks(observer: Arc<ExecObserver>) -> TurnHooks {
     let hooks = TurnHooks {
-        progress: options
-            .json
-            .then(|| Arc::new(JsonProgress) as Arc<dyn baton_core::ProgressSink>),
+        progress: Some(observer as Arc<dyn baton_core::ProgressSink>),
         ..Default::default()
     };
     let cancel = hooks.cancel.clone();
@@ -266,27 +275,49 @@ fn hooks(options: &ExecOptions) -> TurnHooks {
     hooks
 }
 
-/// Prints the turn as JSONL events for `exec --json`: `thread.started`, `progress`,
-/// `item.completed` (the conversation item as recorded), then `turn.completed` or
-/// `turn.failed`.
-struct JsonProgress;
+/// Follows an `exec` turn: `thread: <id>` on stderr as soon as the thread is known (so a
+/// person who interrupts a long turn still has the id), and with `--json` the turn as JSONL
+/// events: `thread.started`, `progress`, `item.completed` (the item as recorded), then
+/// `turn.completed` or `turn.failed`.
+struct ExecObserver {
+    json: bool,
+    announced: std::sync::atomic::AtomicBool,
+}
 
-#[async_trait::async_trait]
-impl baton_core::ProgressSink for JsonProgress {
-    async fn progress(&self, message: String) {
-        print_event(serde_json::json!({"type": "progress", "message": message}));
-    }
-
-    async fn thread_started(&self, thread_id: baton_protocol::ThreadId) {
-        print_event(serde_json::json!({"type": "thread.started", "thread_id": thread_id}));
-    }
-
-    async fn item_completed(&self, item: &baton_protocol::ResponseItem) {
-        print_event(serde_json::json!({"type": "item.completed", "item": item}));
+impl ExecObserver {
+    /// Prints `thread: <id>` once.
+    fn announce(&self, thread_id: baton_protocol::ThreadId) {
+        if !self
+            .announced
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            eprintln!("thread: {thread_id}");
+        }
     }
 }
 
-/// A reader that went away (`| head`) must not abort the turn: events are best effort.
+#[async_trait::async_trait]
+impl baton_core::ProgressSink for ExecObserver {
+    async fn progress(&self, message: String) {
+        if self.json {
+            print_event(serde_json::json!({"type": "progress", "message": message}));
+        }
+    }
+
+    async fn thread_started(&self, thread_id: baton_protocol::ThreadId) {
+        self.announce(thread_id);
+        if self.json {
+            print_event(serde_json::json!({"type": "thread.started", "thread_id": thread_id}));
+        }
+    }
+
+    async fn item_completed(&self, item: &baton_protocol::ResponseItem) {
+        if self.json {
+            print_event(serde_json::json!({"type": "item.completed", "item": item}));
+        }
+    }
+}
+
 fn print_event(event: serde_json::Value) {
     let _ = out(&event.to_string());
 }
@@ -313,9 +344,11 @@ fn one_line(err: &anyhow::Error) -> String {
 
 /// 2 for input the user must fix (a broken config, a bad flag), 1 for everything else.
 fn exit_status(err: &anyhow::Error) -> u8 {
+    let core = err.downcast_ref::<CoreError>();
     if err.downcast_ref::<UsageError>().is_some()
         || err.downcast_ref::<baton_config::ConfigError>().is_some()
-        || matches!(err.downcast_ref::<CoreError>(), Some(CoreError::Config(_)))
+        || matches!(core, Some(CoreError::Config(_)))
+        || matches!(core, Some(CoreError::Model(model)) if model.is_misconfiguration())
     {
         2
     } else {

@@ -268,7 +268,11 @@ fn model_server_down_is_a_clear_error() {
     assert!(!err.contains(SECRET_KEY), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     // The prompt is not lost: the error names the saved thread to continue.
-    assert!(err.contains("continue it with baton-reply"), "{err}");
+    let thread_id = thread_id_of(&output);
+    assert!(
+        err.contains(&format!("baton exec resume {thread_id}")),
+        "{err}"
+    );
     assert_eq!(env.rollout_files().len(), 1);
 }
 
@@ -373,16 +377,40 @@ fn a_broken_config_names_the_file_and_line_and_exits_2() {
     let server = server();
     let env = TestEnv::new(&server, Wire::Responses);
     let config = env.home.join("config.toml");
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str("approval_policy = \"sometimes\"\n");
-    std::fs::write(&config, &text).expect("write");
+    let text = std::fs::read_to_string(&config).expect("config");
+    // A known key with a value it cannot take, on line 3.
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(2, "approval_policy = \"sometimes\"");
+    std::fs::write(&config, lines.join("\n") + "\n").expect("write");
     let output = env.run(&["exec", "hi"]);
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
-    let line = text.lines().count();
     assert!(err.contains(&config.display().to_string()), "{err}");
-    assert!(err.contains(&format!("line {line}")), "{err}");
+    assert!(err.contains("line 3"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+
+    // Invalid TOML is reported the same way.
+    std::fs::write(&config, "model = \"a\"\nmodel_provider = [\n").expect("write");
+    let output = env.run(&["exec", "hi"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("line "), "{}", stderr(&output));
+}
+
+#[test]
+fn a_config_copied_from_codex_with_keys_baton_does_not_use_still_works() {
+    let server = server();
+    let env = TestEnv::new(&server, Wire::Responses);
+    let config = env.home.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!(
+            "notify = [\"say\"]\nmodel_verbosity = \"low\"\n{text}\n[tui]\nanimations = false\n"
+        ),
+    )
+    .expect("write");
+    let (_, answer) = env.exec_ok("hello");
+    assert_eq!(answer.trim(), "echo: hello");
 }
 
 #[test]
@@ -469,10 +497,42 @@ fn an_unusable_provider_fails_before_a_session_is_created() {
         "[model_providers.scripted]\nname = \"Broken\"\nbase_url = \"not a url\"\n",
     );
     let output = env.run(&["exec", "hello"]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2), "a config the user must fix");
     assert!(stderr(&output).contains("Broken"), "{}", stderr(&output));
     assert!(
         env.rollout_files().is_empty(),
         "no empty session was left behind"
     );
+}
+
+#[test]
+fn the_thread_id_is_printed_as_soon_as_the_turn_starts() {
+    use std::io::BufRead;
+    let server = server();
+    let env = TestEnv::new(&server, Wire::Responses);
+    let mut child = env
+        .baton()
+        .args(["exec", "shell: sleep 30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let first = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a line on stderr");
+    assert!(first.starts_with("thread: "), "{first}");
+    // The 30 s command is still running: the id came before the end of the turn.
+    assert!(child.try_wait().expect("poll").is_none());
+    child.kill().expect("kill");
+    child.wait().expect("reap");
 }

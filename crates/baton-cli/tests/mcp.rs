@@ -1033,6 +1033,12 @@ async fn baton_sessions_lists_newest_first() {
 
     let result = mcp.call("baton-sessions", json!({})).await;
     assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    // The text block lists the sessions too, for clients that show only `content`.
+    let text = text_of(&result);
+    assert!(
+        text.contains(&newer) && text.contains("the older session"),
+        "{text}"
+    );
     let sessions = result.structured_content.expect("structuredContent")["sessions"].clone();
     let list = sessions.as_array().expect("sessions array");
     assert_eq!(list.len(), 2, "{sessions:#}");
@@ -1062,6 +1068,10 @@ async fn baton_sessions_lists_newest_first() {
     let page = result.structured_content.expect("structuredContent");
     assert_eq!(page["sessions"].as_array().map(Vec::len), Some(1));
     assert!(page["nextCursor"].is_string(), "{page}");
+    // `limit: 0` means the default page, not one session.
+    let result = mcp.call("baton-sessions", json!({"limit": 0})).await;
+    let page = result.structured_content.expect("structuredContent");
+    assert_eq!(page["sessions"].as_array().map(Vec::len), Some(2), "{page}");
     mcp.close().await;
 }
 

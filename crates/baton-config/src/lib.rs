@@ -57,7 +57,6 @@ pub enum ConfigError {
 
 /// `[sandbox_workspace_write]`, as in Codex.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SandboxWorkspaceWrite {
     #[serde(default)]
     pub writable_roots: Vec<PathBuf>,
@@ -65,9 +64,10 @@ pub struct SandboxWorkspaceWrite {
     pub network_access: bool,
 }
 
-/// The keys that may appear at the top level and inside `[profiles.<name>]`.
+/// The keys that may appear at the top level and inside `[profiles.<name>]`. Other keys are
+/// ignored with a warning, as Codex ignores them, so a `config.toml` copied from Codex (with
+/// its `[tui]`, `notify`, `[features]` …) works.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ConfigToml {
     model: Option<String>,
     model_provider: Option<String>,
@@ -130,6 +130,8 @@ pub struct Config {
     pub model_auto_compact_token_limit: Option<u64>,
     pub base_instructions: Option<String>,
     pub developer_instructions: Option<String>,
+    /// Keys of the file that baton does not know and ignored, for a warning.
+    pub ignored_keys: Vec<String>,
 }
 
 impl Config {
@@ -180,7 +182,9 @@ impl Config {
         }
 
         let merged = apply_profile(merged, overrides.profile.as_deref(), config_file)?;
-        resolve(home, config_file, merged, overrides)
+        let mut config = resolve(home, config_file, merged, overrides)?;
+        config.ignored_keys = unknown_keys(text);
+        Ok(config)
     }
 
     /// The sandbox policy this config gives a turn run in `cwd`.
@@ -215,6 +219,67 @@ impl Config {
         self.model_auto_compact_token_limit
             .or_else(|| self.context_window_for(model).map(|window| window * 9 / 10))
     }
+}
+
+/// Keys at the top level, in profiles and in providers that baton does not read.
+fn unknown_keys(text: &str) -> Vec<String> {
+    const TOP: &[&str] = &[
+        "model",
+        "model_provider",
+        "model_reasoning_effort",
+        "approval_policy",
+        "sandbox_mode",
+        "sandbox_workspace_write",
+        "model_providers",
+        "profiles",
+        "profile",
+        "codex_home",
+        "idle_thread_ttl",
+        "model_context_window",
+        "model_auto_compact_token_limit",
+        "base_instructions",
+        "developer_instructions",
+        "mcp_servers",
+    ];
+    const PROVIDER: &[&str] = &[
+        "name",
+        "base_url",
+        "env_key",
+        "wire_api",
+        "http_headers",
+        "request_max_retries",
+        "stream_idle_timeout_ms",
+    ];
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return Vec::new();
+    };
+    let unknown_in = |table: &toml::Table, known: &[&str], prefix: &str| -> Vec<String> {
+        table
+            .keys()
+            .filter(|key| !known.contains(&key.as_str()))
+            .map(|key| format!("{prefix}{key}"))
+            .collect()
+    };
+    let mut unknown = unknown_in(&table, TOP, "");
+    let tables = |key: &str| {
+        table
+            .get(key)
+            .and_then(toml::Value::as_table)
+            .into_iter()
+            .flat_map(|t| t.iter())
+            .filter_map(|(name, value)| value.as_table().map(|t| (name.clone(), t)))
+    };
+    for (name, profile) in tables("profiles") {
+        unknown.extend(unknown_in(profile, TOP, &format!("profiles.{name}.")));
+    }
+    for (name, provider) in tables("model_providers") {
+        unknown.extend(unknown_in(
+            provider,
+            PROVIDER,
+            &format!("model_providers.{name}."),
+        ));
+    }
+    unknown
 }
 
 /// Context windows of models people commonly use, as Codex assumes them.
@@ -396,6 +461,7 @@ fn resolve(
             .developer_instructions
             .clone()
             .or(toml.developer_instructions),
+        ignored_keys: Vec::new(),
     })
 }
 
@@ -497,14 +563,30 @@ mod tests {
     }
 
     #[test]
-    fn unknown_key_is_an_error_with_line() {
+    fn unknown_keys_are_ignored_and_reported_like_codex_does() {
+        let text = "model = \"m\"\nmodle = \"x\"\nnotify = [\"say\"]\n[tui]\nanimations = false\n[model_providers.p]\nbase_url = \"http://x\"\nquery_params = {}\n[profiles.fast]\nmodel_verbosity = \"low\"\n";
+        let config = load(text, &ConfigOverrides::default()).expect("Codex keys are tolerated");
+        assert_eq!(config.model, "m");
+        let mut ignored = config.ignored_keys.clone();
+        ignored.sort();
+        assert_eq!(
+            ignored,
+            [
+                "model_providers.p.query_params",
+                "modle",
+                "notify",
+                "profiles.fast.model_verbosity",
+                "tui"
+            ]
+        );
+        // A known key with a wrong value is still an error with its line.
         let err = load(
-            "model = \"m\"\nmodle = \"x\"\n",
+            "model = \"m\"\n\nsandbox_mode = 3\n",
             &ConfigOverrides::default(),
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("line 2") && err.contains("modle"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]

@@ -40,7 +40,9 @@ pub enum CoreError {
     #[error(transparent)]
     Model(Box<baton_model::ModelError>),
     /// The first turn of a new thread failed; the thread itself exists and can be continued.
-    #[error("{source} (the session was saved as thread {id}; continue it with baton-reply)")]
+    #[error(
+        "{source} (the session was saved as thread {id}; continue it with `baton exec resume {id}` or the baton-reply tool)"
+    )]
     FirstTurnFailed {
         id: ThreadId,
         #[source]

@@ -127,6 +127,12 @@ impl ThreadManager {
         models: Arc<dyn ModelClientFactory>,
     ) -> Result<Self, CoreError> {
         let config = Config::load(&options.home, &options.overrides)?;
+        for key in &config.ignored_keys {
+            tracing::warn!(
+                "{}: ignoring `{key}`, which baton does not use",
+                config.config_file.display()
+            );
+        }
         let store = Arc::new(Store::open(&options.home)?);
         Ok(Self {
             idle_ttl: config.idle_thread_ttl,
@@ -503,7 +509,7 @@ impl ThreadManager {
         Ok(TurnResult {
             thread_id: id,
             message: format!(
-                "forked thread {source_id} at turn {kept} of {} into thread {id}; continue it with baton-reply",
+                "forked thread {source_id} at turn {kept} of {} into thread {id}; continue it by that id",
                 turns.len()
             ),
         })

@@ -140,7 +140,11 @@ impl BatonServer {
             cwd: args.cwd.map(PathBuf::from),
             updated_after,
             updated_before,
-            limit: args.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize,
+            limit: args
+                .limit
+                .filter(|&limit| limit > 0)
+                .unwrap_or(DEFAULT_PAGE)
+                .min(MAX_PAGE) as usize,
             cursor: args.cursor,
         };
         let page = match self.manager.list_sessions(query).await {
@@ -163,10 +167,7 @@ impl BatonServer {
                 .collect(),
             next_cursor: page.next_cursor,
         };
-        structured(
-            format!("{} sessions", output.sessions.len()),
-            serde_json::to_value(&output),
-        )
+        structured(sessions_text(&output), serde_json::to_value(&output))
     }
 }
 
@@ -275,6 +276,32 @@ impl ServerHandler for BatonServer {
             Err(err) => Err(ErrorData::internal_error(err.to_string(), None)),
         }
     }
+}
+
+/// The page as text, for clients that show `content` rather than `structuredContent`.
+fn sessions_text(output: &SessionsOutput) -> String {
+    if output.sessions.is_empty() {
+        return "no sessions found".to_owned();
+    }
+    let mut text: Vec<String> = output
+        .sessions
+        .iter()
+        .map(|s| {
+            format!(
+                "{}  {}  {}  {}  ({} turns, {})",
+                s.thread_id,
+                s.updated_at,
+                s.cwd,
+                shorten(s.first_prompt.as_deref().unwrap_or(""), 80).replace('\n', " "),
+                s.turns,
+                s.source
+            )
+        })
+        .collect();
+    if let Some(cursor) = &output.next_cursor {
+        text.push(format!("more: pass cursor {cursor}"));
+    }
+    text.join("\n")
 }
 
 fn turn_result(outcome: Result<TurnResult, CoreError>) -> CallToolResult {

@@ -2,7 +2,9 @@
 /// (`scheme://host:port/path`) and never contains the API key.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("model provider {provider} is misconfigured ({base_url}): {problem}")]
+    #[error(
+        "model provider {provider} is misconfigured ({base_url}): {problem}; fix its base_url in config.toml"
+    )]
     InvalidProvider {
         provider: String,
         /// Redacted: no `user:password@`, query string or fragment (see
@@ -82,6 +84,12 @@ pub enum ModelError {
 }
 
 impl ModelError {
+    /// Whether the provider's configuration is at fault (a `base_url` that is not a URL), as
+    /// opposed to the server or the network: the user must fix their config.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(self, ModelError::InvalidProvider { .. })
+    }
+
     /// Whether the request was refused because the conversation no longer fits the model's
     /// context window (the caller may compact the history and try again).
     pub fn is_context_length_exceeded(&self) -> bool {

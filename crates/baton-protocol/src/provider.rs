@@ -15,13 +15,12 @@ pub enum WireApi {
     Chat,
 }
 
-/// A model provider as configured under `[model_providers.<id>]` (SPEC §2). Unknown keys are
-/// an error so that a misplaced top-level key below a provider table is reported.
+/// A model provider as configured under `[model_providers.<id>]` (SPEC §2). Keys baton does
+/// not read (Codex's `query_params`, `requires_openai_auth` …) are ignored.
 ///
 /// `Debug` shows the names of `http_headers` but not their values, and `base_url` redacted
 /// (see [`ModelProviderInfo::redacted_base_url`]): both often carry credentials.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ModelProviderInfo {
     /// The key under `[model_providers]`; filled in by the config loader.
     #[serde(default)]

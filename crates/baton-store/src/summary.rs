@@ -261,8 +261,10 @@ impl SummaryBuilder {
             .or_else(|| meta.id.created_at())
             .or(mtime)
             .unwrap_or(now);
-        // Codex writes a user prompt both as an event and as a response item; count one kind.
-        let (first_user_message, turns) = if self.user_events > 0 {
+        // A prompt is written both as an event and as a response item; count one kind. A
+        // fork or an import copies the history as items only, so when items outnumber events
+        // the items tell the whole story.
+        let (first_user_message, turns) = if self.user_events >= self.user_items {
             (self.first_user_event, self.user_events)
         } else {
             (self.first_user_item, self.user_items)

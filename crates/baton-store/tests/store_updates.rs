@@ -523,3 +523,26 @@ fn a_compaction_summary_is_neither_the_first_prompt_nor_a_turn() {
     // Its text is still searchable.
     assert!(summary.search_text.contains("lexer"));
 }
+
+#[test]
+fn a_fork_keeps_its_first_prompt_after_it_is_continued() {
+    let (_dir, store) = new_store();
+    let id = ThreadId::new();
+    // A fork: the history as items only, then a turn written as baton writes it.
+    let mut items: Vec<RolloutItem> = ["copied one", "copied two"]
+        .into_iter()
+        .map(|text| RolloutItem::ResponseItem(ResponseItem::user_message(text)))
+        .collect();
+    items.push(RolloutItem::ResponseItem(ResponseItem::user_message(
+        "new turn",
+    )));
+    items.push(RolloutItem::EventMsg(EventMsg::UserMessage {
+        message: "new turn".into(),
+    }));
+    let path = store
+        .create_thread_with_history(&meta(id, Path::new("/p")), &items)
+        .expect("create");
+    let summary = baton_store::summarize_rollout(&path).expect("summary");
+    assert_eq!(summary.first_user_message.as_deref(), Some("copied one"));
+    assert_eq!(summary.turns, 3);
+}
