@@ -250,15 +250,7 @@ fn reindex_rebuilds_the_index_and_names_unreadable_files() {
     let err = stderr(&output);
     assert!(err.contains(&junk.display().to_string()), "{err}");
 
-    let listed = env.run(&["sessions", "list", "--json"]);
-    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
-    let ids: Vec<&str> = rows
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter_map(|r| r["id"].as_str())
-        .collect();
-    assert_eq!(ids, [second.as_str(), first.as_str()]);
+    assert_eq!(env.listed_ids(), [second, first]);
 }
 
 #[test]

@@ -245,10 +245,7 @@ fn resume_finds_the_session_with_the_index_deleted_and_rebuilds_it() {
     let answer = env.resume_ok(&thread_id, "RECALL");
     assert_eq!(answer.trim(), "recall: remember me (0 tool outputs)");
     assert!(index.exists(), "the index is back");
-    let listed = env.run(&["sessions", "list", "--json"]);
-    assert_success(&listed);
-    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json array");
-    assert_eq!(rows[0]["id"], thread_id.as_str());
+    assert_eq!(env.listed_ids(), [thread_id]);
 }
 
 #[test]
@@ -340,17 +337,12 @@ fn sessions_show_and_list() {
     let (first, _) = env.exec_ok("alpha prompt");
     let (second, _) = env.exec_ok("beta prompt");
 
-    let listed = env.run(&["sessions", "list", "--json"]);
-    assert_success(&listed);
-    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
-    let ids: Vec<&str> = rows
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter_map(|r| r["id"].as_str())
-        .collect();
-    assert_eq!(ids, [second.as_str(), first.as_str()], "newest first");
-    assert_eq!(rows[0]["first_prompt"], "beta prompt");
+    assert_eq!(
+        env.listed_ids(),
+        [second.clone(), first.clone()],
+        "newest first"
+    );
+    assert_eq!(env.listed_sessions()[0]["first_prompt"], "beta prompt");
 
     let shown = env.run(&["sessions", "show", &first]);
     assert_success(&shown);

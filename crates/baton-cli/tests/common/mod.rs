@@ -88,6 +88,23 @@ impl TestEnv {
         stdout(&output)
     }
 
+    /// `baton sessions list --json`, parsed.
+    pub fn listed_sessions(&self) -> Vec<serde_json::Value> {
+        let output = self.run(&["sessions", "list", "--json"]);
+        assert_success(&output);
+        let rows: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("sessions list --json is JSON");
+        rows.as_array().expect("a JSON array").clone()
+    }
+
+    /// The ids `baton sessions list` shows, in its order.
+    pub fn listed_ids(&self) -> Vec<String> {
+        self.listed_sessions()
+            .iter()
+            .filter_map(|row| row["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// Every transcript file under the home's sessions directory.
     pub fn rollout_files(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();
