@@ -250,12 +250,8 @@ fn replay<'a>(bytes: &'a [u8], from: usize, warnings: &mut Warnings<'_>) -> Repl
             }
             continue;
         }
-        let envelope = match Envelope::parse(line.bytes) {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                warnings.corrupt_line(&line, &error);
-                continue;
-            }
+        let Some(envelope) = warnings.envelope(&line) else {
+            continue;
         };
         match envelope.kind.as_ref() {
             "response_item" => match ResponseItem::from_json(envelope.payload.get()) {
@@ -298,12 +294,8 @@ fn first_session_meta(bytes: &[u8], warnings: &mut Warnings<'_>) -> Option<(Sess
         if line.is_blank() {
             continue;
         }
-        let envelope = match Envelope::parse(line.bytes) {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                warnings.corrupt_line(&line, &error);
-                continue;
-            }
+        let Some(envelope) = warnings.envelope(&line) else {
+            continue;
         };
         if envelope.kind != "session_meta" {
             continue;
@@ -416,6 +408,17 @@ impl<'a> Warnings<'a> {
             prefix,
             line_numbers: LineNumbers::new(bytes),
             messages: Vec::new(),
+        }
+    }
+
+    /// The envelope of `line`, or a warning that it is corrupt.
+    fn envelope<'l>(&mut self, line: &Line<'l>) -> Option<Envelope<'l>> {
+        match Envelope::parse(line.bytes) {
+            Ok(envelope) => Some(envelope),
+            Err(error) => {
+                self.corrupt_line(line, &error);
+                None
+            }
         }
     }
 
