@@ -188,7 +188,7 @@ fn manager(
             overrides,
             source,
         },
-        Arc::new(HttpModelClientFactory),
+        Arc::new(HttpModelClientFactory::default()),
     )?;
     Ok(Arc::new(manager))
 }

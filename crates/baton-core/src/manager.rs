@@ -33,14 +33,26 @@ pub trait ModelClientFactory: Send + Sync {
     fn client(&self, provider: &ModelProviderInfo) -> Result<Arc<dyn ModelClient>, ModelError>;
 }
 
-/// Clients that talk to the configured provider over HTTP.
+/// Clients that talk to the configured provider over HTTP. One client per provider setting is
+/// kept, so a server's turns reuse its connections and TLS setup instead of building both for
+/// every turn.
 #[derive(Default)]
-pub struct HttpModelClientFactory;
+pub struct HttpModelClientFactory {
+    clients: Mutex<HashMap<String, Arc<dyn ModelClient>>>,
+}
 
 impl ModelClientFactory for HttpModelClientFactory {
     #[allow(clippy::result_large_err)]
     fn client(&self, provider: &ModelProviderInfo) -> Result<Arc<dyn ModelClient>, ModelError> {
-        Ok(Arc::new(HttpModelClient::new(provider.clone())?))
+        // Keyed by every setting, so an edited config.toml gets a new client.
+        let key = serde_json::to_string(provider).unwrap_or_default();
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let client: Arc<dyn ModelClient> = Arc::new(HttpModelClient::new(provider.clone())?);
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 }
 

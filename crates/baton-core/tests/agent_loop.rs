@@ -189,3 +189,34 @@ async fn cancelling_a_turn_records_the_abort_and_the_thread_stays_usable() {
         .expect("the thread stays usable");
     assert_eq!(next.message, "ok");
 }
+
+#[test]
+fn the_http_factory_reuses_a_client_per_provider_setting() {
+    use baton_core::HttpModelClientFactory;
+    let factory = HttpModelClientFactory::default();
+    let provider = ModelProviderInfo {
+        id: "p".into(),
+        name: "P".into(),
+        base_url: "http://127.0.0.1:9/v1".into(),
+        env_key: None,
+        wire_api: Default::default(),
+        http_headers: Default::default(),
+        request_max_retries: None,
+        stream_idle_timeout_ms: None,
+    };
+    let first = factory.client(&provider).expect("client");
+    let again = factory.client(&provider).expect("client");
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the same setting reuses its client"
+    );
+    let edited = ModelProviderInfo {
+        base_url: "http://127.0.0.1:10/v1".into(),
+        ..provider
+    };
+    let other = factory.client(&edited).expect("client");
+    assert!(
+        !Arc::ptr_eq(&first, &other),
+        "an edited setting gets a new client"
+    );
+}
