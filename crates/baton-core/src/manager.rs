@@ -428,7 +428,7 @@ impl ThreadManager {
     ) -> Result<LiveThread, CoreError> {
         let path = codex_path.to_path_buf();
         let loaded = blocking(move || baton_store::read_rollout(&path)).await??;
-        let settings = rehydrate(loaded.clone(), config).settings;
+        let settings = settings_of(&loaded, config);
         let (meta, history) = codex_import::as_baton_thread(&loaded, settings.clone());
         let live = self.create_with_history(meta, settings, history).await?;
         tracing::info!(thread = %id, from = %codex_path.display(), "imported a Codex session");
@@ -487,7 +487,7 @@ impl ThreadManager {
         let source = self.read_thread(thread_id).await?;
         let config = self.config(None)?;
         let source_id = source.meta.id;
-        let settings = rehydrate(source.clone(), &config).settings;
+        let settings = settings_of(&source, &config);
         // A Codex session not yet imported is converted first, as `baton-reply` would.
         let (mut meta, history) = if source.meta.imported_from.is_none()
             && ThreadOrigin::of(&source.meta) == ThreadOrigin::Codex
@@ -668,44 +668,7 @@ fn evict_idle(slots: &mut HashMap<ThreadId, Arc<ThreadSlot>>, ttl: Duration) {
 /// A thread's settings come from its last `turn_context`, else from its `session_meta`, and
 /// what the transcript does not say comes from the config.
 fn rehydrate(loaded: LoadedRollout, config: &Config) -> LiveThread {
-    let context = loaded.last_turn_context.clone();
-    let recorded_provider = context
-        .as_ref()
-        .and_then(|c| c.model_provider.clone())
-        .or_else(|| loaded.meta.model_provider.clone());
-    // A provider this config does not define falls back to the configured one, model included
-    // (SPEC §7: imported Codex sessions).
-    let (provider_id, model) = match recorded_provider.filter(|id| config.provider(id).is_some()) {
-        Some(id) => {
-            let model = context
-                .as_ref()
-                .map(|c| c.model.clone())
-                .filter(|m| !m.is_empty())
-                .or_else(|| loaded.meta.model.clone())
-                .unwrap_or_else(|| config.model.clone());
-            (id, model)
-        }
-        None => (config.model_provider.id.clone(), config.model.clone()),
-    };
-    let settings = ThreadSettings {
-        cwd: context
-            .as_ref()
-            .map(|c| c.cwd.clone())
-            .unwrap_or_else(|| loaded.meta.cwd.clone()),
-        model,
-        provider_id,
-        approval_policy: context
-            .as_ref()
-            .map(|c| c.approval_policy)
-            .unwrap_or(config.approval_policy),
-        sandbox: context
-            .as_ref()
-            .map(|c| c.sandbox_policy.clone())
-            .unwrap_or_else(|| config.sandbox_policy()),
-        effort: context
-            .and_then(|c| c.effort)
-            .or_else(|| config.model_reasoning_effort.clone()),
-    };
+    let settings = settings_of(&loaded, config);
     LiveThread {
         id: loaded.meta.id,
         path: loaded.path,
@@ -714,6 +677,43 @@ fn rehydrate(loaded: LoadedRollout, config: &Config) -> LiveThread {
         history: loaded.history,
         file_len: loaded.file_len,
         approved_commands: HashSet::new(),
+    }
+}
+
+/// The settings a transcript's turns ran with (see [`rehydrate`]).
+fn settings_of(loaded: &LoadedRollout, config: &Config) -> ThreadSettings {
+    let context = loaded.last_turn_context.as_ref();
+    let recorded_provider = context
+        .and_then(|c| c.model_provider.clone())
+        .or_else(|| loaded.meta.model_provider.clone());
+    // A provider this config does not define falls back to the configured one, model included
+    // (SPEC §7: imported Codex sessions).
+    let (provider_id, model) = match recorded_provider.filter(|id| config.provider(id).is_some()) {
+        Some(id) => {
+            let model = context
+                .map(|c| c.model.clone())
+                .filter(|m| !m.is_empty())
+                .or_else(|| loaded.meta.model.clone())
+                .unwrap_or_else(|| config.model.clone());
+            (id, model)
+        }
+        None => (config.model_provider.id.clone(), config.model.clone()),
+    };
+    ThreadSettings {
+        cwd: context
+            .map(|c| c.cwd.clone())
+            .unwrap_or_else(|| loaded.meta.cwd.clone()),
+        model,
+        provider_id,
+        approval_policy: context
+            .map(|c| c.approval_policy)
+            .unwrap_or(config.approval_policy),
+        sandbox: context
+            .map(|c| c.sandbox_policy.clone())
+            .unwrap_or_else(|| config.sandbox_policy()),
+        effort: context
+            .and_then(|c| c.effort.clone())
+            .or_else(|| config.model_reasoning_effort.clone()),
     }
 }
 
