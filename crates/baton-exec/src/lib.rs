@@ -7,6 +7,7 @@
 //! `baton-protocol` only for the sandbox policy types.
 
 mod denial;
+mod env;
 mod git_protection;
 mod output;
 mod patch;
@@ -16,6 +17,7 @@ mod seccomp;
 mod shell;
 
 pub use denial::looks_like_sandbox_denial;
+pub use env::command_env;
 pub use output::OutputCap;
 pub use patch::{PatchError, PatchReport, apply_patch};
 pub use safe_command::is_known_safe_command;

@@ -383,6 +383,7 @@ mod tests {
             mode: SandboxMode::WorkspaceWrite,
             writable_roots: vec![PathBuf::from("/var/cache/x"), PathBuf::from("rel")],
             network_access: false,
+            allow_unix_sockets: Vec::new(),
         };
         assert_eq!(
             writable_roots(&policy, workspace),

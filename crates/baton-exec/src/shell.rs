@@ -1,6 +1,7 @@
 //! Running one command of the `shell` tool: no implicit shell, its own process group, a
 //! timeout, cancellation, a sandbox and bounded output.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -36,6 +37,9 @@ pub struct ShellRequest {
     pub timeout: Duration,
     pub sandbox: SandboxPolicy,
     pub output_cap: OutputCap,
+    /// The command's whole environment (see [`crate::command_env`]): nothing of baton's own
+    /// environment reaches it otherwise. The sandbox adds its `TMPDIR`.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 /// What a command did.
@@ -189,7 +193,9 @@ pub async fn run_shell(
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(stderr_writer)
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        .env_clear()
+        .envs(req.env.iter().map(|(name, value)| (name, value)));
     for (name, value) in sandbox.env() {
         command.env(name, value);
     }

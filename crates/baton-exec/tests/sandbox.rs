@@ -30,6 +30,7 @@ async fn run_sandboxed(
         mode,
         writable_roots: Vec::new(),
         network_access,
+        allow_unix_sockets: Vec::new(),
     };
     run_with_policy(script, cwd, policy).await
 }
@@ -52,6 +53,7 @@ async fn run_in_workspace(
         timeout: Duration::from_secs(30),
         sandbox,
         output_cap: OutputCap::default(),
+        env: std::env::vars_os().collect(),
     };
     run_shell(request, CancellationToken::new())
         .await
@@ -243,6 +245,7 @@ async fn workspace_write_keeps_git_read_only() {
         mode: SandboxMode::WorkspaceWrite,
         writable_roots: vec![extra_root.path().to_path_buf()],
         network_access: false,
+        allow_unix_sockets: Vec::new(),
     };
     for repo in [cwd.path(), extra_root.path()] {
         let out = run_with_policy(&git_write_script(repo), cwd.path(), policy.clone()).await;
@@ -295,6 +298,7 @@ fn workspace_write() -> SandboxPolicy {
         mode: SandboxMode::WorkspaceWrite,
         writable_roots: Vec::new(),
         network_access: false,
+        allow_unix_sockets: Vec::new(),
     }
 }
 
@@ -398,6 +402,7 @@ async fn a_relative_workspace_is_refused() {
         timeout: Duration::from_secs(30),
         sandbox: workspace_write(),
         output_cap: OutputCap::default(),
+        env: std::env::vars_os().collect(),
     };
     let error = run_shell(request, CancellationToken::new())
         .await
