@@ -6,6 +6,7 @@
 //! Architecture Invariant: this crate knows nothing of sessions, models or MCP; it depends on
 //! `baton-protocol` only for the sandbox policy types.
 
+mod child;
 mod denial;
 mod env;
 mod git_protection;

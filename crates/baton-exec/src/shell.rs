@@ -14,6 +14,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
+use crate::child::{self, ChildLimits};
 use crate::output::{HeadTailBuffer, OutputCap};
 use crate::sandbox;
 
@@ -200,8 +201,10 @@ pub async fn run_shell(
         command.env(name, value);
     }
     let restrictions = sandbox.child_restrictions();
+    let limits = ChildLimits::probe();
     // SAFETY: the closure only makes async-signal-safe syscalls (setsid, unshare, mount, open,
-    // write, prctl, landlock, seccomp) on data prepared before fork; it does not allocate.
+    // write, prctl, capset, landlock, seccomp, close_range, fcntl) on data prepared before
+    // fork; it does not allocate.
     unsafe {
         command.pre_exec(move || {
             // A new session (and so a new process group whose id is the child's pid) lets us
@@ -209,7 +212,10 @@ pub async fn run_shell(
             if libc::setsid() == -1 {
                 return Err(io::Error::last_os_error());
             }
-            restrictions.apply_in_child()
+            restrictions.apply_in_child()?;
+            // Whatever baton inherited or opened without close-on-exec (fds 10 and 251 were
+            // seen) must not reach the command: only stdin, stdout and stderr do.
+            child::close_inherited_fds(limits)
         });
     }
 
