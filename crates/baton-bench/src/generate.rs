@@ -132,6 +132,7 @@ pub fn turn_context(cwd: &Path) -> RolloutItem {
             mode: SandboxMode::WorkspaceWrite,
             writable_roots: Vec::new(),
             network_access: false,
+            allow_unix_sockets: Vec::new(),
         },
         effort: None,
     })

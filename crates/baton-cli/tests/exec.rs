@@ -308,24 +308,111 @@ fn a_500_then_200_succeeds_after_a_retry() {
     assert_eq!(server.requests().len(), 2);
 }
 
+/// The key must reach neither a command, nor the model, nor any file: the scripted model has
+/// the shell tool print the whole environment and the key variable, and a copy of the key that
+/// reached the command under another name (which only redaction can catch).
 #[test]
 fn the_api_key_never_reaches_any_file() {
     let server = server();
     let env = TestEnv::new(&server, Wire::Responses);
-    let (thread_id, _) = env.exec_ok("shell: echo $BATON_TEST_API_KEY | wc -c");
+    let prompt = format!(
+        "shell: env; echo \"key=${KEY_VAR}\"; echo \"copy=$BATON_TEST_COPY\"; echo done-listing"
+    );
+    let output = env
+        .baton()
+        .env("BATON_TEST_COPY", SECRET_KEY)
+        .args(["exec", &prompt])
+        .output()
+        .expect("run baton");
+    assert_success(&output);
+    let thread_id = thread_id_of(&output);
+    let answer = stdout(&output);
+    // The command really ran and printed its environment.
+    assert!(answer.contains("PATH="), "{answer}");
+    assert!(answer.contains("done-listing"), "{answer}");
+    assert!(
+        answer.contains("key=\n"),
+        "the key variable is unset: {answer}"
+    );
+    assert!(answer.contains("copy=[redacted]"), "{answer}");
+    assert!(!answer.contains(KEY_VAR), "{answer}");
+
     // A failed turn writes its error into the transcript: the key must not be in it either.
     let failed = env.run(&["exec", "resume", &thread_id, "fail: 401"]);
     assert_eq!(failed.status.code(), Some(1));
+    assert!(!stderr(&failed).contains(SECRET_KEY), "{}", stderr(&failed));
+
     let mut files = Vec::new();
     collect_files(&env.home, &mut files);
-    assert!(files.len() >= 3, "{files:?}");
+    assert!(
+        files.iter().any(|file| file.ends_with("state.sqlite")),
+        "{files:?}"
+    );
+    assert!(!env.rollout_files().is_empty(), "{files:?}");
     for file in files {
         let bytes = std::fs::read(&file).expect("read");
-        let text = String::from_utf8_lossy(&bytes);
         assert!(
-            !text.contains(SECRET_KEY),
+            !contains(&bytes, SECRET_KEY.as_bytes()),
             "the key is in {}",
             file.display()
+        );
+    }
+    let requests = server.requests();
+    assert!(requests.len() >= 3, "{}", requests.len());
+    for (number, request) in requests.iter().enumerate() {
+        let body = request.body.to_string();
+        assert!(
+            !body.contains(SECRET_KEY),
+            "the key is in request {number}: {body}"
+        );
+        for (name, value) in &request.headers {
+            // The one place the key belongs.
+            if !name.eq_ignore_ascii_case("authorization") {
+                assert!(!value.contains(SECRET_KEY), "the key is in header {name}");
+            }
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// `[shell_environment_policy]`: names that look like secrets and the ssh agent stay out of a
+/// command's environment by default, and `set` adds variables.
+#[test]
+fn commands_get_a_filtered_environment_and_what_the_config_sets() {
+    let server = server();
+    let env = TestEnv::new(&server, Wire::Responses);
+    let config = env.home.join("config.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("\n[shell_environment_policy]\nset = { GREETING = \"hello-from-set\" }\n");
+    std::fs::write(&config, text).expect("write config");
+    let output = env
+        .baton()
+        .env("MY_SECRET_X", "hidden-value")
+        .env("db_password", "hidden-value")
+        .env("SSH_AUTH_SOCK", "/tmp/agent.sock")
+        .env("PLAIN_SETTING", "visible-value")
+        .args(["exec", "shell: env; echo done-listing"])
+        .output()
+        .expect("run baton");
+    assert_success(&output);
+    let answer = stdout(&output);
+    assert!(answer.contains("done-listing"), "{answer}");
+    assert!(answer.contains("PLAIN_SETTING=visible-value"), "{answer}");
+    assert!(answer.contains("GREETING=hello-from-set"), "{answer}");
+    for hidden in [
+        "MY_SECRET_X",
+        "db_password",
+        "SSH_AUTH_SOCK",
+        "hidden-value",
+    ] {
+        assert!(
+            !answer.contains(hidden),
+            "{hidden} reached the command: {answer}"
         );
     }
 }

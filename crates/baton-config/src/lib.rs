@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use baton_protocol::{ApprovalPolicy, ModelProviderInfo, SandboxMode, SandboxPolicy, WireApi};
+use baton_protocol::{
+    ApprovalPolicy, ModelProviderInfo, SandboxMode, SandboxPolicy, ShellEnvironmentPolicy, WireApi,
+};
 use serde::{Deserialize, Serialize};
 
 pub use overrides::{parse_cli_override, set_path};
@@ -62,6 +64,10 @@ pub struct SandboxWorkspaceWrite {
     pub writable_roots: Vec<PathBuf>,
     #[serde(default)]
     pub network_access: bool,
+    /// Unix socket paths commands may connect to with `network_access = false`; any entry
+    /// allows `AF_UNIX` sockets (the kernel cannot filter them by path).
+    #[serde(default)]
+    pub allow_unix_sockets: Vec<PathBuf>,
 }
 
 /// The keys that may appear at the top level and inside `[profiles.<name>]`. Other keys are
@@ -75,6 +81,7 @@ struct ConfigToml {
     approval_policy: Option<ApprovalPolicy>,
     sandbox_mode: Option<SandboxMode>,
     sandbox_workspace_write: Option<SandboxWorkspaceWrite>,
+    shell_environment_policy: Option<ShellEnvironmentPolicy>,
     #[serde(default)]
     model_providers: BTreeMap<String, ModelProviderInfo>,
     #[serde(default)]
@@ -124,6 +131,8 @@ pub struct Config {
     pub approval_policy: ApprovalPolicy,
     pub sandbox_mode: SandboxMode,
     pub sandbox_workspace_write: SandboxWorkspaceWrite,
+    /// What commands see of baton's environment; see [`Config::secret_env_names`].
+    pub shell_environment_policy: ShellEnvironmentPolicy,
     pub codex_home: PathBuf,
     pub idle_thread_ttl: Duration,
     pub model_context_window: Option<u64>,
@@ -193,7 +202,22 @@ impl Config {
             mode: self.sandbox_mode,
             writable_roots: self.sandbox_workspace_write.writable_roots.clone(),
             network_access: self.sandbox_workspace_write.network_access,
+            allow_unix_sockets: self.sandbox_workspace_write.allow_unix_sockets.clone(),
         }
+    }
+
+    /// The variables that hold a provider's API key (`env_key` of every provider baton
+    /// knows): never passed to a command, and their values redacted from what is recorded.
+    pub fn secret_env_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .model_providers
+            .values()
+            .filter_map(|provider| provider.env_key.clone())
+            .chain(self.model_provider.env_key.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The provider with this id, if baton knows it (built-in or configured).
@@ -230,6 +254,7 @@ fn unknown_keys(text: &str) -> Vec<String> {
         "approval_policy",
         "sandbox_mode",
         "sandbox_workspace_write",
+        "shell_environment_policy",
         "model_providers",
         "profiles",
         "profile",
@@ -449,6 +474,7 @@ fn resolve(
             .or(toml.sandbox_mode)
             .unwrap_or_default(),
         sandbox_workspace_write: toml.sandbox_workspace_write.unwrap_or_default(),
+        shell_environment_policy: toml.shell_environment_policy.unwrap_or_default(),
         codex_home,
         idle_thread_ttl: toml.idle_thread_ttl.unwrap_or(DEFAULT_IDLE_THREAD_TTL),
         model_context_window: toml.model_context_window,
@@ -675,6 +701,51 @@ approval_policy = "never"
         assert!(config.sandbox_workspace_write.network_access);
         assert!(json_overrides(&serde_json::json!("text")).is_err());
         assert!(json_overrides(&serde_json::json!({"model": null})).is_err());
+    }
+
+    #[test]
+    fn shell_environment_policy_and_secret_names() {
+        let text = r#"
+model_provider = "corp"
+[model_providers.corp]
+base_url = "http://127.0.0.1:9/v1"
+env_key = "CORP_LLM"
+[shell_environment_policy]
+inherit = "core"
+exclude = ["AWS_*"]
+include_only = ["PATH", "LC_*"]
+ignore_default_excludes = true
+[shell_environment_policy.set]
+CI = "1"
+[sandbox_workspace_write]
+allow_unix_sockets = ["/run/docker.sock"]
+"#;
+        let config = load(text, &ConfigOverrides::default()).expect("valid");
+        let policy = &config.shell_environment_policy;
+        assert_eq!(policy.inherit, baton_protocol::EnvInherit::Core);
+        assert_eq!(policy.exclude, ["AWS_*"]);
+        assert_eq!(policy.include_only, ["PATH", "LC_*"]);
+        assert!(policy.ignore_default_excludes);
+        assert_eq!(policy.set.get("CI").map(String::as_str), Some("1"));
+        assert_eq!(config.secret_env_names(), ["CORP_LLM", "OPENAI_API_KEY"]);
+        assert_eq!(
+            config.sandbox_policy().allow_unix_sockets,
+            [PathBuf::from("/run/docker.sock")]
+        );
+        assert!(config.ignored_keys.is_empty(), "{:?}", config.ignored_keys);
+
+        let default = load("", &ConfigOverrides::default()).expect("valid");
+        assert_eq!(
+            default.shell_environment_policy,
+            ShellEnvironmentPolicy::default()
+        );
+        let err = load(
+            "[shell_environment_policy]\ninherit = \"some\"\n",
+            &ConfigOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! before anything depends on it; the file is fsynced after each tool output and at the end.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +20,7 @@ use baton_store::RolloutWriter;
 use crate::compact;
 use crate::error::CoreError;
 use crate::hooks::{ApprovalDecision, ApprovalRequest, TurnHooks};
+use crate::redact::Secrets;
 use crate::tools::{self, APPLY_PATCH_TOOL, ApplyPatchArgs, CommandPlan, SHELL_TOOL, ShellArgs};
 
 /// Runs blocking IO (fsync, file locks) on the current thread, first letting the runtime move
@@ -131,6 +133,10 @@ pub(crate) struct Turn<'a> {
     pub compact_first: bool,
     /// Items recorded but not yet passed to the progress sink.
     pub unreported: usize,
+    /// The environment commands run with (baton's, filtered by `[shell_environment_policy]`).
+    pub command_env: Vec<(OsString, OsString)>,
+    /// Provider key values, redacted from what the model and the tools produce.
+    pub secrets: Secrets,
 }
 
 impl Turn<'_> {
@@ -222,6 +228,7 @@ impl Turn<'_> {
             let mut calls = Vec::new();
             let mut final_message = String::new();
             for item in response.items {
+                let item = self.secrets.redact_item(item);
                 match &item {
                     ResponseItem::FunctionCall {
                         name,
@@ -246,6 +253,7 @@ impl Turn<'_> {
                     return Err(CoreError::Cancelled);
                 }
                 let output = self.run_tool(&name, &arguments, &call_id).await;
+                let output = self.secrets.redact(&output);
                 self.record(ResponseItem::FunctionCallOutput {
                     call_id: call_id.clone(),
                     output,
@@ -339,7 +347,7 @@ impl Turn<'_> {
         call_id: &str,
     ) -> Result<ExecOutcome, String> {
         let sandboxed = sandbox.mode != SandboxMode::DangerFullAccess;
-        let request = args.request(&self.thread.settings.cwd, sandbox);
+        let request = args.request(&self.thread.settings.cwd, sandbox, self.command_env.clone());
         let argv = request.argv.clone();
         let started = Instant::now();
         match baton_exec::run_shell(request, self.hooks.cancel.child_token()).await {

@@ -11,6 +11,7 @@ mod compact;
 mod error;
 mod hooks;
 mod manager;
+mod redact;
 mod tools;
 
 pub use error::CoreError;

@@ -25,6 +25,7 @@ use crate::agent::{LiveThread, ThreadSettings, Turn, blocking_section, default_b
 use crate::codex_import;
 use crate::error::CoreError;
 use crate::hooks::TurnHooks;
+use crate::redact::Secrets;
 
 /// Builds model clients; the real one speaks HTTP, tests may script one.
 pub trait ModelClientFactory: Send + Sync {
@@ -345,6 +346,7 @@ impl ThreadManager {
             .unwrap_or_else(|| config.model_provider.clone());
         let model = self.models.client(&provider)?;
         let compact_limit = config.auto_compact_token_limit_for(&live.settings.model);
+        let secret_names = config.secret_env_names();
         let outcome = Turn {
             thread: live,
             writer,
@@ -353,6 +355,12 @@ impl ThreadManager {
             compact_limit,
             compact_first,
             unreported: 0,
+            command_env: baton_exec::command_env(
+                &config.shell_environment_policy,
+                &secret_names,
+                std::env::vars_os(),
+            ),
+            secrets: Secrets::from_env(&secret_names, std::env::vars_os()),
         }
         .run(prompt)
         .await;

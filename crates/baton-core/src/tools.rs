@@ -1,6 +1,7 @@
 //! The tools offered to the model (`shell`, `apply_patch`) and the approval rules that decide
 //! whether a command runs, asks first, or is refused.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -82,7 +83,13 @@ impl ShellArgs {
         }
     }
 
-    pub fn request(&self, cwd: &Path, sandbox: SandboxPolicy) -> ShellRequest {
+    /// The request to run this command in the session `cwd` with the environment `env`.
+    pub fn request(
+        &self,
+        cwd: &Path,
+        sandbox: SandboxPolicy,
+        env: Vec<(OsString, OsString)>,
+    ) -> ShellRequest {
         let workdir = match &self.workdir {
             Some(dir) => cwd.join(dir),
             None => cwd.to_path_buf(),
@@ -98,6 +105,7 @@ impl ShellArgs {
                 .unwrap_or(DEFAULT_SHELL_TIMEOUT),
             sandbox,
             output_cap: OutputCap::default(),
+            env,
         }
     }
 }
@@ -313,7 +321,7 @@ mod tests {
         assert_eq!(args.argv(), argv(&["bash", "-lc", "ls | wc -l"]));
         let args: ShellArgs =
             serde_json::from_str(r#"{"command":["ls"],"workdir":"src"}"#).expect("argv form");
-        let request = args.request(Path::new("/p"), workspace());
+        let request = args.request(Path::new("/p"), workspace(), Vec::new());
         assert_eq!(request.cwd, Path::new("/p/src"));
         assert_eq!(request.timeout, DEFAULT_SHELL_TIMEOUT);
     }

@@ -6,7 +6,9 @@
 //! Architecture Invariant: this crate knows nothing of sessions, models or MCP; it depends on
 //! `baton-protocol` only for the sandbox policy types.
 
+mod child;
 mod denial;
+mod env;
 mod git_protection;
 mod output;
 mod patch;
@@ -16,6 +18,7 @@ mod seccomp;
 mod shell;
 
 pub use denial::looks_like_sandbox_denial;
+pub use env::command_env;
 pub use output::OutputCap;
 pub use patch::{PatchError, PatchReport, apply_patch};
 pub use safe_command::is_known_safe_command;

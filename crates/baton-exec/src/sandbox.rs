@@ -29,6 +29,7 @@ use landlock::{
 };
 
 use crate::ExecError;
+use crate::child::{self, ChildLimits};
 use crate::git_protection::{self, GitProtection};
 use crate::seccomp;
 
@@ -163,6 +164,8 @@ pub(crate) struct PreparedSandbox {
 /// The part of a [`PreparedSandbox`] the child needs: plain data, no allocation when applied.
 #[derive(Clone)]
 pub(crate) struct ChildRestrictions {
+    /// Set for every sandboxed command: its capabilities are dropped.
+    limits: Option<ChildLimits>,
     ruleset_fd: Option<RawFd>,
     network_filter: Option<Vec<libc::sock_filter>>,
     git: Option<GitProtection>,
@@ -171,6 +174,7 @@ pub(crate) struct ChildRestrictions {
 impl PreparedSandbox {
     pub(crate) fn child_restrictions(&self) -> ChildRestrictions {
         ChildRestrictions {
+            limits: self.ruleset.is_some().then(ChildLimits::probe),
             ruleset_fd: self.ruleset.as_ref().map(AsRawFd::as_raw_fd),
             network_filter: self.network_filter.clone(),
             git: self.git.clone(),
@@ -210,6 +214,11 @@ impl ChildRestrictions {
         // SAFETY: plain prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(io::Error::last_os_error());
+        }
+        // After the mounts (which need CAP_SYS_ADMIN); Landlock and seccomp need none once
+        // no_new_privs is set. Without this a command run by root keeps root's capabilities.
+        if let Some(limits) = self.limits {
+            child::drop_capabilities(limits)?;
         }
         if let Some(fd) = self.ruleset_fd {
             // SAFETY: `fd` is a Landlock ruleset descriptor inherited from the parent.
@@ -383,6 +392,7 @@ mod tests {
             mode: SandboxMode::WorkspaceWrite,
             writable_roots: vec![PathBuf::from("/var/cache/x"), PathBuf::from("rel")],
             network_access: false,
+            allow_unix_sockets: Vec::new(),
         };
         assert_eq!(
             writable_roots(&policy, workspace),

@@ -1,6 +1,7 @@
 //! Running one command of the `shell` tool: no implicit shell, its own process group, a
 //! timeout, cancellation, a sandbox and bounded output.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
+use crate::child::{self, ChildLimits};
 use crate::output::{HeadTailBuffer, OutputCap};
 use crate::sandbox;
 
@@ -36,6 +38,9 @@ pub struct ShellRequest {
     pub timeout: Duration,
     pub sandbox: SandboxPolicy,
     pub output_cap: OutputCap,
+    /// The command's whole environment (see [`crate::command_env`]): nothing of baton's own
+    /// environment reaches it otherwise. The sandbox adds its `TMPDIR`.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 /// What a command did.
@@ -189,13 +194,17 @@ pub async fn run_shell(
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(stderr_writer)
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        .env_clear()
+        .envs(req.env.iter().map(|(name, value)| (name, value)));
     for (name, value) in sandbox.env() {
         command.env(name, value);
     }
     let restrictions = sandbox.child_restrictions();
+    let limits = ChildLimits::probe();
     // SAFETY: the closure only makes async-signal-safe syscalls (setsid, unshare, mount, open,
-    // write, prctl, landlock, seccomp) on data prepared before fork; it does not allocate.
+    // write, prctl, capset, landlock, seccomp, close_range, fcntl) on data prepared before
+    // fork; it does not allocate.
     unsafe {
         command.pre_exec(move || {
             // A new session (and so a new process group whose id is the child's pid) lets us
@@ -203,7 +212,10 @@ pub async fn run_shell(
             if libc::setsid() == -1 {
                 return Err(io::Error::last_os_error());
             }
-            restrictions.apply_in_child()
+            restrictions.apply_in_child()?;
+            // Whatever baton inherited or opened without close-on-exec (fds 10 and 251 were
+            // seen) must not reach the command: only stdin, stdout and stderr do.
+            child::close_inherited_fds(limits)
         });
     }
 

@@ -30,6 +30,7 @@ async fn run_sandboxed(
         mode,
         writable_roots: Vec::new(),
         network_access,
+        allow_unix_sockets: Vec::new(),
     };
     run_with_policy(script, cwd, policy).await
 }
@@ -52,6 +53,7 @@ async fn run_in_workspace(
         timeout: Duration::from_secs(30),
         sandbox,
         output_cap: OutputCap::default(),
+        env: std::env::vars_os().collect(),
     };
     run_shell(request, CancellationToken::new())
         .await
@@ -243,6 +245,7 @@ async fn workspace_write_keeps_git_read_only() {
         mode: SandboxMode::WorkspaceWrite,
         writable_roots: vec![extra_root.path().to_path_buf()],
         network_access: false,
+        allow_unix_sockets: Vec::new(),
     };
     for repo in [cwd.path(), extra_root.path()] {
         let out = run_with_policy(&git_write_script(repo), cwd.path(), policy.clone()).await;
@@ -295,6 +298,7 @@ fn workspace_write() -> SandboxPolicy {
         mode: SandboxMode::WorkspaceWrite,
         writable_roots: Vec::new(),
         network_access: false,
+        allow_unix_sockets: Vec::new(),
     }
 }
 
@@ -398,6 +402,7 @@ async fn a_relative_workspace_is_refused() {
         timeout: Duration::from_secs(30),
         sandbox: workspace_write(),
         output_cap: OutputCap::default(),
+        env: std::env::vars_os().collect(),
     };
     let error = run_shell(request, CancellationToken::new())
         .await
@@ -484,4 +489,106 @@ async fn plain_failures_in_the_sandbox_are_not_denials() {
         assert_ne!(out.exit_code, Some(0), "{script}: {}", out.output);
         assert!(!looks_like_sandbox_denial(&out), "{script}: {}", out.output);
     }
+}
+
+/// The `Cap*` lines of `/proc/self/status` as a sandboxed command sees them.
+fn capability_sets(status: &str) -> Vec<(String, u64)> {
+    status
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            let name = name.strip_prefix("Cap")?;
+            Some((name.to_owned(), u64::from_str_radix(value.trim(), 16).ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sandboxed_command_has_no_capabilities() {
+    if !filesystem_supported() {
+        return;
+    }
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let cwd = tempfile::tempdir().expect("tempdir");
+    for mode in [SandboxMode::WorkspaceWrite, SandboxMode::ReadOnly] {
+        let out = run_sandboxed("cat /proc/self/status", cwd.path(), mode, false).await;
+        assert_eq!(out.exit_code, Some(0), "{}", out.output);
+        let sets = capability_sets(&out.output);
+        let names: Vec<&str> = sets.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["Inh", "Prm", "Eff", "Bnd", "Amb"], "{}", out.output);
+        for (name, value) in sets {
+            if name == "Bnd" && !root {
+                // An unprivileged process cannot shrink its bounding set (and, with
+                // no_new_privs, cannot use it).
+                eprintln!("note: not root, CapBnd is {value:x}");
+                continue;
+            }
+            assert_eq!(value, 0, "{mode}: Cap{name} is {value:x}\n{}", out.output);
+        }
+    }
+    if root {
+        // The same command unsandboxed shows what was dropped.
+        let free = run_sandboxed(
+            "cat /proc/self/status",
+            cwd.path(),
+            SandboxMode::DangerFullAccess,
+            false,
+        )
+        .await;
+        let effective = capability_sets(&free.output)
+            .into_iter()
+            .find(|(name, _)| name == "Eff");
+        assert!(
+            effective.is_some_and(|(_, value)| value != 0),
+            "{}",
+            free.output
+        );
+    }
+}
+
+/// Lists the command's open descriptors (`ls -l /proc/self/fd`) and fails on any above 2 except
+/// the directory `ls` itself opened to list them.
+fn assert_only_standard_fds(listing: &str, leaked: &Path) {
+    let leaked = leaked.display().to_string();
+    assert!(!listing.contains(&leaked), "{leaked} leaked:\n{listing}");
+    for line in listing.lines().filter(|line| line.contains(" -> ")) {
+        let (left, target) = line.split_once(" -> ").expect("a link");
+        let fd: u32 = left
+            .split_whitespace()
+            .last()
+            .and_then(|fd| fd.parse().ok())
+            .unwrap_or_else(|| panic!("no fd number in {line:?}"));
+        let ls_own_dir = target.starts_with("/proc/") && target.ends_with("/fd");
+        assert!(
+            fd <= 2 || ls_own_dir,
+            "fd {fd} ({target}) leaked:\n{listing}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_command_inherits_no_descriptor_above_2() {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let secret = cwd.path().join("held-open-by-baton.txt");
+    std::fs::write(&secret, "x").expect("write");
+    let file = std::fs::File::open(&secret).expect("open");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // As a descriptor baton inherited from its parent would be: no close-on-exec.
+    // SAFETY: fcntl on a descriptor we own.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+
+    let mut modes = vec![SandboxMode::DangerFullAccess];
+    if sandbox_capabilities().filesystem_enforced() {
+        modes.extend([SandboxMode::WorkspaceWrite, SandboxMode::ReadOnly]);
+    } else {
+        eprintln!("note: no Landlock here; checking unsandboxed commands only");
+    }
+    for mode in modes {
+        let out = run_sandboxed("ls -l /proc/self/fd", cwd.path(), mode, false).await;
+        assert_eq!(out.exit_code, Some(0), "{mode}: {}", out.output);
+        assert!(out.output.contains(" 0 -> "), "{mode}: {}", out.output);
+        assert_only_standard_fds(&out.output, &secret);
+    }
+    drop(file);
 }

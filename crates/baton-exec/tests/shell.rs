@@ -22,6 +22,7 @@ fn request(argv: &[&str], cwd: &Path) -> ShellRequest {
             ..SandboxPolicy::default()
         },
         output_cap: OutputCap::default(),
+        env: std::env::vars_os().collect(),
     }
 }
 

@@ -11,7 +11,10 @@ mod rollout;
 mod thread_id;
 
 pub use items::{ContentItem, ResponseItem, history_text, leading_type, shorten};
-pub use policy::{ApprovalPolicy, ParsePolicyError, SandboxMode, SandboxPolicy};
+pub use policy::{
+    ApprovalPolicy, EnvInherit, ParsePolicyError, SandboxMode, SandboxPolicy,
+    ShellEnvironmentPolicy,
+};
 pub use provider::{ModelProviderInfo, WireApi};
 pub use rollout::{
     BaseInstructions, Compacted, EventMsg, GitInfo, ImportedFrom, RolloutItem, SessionMeta,

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -35,6 +36,41 @@ pub struct SandboxPolicy {
     pub writable_roots: Vec<PathBuf>,
     #[serde(default)]
     pub network_access: bool,
+    /// Unix socket paths a command may still reach with `network_access = false`; when any is
+    /// given, `AF_UNIX` sockets are allowed (SPEC §7 "Commands' environment").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_unix_sockets: Vec<PathBuf>,
+}
+
+/// Which of baton's environment variables a command starts from (`[shell_environment_policy]
+/// inherit`, as in Codex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnvInherit {
+    /// Every variable of baton's environment.
+    #[default]
+    All,
+    /// A few variables every program expects (`HOME`, `PATH`, `USER`, `LANG`, `LC_*`, …).
+    Core,
+    /// Nothing: only what `set` gives.
+    None,
+}
+
+/// `[shell_environment_policy]`: what a command the model runs sees of baton's environment.
+/// The filtering itself lives in `baton_exec::command_env`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShellEnvironmentPolicy {
+    pub inherit: EnvInherit,
+    /// Keep names matching `*KEY*`, `*SECRET*`, `*TOKEN*`, `*PASSWORD*` and `SSH_AUTH_SOCK`.
+    /// Provider key variables are removed whatever this says.
+    pub ignore_default_excludes: bool,
+    /// Glob patterns (`*`, `?`, case-insensitive) of names to remove.
+    pub exclude: Vec<String>,
+    /// Variables to set, whatever the other rules say.
+    pub set: BTreeMap<String, String>,
+    /// When not empty, only names matching one of these patterns are inherited.
+    pub include_only: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
