@@ -336,3 +336,139 @@ fn paths_in_git_are_refused_under_workspace_write() {
     .expect("unrestricted");
     assert_eq!(read(&root.path().join(".git/x")), "ok\n");
 }
+
+/// A command left running after its turn swaps `project/d` between a directory and a symlink
+/// to a directory outside the workspace (an atomic `RENAME_EXCHANGE`, as fast as it can) while
+/// patches add files under `d/`. Each patch may succeed or be refused; none may write outside,
+/// not even a temporary file.
+#[test]
+fn a_symlink_swapped_in_during_patches_never_lets_a_write_out() {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let workspace = tempfile::tempdir().expect("tempdir");
+    let project = workspace.path().join("project");
+    let outside = workspace.path().join("outside");
+    std::fs::create_dir_all(project.join("d")).expect("mkdir d");
+    std::fs::create_dir(&outside).expect("mkdir outside");
+    std::os::unix::fs::symlink(&outside, project.join("swap")).expect("symlink");
+
+    let c_path = |path: PathBuf| CString::new(path.as_os_str().as_bytes()).expect("no NUL");
+    let (d, swap) = (c_path(project.join("d")), c_path(project.join("swap")));
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = std::thread::spawn({
+        let stop = Arc::clone(&stop);
+        move || {
+            let mut swaps = 0u64;
+            // Bounded in case the patches below never finish.
+            while !stop.load(Ordering::Relaxed) && swaps < 20_000_000 {
+                // SAFETY: both paths are NUL-terminated strings.
+                let exchanged = unsafe {
+                    libc::renameat2(
+                        libc::AT_FDCWD,
+                        d.as_ptr(),
+                        libc::AT_FDCWD,
+                        swap.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+                assert_eq!(exchanged, 0, "{}", std::io::Error::last_os_error());
+                swaps += 1;
+            }
+            swaps
+        }
+    });
+
+    let roots = [project.clone()];
+    let (mut applied, mut refused, mut failed) = (0, 0, Vec::new());
+    for n in 0..200 {
+        let patch = format!("*** Begin Patch\n*** Add File: d/pwn{n}.txt\n+x\n*** End Patch\n");
+        match apply_patch(&patch, &project, Some(&roots)) {
+            Ok(_) => applied += 1,
+            Err(PatchError::OutsideWritableRoots { .. }) => refused += 1,
+            Err(error) => failed.push(error.to_string()),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().expect("swapper");
+    let refused = refused + failed.len();
+
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .expect("ls")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    };
+    let leaked = names(&outside);
+    assert!(
+        leaked.is_empty(),
+        "written outside the workspace: {leaked:?} ({applied} applied, {refused} refused, {swaps} swaps)"
+    );
+    // Every patch that succeeded wrote its file inside, whichever name the directory has now.
+    let inside_dir = if project.join("d").is_symlink() {
+        project.join("swap")
+    } else {
+        project.join("d")
+    };
+    let inside = names(&inside_dir);
+    assert_eq!(inside.len(), applied, "{inside:?}");
+    assert!(
+        inside.iter().all(|name| name.starts_with("pwn")),
+        "{inside:?}"
+    );
+    // A write stopped by the swap says why.
+    for error in failed {
+        assert!(error.contains("symbolic link"), "{error}");
+    }
+    eprintln!("{applied} applied, {refused} refused, {swaps} swaps");
+}
+
+#[test]
+fn new_files_and_directories_honour_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: PathBuf| std::fs::metadata(path).expect("stat").permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let roots = [dir.path().to_path_buf()];
+    // The umask is process-wide; no other test in this binary looks at a mode it did not set.
+    for (umask, file_mode, dir_mode) in [(0o022, 0o644, 0o755), (0o007, 0o660, 0o770)] {
+        // SAFETY: umask(2) cannot fail.
+        let previous = unsafe { libc::umask(umask) };
+        let result = apply_patch(
+            &format!("*** Begin Patch\n*** Add File: m{umask:o}/new.txt\n+x\n*** End Patch\n"),
+            dir.path(),
+            Some(&roots),
+        );
+        // SAFETY: as above.
+        unsafe { libc::umask(previous) };
+        result.expect("applies");
+        let new_dir = dir.path().join(format!("m{umask:o}"));
+        assert_eq!(mode(new_dir.join("new.txt")), file_mode, "umask {umask:o}");
+        assert_eq!(mode(new_dir), dir_mode, "umask {umask:o}");
+    }
+}
+
+#[test]
+fn deleting_a_symlink_removes_the_link_and_binary_files_can_be_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let roots = [dir.path().to_path_buf()];
+    write(&dir.path().join("real.txt"), "keep\n");
+    std::os::unix::fs::symlink("real.txt", dir.path().join("link.txt")).expect("symlink");
+    std::fs::write(dir.path().join("blob.bin"), [0xff, 0xfe, 0]).expect("write");
+    apply_patch(
+        "*** Begin Patch\n*** Delete File: link.txt\n*** Delete File: blob.bin\n*** End Patch",
+        dir.path(),
+        Some(&roots),
+    )
+    .expect("applies");
+    assert!(!dir.path().join("link.txt").is_symlink());
+    assert!(!dir.path().join("blob.bin").exists());
+    assert_eq!(read(&dir.path().join("real.txt")), "keep\n");
+}

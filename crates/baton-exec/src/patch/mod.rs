@@ -2,15 +2,20 @@
 //!
 //! The whole patch is parsed, every path checked against the writable roots and every new file
 //! content computed before the first byte is written; then each file is written atomically
-//! (temporary file in the same directory, then rename).
+//! (temporary file in the same directory, then rename), through directory descriptors that
+//! never follow a symbolic link inside the writable roots (see `fs.rs`).
 
+mod fs;
 mod parser;
 mod seek;
 
 use std::collections::BTreeMap;
-use std::io::{self, Write as _};
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
+use fs::{Links, Resolver};
 use parser::{Chunk, FileOp, parse_patch};
 use seek::seek_sequence;
 
@@ -122,6 +127,10 @@ fn io_error(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Pat
 /// the `.git` directory directly inside that root (read-only as in Codex), or nothing is
 /// written; `None` means no restriction (`danger-full-access`). For `workspace-write` pass
 /// [`crate::writable_roots`], which includes the cwd.
+///
+/// Files are then written through directory descriptors opened from the root down without
+/// following symbolic links, so a link swapped into the tree after the check makes that write
+/// fail instead of landing outside the roots.
 pub fn apply_patch(
     patch: &str,
     cwd: &Path,
@@ -135,13 +144,21 @@ pub fn apply_patch(
     for op in ops {
         match op {
             FileOp::Add { path, contents } => {
-                let target = guard.check(cwd, &path)?;
+                let target = guard.check(cwd, &path, LastLink::Follow)?;
                 files.set(target, Some(contents));
                 report.added.push(path);
             }
             FileOp::Delete { path } => {
-                let target = guard.check(cwd, &path)?;
-                files.read(&target, "delete")?;
+                // Checked through a final symlink as well, as before; the link itself is what
+                // gets removed.
+                guard.check(cwd, &path, LastLink::Follow)?;
+                let target = guard.check(cwd, &path, LastLink::Keep)?;
+                if !files.exists(&target)? {
+                    return Err(PatchError::FileMissing {
+                        action: "delete",
+                        path: target.path(),
+                    });
+                }
                 files.set(target, None);
                 report.deleted.push(path);
             }
@@ -150,13 +167,14 @@ pub fn apply_patch(
                 move_to,
                 chunks,
             } => {
-                let source = guard.check(cwd, &path)?;
+                let source = guard.check(cwd, &path, LastLink::Follow)?;
                 let original = files.read(&source, "update")?;
                 let updated = apply_chunks(&original, &chunks, &path)?;
                 match move_to {
                     Some(destination_path) => {
-                        let destination = guard.check(cwd, &destination_path)?;
-                        files.set(source, None);
+                        let destination = guard.check(cwd, &destination_path, LastLink::Follow)?;
+                        // A moved symlink goes away as a link; its target is left alone.
+                        files.set(guard.check(cwd, &path, LastLink::Keep)?, None);
                         files.set(destination, Some(updated));
                         report.moved.push((path, destination_path));
                     }
@@ -170,6 +188,39 @@ pub fn apply_patch(
     }
     files.write_all()?;
     Ok(report)
+}
+
+/// Whether a symlink as the last component of a path is resolved when checking it: yes for
+/// files read or written (a link is edited at its target), no for deletes (the link goes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LastLink {
+    Follow,
+    Keep,
+}
+
+/// A checked path, split the way it is written: a writable root (resolved), the directory
+/// below it and the file's name there (symlinks resolved at check time).
+#[derive(Clone, Debug)]
+struct Target {
+    root: PathBuf,
+    dir: PathBuf,
+    name: OsString,
+    /// `Refuse` inside writable roots: a link found at write time appeared after the check.
+    links: Links,
+}
+
+impl Target {
+    fn path(&self) -> PathBuf {
+        self.root.join(&self.dir).join(&self.name)
+    }
+
+    /// The directory holding the file, opened from the root down; with `create`, missing
+    /// directories are made.
+    fn open_dir(&self, create: bool) -> io::Result<OwnedFd> {
+        let resolver = Resolver::detect();
+        let root = fs::open_absolute_dir(&self.root, create, self.links, resolver)?;
+        fs::open_dir_below(root.as_fd(), &self.dir, create, self.links, resolver)
+    }
 }
 
 /// Checks paths against the writable roots.
@@ -188,13 +239,16 @@ impl RootGuard {
         }
     }
 
-    /// The absolute path to write for `path`, if it may be written.
-    fn check(&self, cwd: &Path, path: &Path) -> Result<PathBuf, PatchError> {
+    /// Where to write `path`, if it may be written.
+    fn check(&self, cwd: &Path, path: &Path, last: LastLink) -> Result<Target, PatchError> {
         let absolute = normalize_lexically(&cwd.join(path));
-        let Some(roots) = &self.roots else {
-            return Ok(absolute);
+        let resolved = match (last, absolute.parent(), absolute.file_name()) {
+            (LastLink::Keep, Some(parent), Some(name)) => resolve_existing(parent).join(name),
+            _ => resolve_existing(&absolute),
         };
-        let resolved = resolve_existing(&absolute);
+        let Some(roots) = &self.roots else {
+            return target(Path::new("/"), &resolved, Links::Follow, path);
+        };
         let mut git_dir = None;
         for root in roots {
             let Ok(inside) = resolved.strip_prefix(root) else {
@@ -203,7 +257,7 @@ impl RootGuard {
             if inside.components().next() == Some(Component::Normal(".git".as_ref())) {
                 git_dir.get_or_insert_with(|| root.join(".git"));
             } else {
-                return Ok(absolute);
+                return target(root, &resolved, Links::Refuse, path);
             }
         }
         Err(match git_dir {
@@ -216,6 +270,27 @@ impl RootGuard {
                 roots: self.given.clone(),
             },
         })
+    }
+}
+
+/// `resolved` (which lies inside `root`) split into a [`Target`].
+fn target(root: &Path, resolved: &Path, links: Links, path: &Path) -> Result<Target, PatchError> {
+    let inside = resolved.strip_prefix(root).unwrap_or(resolved);
+    match (inside.parent(), inside.file_name()) {
+        (Some(dir), Some(name)) if resolved.is_absolute() => Ok(Target {
+            root: root.to_path_buf(),
+            dir: dir.to_path_buf(),
+            name: name.to_os_string(),
+            links,
+        }),
+        _ => Err(PatchError::Io {
+            context: "cannot write",
+            path: path.to_path_buf(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it does not name a file below an absolute directory",
+            ),
+        }),
     }
 }
 
@@ -261,84 +336,75 @@ fn resolve_existing(path: &Path) -> PathBuf {
 #[derive(Default)]
 struct PlannedFiles {
     contents: BTreeMap<PathBuf, Option<String>>,
-    order: Vec<PathBuf>,
+    order: Vec<Target>,
 }
 
 impl PlannedFiles {
-    fn set(&mut self, path: PathBuf, contents: Option<String>) {
+    fn set(&mut self, target: Target, contents: Option<String>) {
+        let path = target.path();
         if !self.contents.contains_key(&path) {
-            self.order.push(path.clone());
+            self.order.push(target);
         }
         self.contents.insert(path, contents);
     }
 
-    fn read(&self, path: &Path, action: &'static str) -> Result<String, PatchError> {
+    fn read(&self, target: &Target, action: &'static str) -> Result<String, PatchError> {
+        let path = target.path();
         let missing = || PatchError::FileMissing {
             action,
-            path: path.to_path_buf(),
+            path: path.clone(),
         };
-        if let Some(planned) = self.contents.get(path) {
+        if let Some(planned) = self.contents.get(&path) {
             return planned.clone().ok_or_else(missing);
         }
-        match std::fs::read(path) {
+        let bytes = target
+            .open_dir(false)
+            .and_then(|dir| fs::read_file(dir.as_fd(), &target.name));
+        match bytes {
             Ok(bytes) => String::from_utf8(bytes).map_err(|_| PatchError::Io {
                 context: "cannot patch",
-                path: path.to_path_buf(),
+                path: path.clone(),
                 source: io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text"),
             }),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Err(missing()),
-            Err(source) => Err(io_error("reading", path)(source)),
+            Err(source) => Err(io_error("reading", &path)(source)),
+        }
+    }
+
+    fn exists(&self, target: &Target) -> Result<bool, PatchError> {
+        let path = target.path();
+        if let Some(planned) = self.contents.get(&path) {
+            return Ok(planned.is_some());
+        }
+        let found = target
+            .open_dir(false)
+            .and_then(|dir| fs::entry_exists(dir.as_fd(), &target.name));
+        match found {
+            Ok(found) => Ok(found),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(io_error("reading", &path)(source)),
         }
     }
 
     fn write_all(self) -> Result<(), PatchError> {
-        for path in &self.order {
-            match &self.contents[path] {
-                Some(contents) => write_atomically(path, contents)?,
-                None => match std::fs::remove_file(path) {
-                    Ok(()) => {}
+        for target in &self.order {
+            let path = target.path();
+            match &self.contents[&path] {
+                Some(contents) => target
+                    .open_dir(true)
+                    .and_then(|dir| fs::write_file(dir.as_fd(), &target.name, contents.as_bytes()))
+                    .map_err(io_error("cannot write", &path))?,
+                None => match target.open_dir(false) {
+                    Ok(dir) => fs::remove_file(dir.as_fd(), &target.name)
+                        .map_err(io_error("cannot delete", &path))?,
+                    // The directory is gone, and the file with it.
                     Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                    Err(source) => return Err(io_error("deleting", path)(source)),
+                    Err(source) => return Err(io_error("cannot delete", &path)(source)),
                 },
             }
         }
         Ok(())
     }
-}
-
-fn write_atomically(path: &Path, contents: &str) -> Result<(), PatchError> {
-    // A symlink is updated at its target, not replaced by a regular file.
-    let target = match std::fs::symlink_metadata(path) {
-        Ok(metadata) if metadata.file_type().is_symlink() => path
-            .canonicalize()
-            .map_err(io_error("resolving the symlink", path))?,
-        _ => path.to_path_buf(),
-    };
-    let dir = target.parent().unwrap_or(Path::new("/"));
-    fs_err::create_dir_all(dir).map_err(|source| PatchError::Io {
-        context: "creating the directory",
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".baton-patch-")
-        .tempfile_in(dir)
-        .map_err(io_error("creating a temporary file next to", &target))?;
-    temp.write_all(contents.as_bytes())
-        .and_then(|()| temp.as_file().sync_all())
-        .map_err(io_error("writing a temporary file for", &target))?;
-    // Keep the mode (e.g. executable scripts) of a file being replaced.
-    if let Ok(metadata) = std::fs::metadata(&target) {
-        temp.as_file()
-            .set_permissions(metadata.permissions())
-            .map_err(io_error(
-                "copying permissions to the new version of",
-                &target,
-            ))?;
-    }
-    temp.persist(&target)
-        .map_err(|error| io_error("replacing", &target)(error.error))?;
-    Ok(())
 }
 
 /// The new content of a file after `chunks`; the result ends with a newline.
