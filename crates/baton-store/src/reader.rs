@@ -419,7 +419,96 @@ fn note_parsed_line() {}
 mod tests {
     use std::cell::Cell;
 
+    use super::*;
+
     thread_local! {
         pub(super) static PARSED_LINES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn line(kind: &str, payload: serde_json::Value) -> String {
+        serde_json::json!({"timestamp": "2026-01-02T03:04:05.678Z", "type": kind, "payload": payload})
+            .to_string()
+            + "\n"
+    }
+
+    fn user(text: &str) -> String {
+        line(
+            "response_item",
+            serde_json::to_value(ResponseItem::user_message(text)).expect("item"),
+        )
+    }
+
+    fn meta() -> String {
+        line(
+            "session_meta",
+            serde_json::json!({
+                "id": baton_protocol::ThreadId::new(),
+                "timestamp": "2026-01-02T03:04:05.678Z",
+                "cwd": "/p",
+                "originator": "baton",
+                "cli_version": "0",
+            }),
+        )
+    }
+
+    fn turn_context(model: &str) -> String {
+        line(
+            "turn_context",
+            serde_json::json!({"cwd": "/p", "approval_policy": "never",
+                "sandbox_policy": {"type": "read-only"}, "model": model, "summary": "auto"}),
+        )
+    }
+
+    fn compacted() -> String {
+        line(
+            "compacted",
+            serde_json::json!({"message": "s", "replacement_history": [ResponseItem::user_message("summary")]}),
+        )
+    }
+
+    /// Loads `contents` and counts the lines given to a JSON parser.
+    fn load_counting(contents: &str) -> (LoadedRollout, usize) {
+        PARSED_LINES.with(|count| count.set(0));
+        let loaded = parse_rollout(Path::new("r.jsonl"), contents.as_bytes()).expect("loads");
+        (loaded, PARSED_LINES.with(Cell::get))
+    }
+
+    #[test]
+    fn a_compacted_transcript_without_turn_context_parses_only_what_follows_the_compaction() {
+        let mut contents = meta() + "{corrupt, and never looked at\n";
+        for i in 0..500 {
+            contents += &user(&format!("before {i}"));
+        }
+        contents += &compacted();
+        contents += &user("after");
+        let (loaded, parsed) = load_counting(&contents);
+        assert!(loaded.last_turn_context.is_none());
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(
+            loaded.history,
+            [
+                ResponseItem::user_message("summary"),
+                ResponseItem::user_message("after")
+            ]
+        );
+        // session_meta, the compaction, and the one line after it.
+        assert_eq!(parsed, 3);
+    }
+
+    #[test]
+    fn the_turn_context_before_a_compaction_is_found_without_parsing_the_lines_between() {
+        let mut contents = meta() + &turn_context("older") + &turn_context("newest");
+        for i in 0..500 {
+            contents += &user(&format!("before {i}"));
+        }
+        contents += "{corrupt, and never looked at\n";
+        contents += &compacted();
+        contents += &user("after");
+        let (loaded, parsed) = load_counting(&contents);
+        let context = loaded.last_turn_context.expect("found");
+        assert_eq!(context.model, "newest");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        // session_meta, the compaction, the line after it, and the newest turn context.
+        assert_eq!(parsed, 4);
     }
 }
