@@ -184,6 +184,8 @@ pub(crate) fn describe_bytes(bytes: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn parse_all(chunks: &[&[u8]]) -> Vec<SseEvent> {
@@ -310,5 +312,64 @@ mod tests {
         );
         assert_eq!(describe_bytes(DEFAULT_MAX_EVENT_BYTES), "64 MiB");
         assert_eq!(describe_bytes(1000), "1000 bytes");
+    }
+
+    /// Everything a parser yields for `bytes` cut at `cuts`: its events, or its error (the
+    /// events before an error are not compared: a caller drops them with the stream).
+    fn outcome(bytes: &[u8], cuts: &[usize], cap: usize) -> Result<Vec<SseEvent>, SseError> {
+        let mut parser = SseParser::with_max_event_bytes(cap);
+        let mut events = Vec::new();
+        let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut % (bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut from = 0;
+        for cut in cuts.into_iter().chain([bytes.len()]) {
+            events.extend(parser.feed(&bytes[from..cut])?);
+            from = cut;
+            // Memory: the unfinished line is within the cap, and the buffer within twice it.
+            assert!(
+                parser.buffer.len() <= 2 * cap.max(1),
+                "{}",
+                parser.buffer.len()
+            );
+        }
+        events.extend(parser.finish());
+        Ok(events)
+    }
+
+    /// Streams rich in field names, line ends and multi-byte characters.
+    fn sse_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"data:".to_vec()),
+            Just(b"data: ".to_vec()),
+            Just(b"event: ".to_vec()),
+            Just(b": ping".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just("é".as_bytes().to_vec()),
+            "[a-z{}\":]{1,12}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 1..6),
+        ];
+        proptest::collection::vec(piece, 0..80).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_in_arbitrary_chunks_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            cuts in proptest::collection::vec(any::<usize>(), 0..16),
+            cap in 1usize..256,
+        ) {
+            let _ = outcome(&bytes, &cuts, cap);
+        }
+
+        #[test]
+        fn the_events_do_not_depend_on_the_chunking(
+            bytes in sse_bytes(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..24),
+            cap in prop_oneof![Just(DEFAULT_MAX_EVENT_BYTES), 8usize..200],
+        ) {
+            prop_assert_eq!(outcome(&bytes, &cuts, cap), outcome(&bytes, &[], cap));
+        }
     }
 }

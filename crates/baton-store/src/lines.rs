@@ -45,7 +45,23 @@ pub(crate) fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// How much of a transcript is read at a time.
-const BLOCK_BYTES: usize = 1 << 20;
+pub(crate) const BLOCK_BYTES: usize = 1 << 20;
+
+#[cfg(not(test))]
+fn block_bytes() -> usize {
+    BLOCK_BYTES
+}
+
+/// Tests shrink the block to put block seams everywhere.
+#[cfg(test)]
+fn block_bytes() -> usize {
+    tests::BLOCK_BYTES_FOR_TEST.with(std::cell::Cell::get)
+}
+
+#[cfg(test)]
+pub(crate) fn set_block_bytes_for_test(bytes: usize) {
+    tests::BLOCK_BYTES_FOR_TEST.with(|block| block.set(bytes.max(1)));
+}
 
 /// Bytes that can be read at any offset: a transcript file, or one already in memory.
 pub(crate) trait Source {
@@ -151,7 +167,7 @@ impl<'s, S: Source + ?Sized> LineReader<'s, S> {
     pub fn new(source: &'s S, start: u64, max_line: usize) -> Self {
         let block = usize::try_from(source.len().saturating_sub(start))
             .unwrap_or(usize::MAX)
-            .min(BLOCK_BYTES);
+            .min(block_bytes());
         Self {
             source,
             block: vec![0; block.max(1)],
@@ -252,7 +268,7 @@ fn rfind_bytes<S: Source + ?Sized>(
     let overlap = finder.needle().len().saturating_sub(1) as u64;
     let mut hi = end;
     while hi > floor {
-        let lo = hi.saturating_sub(BLOCK_BYTES as u64).max(floor);
+        let lo = hi.saturating_sub(block_bytes() as u64).max(floor);
         let read_end = (hi + overlap).min(source.len());
         let want = usize::try_from(read_end - lo).unwrap_or(usize::MAX);
         block.resize(want, 0);
@@ -277,7 +293,7 @@ fn line_start<S: Source + ?Sized>(
     let limit = pos.saturating_sub(max_back).max(floor);
     let mut hi = pos;
     while hi > limit {
-        let lo = hi.saturating_sub(BLOCK_BYTES as u64).max(limit);
+        let lo = hi.saturating_sub(block_bytes() as u64).max(limit);
         let want = usize::try_from(hi - lo).unwrap_or(usize::MAX);
         block.resize(want, 0);
         let read = source.read_at(block, lo)?;
@@ -340,7 +356,7 @@ pub(crate) fn rfind_line_of_type<S: Source + ?Sized, T>(
 
 /// How many lines end before `offset`: the number of the line at `offset` minus one.
 pub(crate) fn lines_before<S: Source + ?Sized>(source: &S, offset: u64) -> u64 {
-    let mut block = vec![0u8; BLOCK_BYTES.min(usize::try_from(offset).unwrap_or(usize::MAX))];
+    let mut block = vec![0u8; block_bytes().min(usize::try_from(offset).unwrap_or(usize::MAX))];
     let mut at = 0u64;
     let mut newlines = 0u64;
     while at < offset {
@@ -354,4 +370,124 @@ pub(crate) fn lines_before<S: Source + ?Sized>(source: &S, offset: u64) -> u64 {
         }
     }
     newlines
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    thread_local! {
+        pub(super) static BLOCK_BYTES_FOR_TEST: Cell<usize> = const { Cell::new(BLOCK_BYTES) };
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Expected {
+        Line(Vec<u8>, bool),
+        TooLong(u64, bool),
+    }
+
+    /// What a line reader must return: the input split at each `\n`.
+    fn split_lines(bytes: &[u8], max_line: usize) -> Vec<Expected> {
+        let mut lines = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (line, terminated, next) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], true, &rest[i + 1..]),
+                None => (rest, false, &rest[rest.len()..]),
+            };
+            if line.len() > max_line {
+                lines.push(Expected::TooLong(line.len() as u64, terminated));
+            } else {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                lines.push(Expected::Line(line.to_vec(), terminated));
+            }
+            rest = next;
+        }
+        lines
+    }
+
+    fn read_all(bytes: &[u8], max_line: usize) -> (Vec<Expected>, usize) {
+        let mut reader = LineReader::new(bytes, 0, max_line);
+        let mut lines = Vec::new();
+        let mut held = 0;
+        while let Some(next) = reader.next_line().expect("reads from memory") {
+            lines.push(match next {
+                NextLine::Line(line) => Expected::Line(line.bytes.to_vec(), line.terminated),
+                NextLine::TooLong {
+                    len, terminated, ..
+                } => Expected::TooLong(len, terminated),
+            });
+            held = held.max(reader.line.capacity() + reader.block.len());
+        }
+        (lines, held)
+    }
+
+    /// Bytes rich in line ends, `\r`, and the bytes of a type marker.
+    fn transcript_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            4 => Just(b'x'),
+            2 => Just(b'\n'),
+            1 => Just(b'\r'),
+            1 => any::<u8>(),
+        ];
+        let piece = prop_oneof![
+            6 => proptest::collection::vec(byte, 1..8),
+            1 => Just(br#"{"type":"compacted","payload":{}}"#.to_vec()),
+            1 => Just(br#""type":"compacted""#.to_vec()),
+        ];
+        proptest::collection::vec(piece, 0..60).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn lines_are_the_bytes_split_at_newlines_whatever_the_block_size(
+            bytes in transcript_bytes(),
+            max_line in 0usize..40,
+            block in 1usize..24,
+        ) {
+            set_block_bytes_for_test(block);
+            let (lines, held) = read_all(&bytes, max_line);
+            prop_assert_eq!(lines, split_lines(&bytes, max_line));
+            // Memory: one block and at most one capped line, never the input.
+            prop_assert!(held <= block + 2 * max_line.max(8), "held {held}");
+        }
+
+        #[test]
+        fn the_backward_search_finds_what_a_forward_scan_finds(
+            bytes in transcript_bytes(),
+            max_line in 1usize..60,
+            block in 1usize..24,
+        ) {
+            set_block_bytes_for_test(block);
+            let accept = |line: &[u8]| line.starts_with(b"{\"type\":\"compacted\"").then(|| line.to_vec());
+            let found = rfind_line_of_type(&bytes[..], 0, bytes.len() as u64, "compacted", max_line, accept)
+                .expect("reads from memory")
+                .map(|found| (found.start, found.next, found.value));
+            // The forward answer: the last line within the cap that is accepted.
+            let mut expected = None;
+            let mut start = 0u64;
+            for line in split_lines(&bytes, max_line) {
+                let len = match &line {
+                    Expected::Line(..) => {
+                        let rest = &bytes[start as usize..];
+                        memchr::memchr(b'\n', rest).unwrap_or(rest.len())
+                    }
+                    Expected::TooLong(len, _) => *len as usize,
+                };
+                let terminated = matches!(line, Expected::Line(_, true) | Expected::TooLong(_, true));
+                let next = start + len as u64 + u64::from(terminated);
+                if let Expected::Line(content, _) = &line
+                    && let Some(value) = accept(content)
+                {
+                    expected = Some((start, next, value));
+                }
+                start = next;
+            }
+            prop_assert_eq!(found, expected);
+        }
+    }
 }

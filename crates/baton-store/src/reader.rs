@@ -419,6 +419,8 @@ fn note_parsed_line() {}
 mod tests {
     use std::cell::Cell;
 
+    use proptest::prelude::*;
+
     use super::*;
 
     thread_local! {
@@ -510,5 +512,59 @@ mod tests {
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         // session_meta, the compaction, the line after it, and the newest turn context.
         assert_eq!(parsed, 4);
+    }
+
+    /// One line of a transcript, or something a crash, a bug or an attacker could leave.
+    fn any_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-z ]{0,40}".prop_map(|text| user(&text)),
+            1 => "[a-z]{0,300}".prop_map(|text| user(&text)),
+            1 => Just(compacted()),
+            1 => "[a-z]{0,8}".prop_map(|model| turn_context(&model)),
+            1 => Just(meta()),
+            1 => Just("\n".to_owned()),
+            1 => Just("{corrupt\n".to_owned()),
+            1 => "[a-z]{0,20}".prop_map(|text| user(&text).replace('\n', "\r\n")),
+            1 => proptest::collection::vec(any::<u8>(), 0..40)
+                .prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+        ]
+    }
+
+    fn load_with(bytes: &[u8], max_line: usize, block: usize) -> Result<LoadedRollout, String> {
+        crate::lines::set_block_bytes_for_test(block);
+        let loaded = load(
+            Path::new("fuzz.jsonl"),
+            bytes,
+            ReadLimits {
+                max_line_bytes: max_line,
+            },
+        )
+        .map_err(|error| error.to_string());
+        crate::lines::set_block_bytes_for_test(crate::lines::BLOCK_BYTES);
+        loaded
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Never panics, and reads the same whatever the block seams: small blocks put a seam
+        /// inside every line, every marker and every search.
+        #[test]
+        fn a_transcript_reads_the_same_whatever_the_block_size(
+            lines in proptest::collection::vec(any_line(), 0..40),
+            torn in 0usize..30,
+            max_line in prop_oneof![Just(MAX_LINE_BYTES), 150usize..400],
+            block in 1usize..64,
+        ) {
+            let mut bytes = (meta() + &lines.concat()).into_bytes();
+            bytes.truncate(bytes.len().saturating_sub(torn));
+            let bytes = &bytes[..];
+            let whole = load_with(bytes, max_line, crate::lines::BLOCK_BYTES);
+            let seamed = load_with(bytes, max_line, block);
+            prop_assert_eq!(&whole, &seamed);
+            if let Ok(loaded) = whole {
+                prop_assert!(loaded.history.len() <= 2 * (lines.len() + 1));
+            }
+        }
     }
 }
