@@ -271,12 +271,15 @@ pub fn tool_output(rng: &mut Rng, len: usize) -> String {
 /// A long session of about `target_bytes`: many turns with reasoning, several shell calls
 /// with outputs from 500 B to 64 KB, messages and events. With `compact_at_end`, a
 /// `compacted` line (20 items of replacement history) and two short turns end the file.
+/// Without `turn_contexts`, no `turn_context` line is written at all (as in files from
+/// tools that keep the settings in `session_meta` only).
 pub fn long_session(
     id: ThreadId,
     started: DateTime<Utc>,
     cwd: &Path,
     target_bytes: usize,
     compact_at_end: bool,
+    turn_contexts: bool,
     rng: &mut Rng,
 ) -> anyhow::Result<Vec<u8>> {
     const OUTPUT_SIZES: [usize; 6] = [500, 2_000, 4_000, 8_000, 16_000, 64_000];
@@ -298,7 +301,9 @@ pub fn long_session(
         turn += 1;
         at += Duration::seconds(rng.range(20, 600) as i64);
         let prompt = format!("{} (turn {turn})", PROMPTS[rng.below(PROMPTS.len())]);
-        transcript.push(at, &turn_context(cwd))?;
+        if turn_contexts {
+            transcript.push(at, &turn_context(cwd))?;
+        }
         transcript.push(
             at,
             &RolloutItem::ResponseItem(ResponseItem::user_message(&prompt)),
@@ -366,7 +371,9 @@ pub fn long_session(
             let prompt = format!("after compaction {extra}");
             let call_id = format!("call_{:016x}_0", rng.next_u64());
             let output = tool_output(rng, 2_000);
-            transcript.push(at, &turn_context(cwd))?;
+            if turn_contexts {
+                transcript.push(at, &turn_context(cwd))?;
+            }
             for item in turn_items(
                 &prompt,
                 &call_id,
@@ -470,14 +477,27 @@ mod tests {
         let mut rng = Rng::new(3);
         let started = epoch();
         let id = thread_id_at(started, &mut rng).expect("id");
-        for compact in [false, true] {
-            let bytes = long_session(id, started, dir.path(), 2_000_000, compact, &mut rng)
-                .expect("session");
+        for (compact, turn_contexts) in [(false, true), (true, true), (true, false)] {
+            let bytes = long_session(
+                id,
+                started,
+                dir.path(),
+                2_000_000,
+                compact,
+                turn_contexts,
+                &mut rng,
+            )
+            .expect("session");
             assert!(bytes.len() >= 1_950_000, "{}", bytes.len());
-            let path = dir.path().join(format!("rollout-x-{id}-{compact}.jsonl"));
+            let path = dir
+                .path()
+                .join(format!("rollout-x-{id}-{compact}-{turn_contexts}.jsonl"));
             write_transcript(&path, &bytes).expect("write");
+            let text = String::from_utf8_lossy(&bytes);
+            assert_eq!(text.contains("\"turn_context\""), turn_contexts);
             let loaded = read_rollout(&path).expect("read");
             assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+            assert_eq!(loaded.last_turn_context.is_some(), turn_contexts);
             if compact {
                 // 20 replacement items, then two turns of 4 items each.
                 assert_eq!(loaded.history.len(), 28);

@@ -20,7 +20,7 @@ use crate::stats::{duration, median, memory_kb};
 const SECTION: &str = "rehydration";
 /// The hidden subcommand a child runs: `__rehydrate MODE PATH ITERATIONS`.
 pub const CHILD_COMMAND: &str = "__rehydrate";
-const TRANSCRIPTS_VERSION: &str = "bench-transcripts v1";
+const TRANSCRIPTS_VERSION: &str = "bench-transcripts v2";
 const MB: usize = 1 << 20;
 const RESUME_RUNS: usize = 3;
 
@@ -28,32 +28,46 @@ struct Case {
     label: &'static str,
     bytes: usize,
     compacted: bool,
+    turn_contexts: bool,
     iterations: usize,
 }
 
-const CASES: [Case; 4] = [
+const CASES: [Case; 5] = [
     Case {
         label: "1 MB",
         bytes: MB,
         compacted: false,
+        turn_contexts: true,
         iterations: 15,
     },
     Case {
         label: "10 MB",
         bytes: 10 * MB,
         compacted: false,
+        turn_contexts: true,
         iterations: 5,
     },
     Case {
         label: "100 MB",
         bytes: 100 * MB,
         compacted: false,
+        turn_contexts: true,
         iterations: 3,
     },
     Case {
         label: "100 MB ending in a compaction",
         bytes: 100 * MB,
         compacted: true,
+        turn_contexts: true,
+        iterations: 3,
+    },
+    // Settings then come from `session_meta`: the reader must still read only what follows
+    // the compaction (plus a byte search for a `turn_context` that is not there).
+    Case {
+        label: "100 MB ending in a compaction, no turn_context",
+        bytes: 100 * MB,
+        compacted: true,
+        turn_contexts: false,
         iterations: 3,
     },
 ];
@@ -203,7 +217,15 @@ fn ensure_transcripts(bench: &Bench) -> anyhow::Result<Transcripts> {
     let started = Instant::now();
     for (index, case) in CASES.iter().enumerate() {
         let (id, at, mut rng) = case_spec(index)?;
-        let bytes = long_session(id, at, &project, case.bytes, case.compacted, &mut rng)?;
+        let bytes = long_session(
+            id,
+            at,
+            &project,
+            case.bytes,
+            case.compacted,
+            case.turn_contexts,
+            &mut rng,
+        )?;
         write_transcript(&files[index].1, &bytes)?;
     }
     eprintln!(
@@ -274,7 +296,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         );
     }
 
-    // The whole process on the two 100 MB transcripts, without an index (as Codex's figure).
+    // The whole process on the 100 MB transcripts, without an index (as Codex's figure).
     bench.write_config(&home, None)?;
     for (case, (id, _)) in CASES.iter().zip(&files).skip(2) {
         let mut times = Vec::new();

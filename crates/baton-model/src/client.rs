@@ -187,7 +187,14 @@ impl HttpModelClient {
                 Ok(None) => None,
             };
             let events = match &chunk {
-                Some(chunk) => parser.feed(chunk),
+                Some(chunk) => parser.feed(chunk).map_err(|error| {
+                    // The same answer would only grow past the cap again.
+                    AttemptFailure::fatal(ModelError::Protocol {
+                        provider: self.provider.display_name().to_owned(),
+                        url: self.endpoint_label.clone(),
+                        problem: error.to_string(),
+                    })
+                })?,
                 None => parser.finish().into_iter().collect(),
             };
             for event in &events {

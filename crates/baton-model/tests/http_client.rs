@@ -566,3 +566,57 @@ async fn many_concurrent_requests_are_all_answered() {
         assert_eq!(server.requests().len(), 32);
     }
 }
+
+/// A server that starts a huge event, sends part of it in small writes, then says nothing more
+/// while keeping the connection open until `release` fires.
+async fn start_half_event_server(
+    event_bytes: usize,
+    release: tokio::sync::oneshot::Receiver<()>,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        // The request is small; its headers and body come in the first reads.
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).await.expect("read");
+            request.extend_from_slice(&buf[..n]);
+        }
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: ";
+        socket.write_all(head).await.expect("write");
+        let piece = vec![b'x'; 16 * 1024];
+        for _ in 0..event_bytes / piece.len() {
+            socket.write_all(&piece).await.expect("write");
+        }
+        let _ = release.await;
+    });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test]
+async fn idle_timeout_fires_in_the_middle_of_a_huge_event() {
+    let (release, released) = tokio::sync::oneshot::channel();
+    let base_url = start_half_event_server(8 * 1024 * 1024, released).await;
+    let provider = ModelProviderInfo {
+        id: "slow".into(),
+        name: String::new(),
+        base_url,
+        env_key: None,
+        wire_api: WireApi::Chat,
+        http_headers: BTreeMap::new(),
+        request_max_retries: Some(0),
+        stream_idle_timeout_ms: Some(500),
+    };
+    let error = client(provider)
+        .complete(&say("hi"))
+        .await
+        .expect_err("the event never ends");
+    let _ = release.send(());
+    let message = error.to_string();
+    assert!(message.contains("idle"), "{message}");
+}

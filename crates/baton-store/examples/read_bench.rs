@@ -1,6 +1,8 @@
 //! Times `read_rollout` against parsing every line into `serde_json::Value`.
 //!
-//! `cargo run --release -p baton-store --example read_bench -- [MEGABYTES] [compacted|plain]`
+//! `cargo run --release -p baton-store --example read_bench -- [MEGABYTES] [compacted|plain|compacted-bare]`
+//!
+//! `compacted-bare` writes no `turn_context` line: the settings then come from `session_meta`.
 
 use std::io::Write;
 use std::path::Path;
@@ -17,7 +19,7 @@ fn line(kind: &str, payload: serde_json::Value) -> String {
     text
 }
 
-fn generate(path: &Path, megabytes: usize, end_with_compaction: bool) {
+fn generate(path: &Path, megabytes: usize, end_with_compaction: bool, turn_contexts: bool) {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
     let id = ThreadId::new();
     let meta = line(
@@ -75,7 +77,7 @@ fn generate(path: &Path, megabytes: usize, end_with_compaction: bool) {
                 json!({"type": "agent_message", "message": "done with the step"}),
             ),
         ];
-        for text in lines {
+        for text in lines.iter().skip(usize::from(!turn_contexts)) {
             written += text.len();
             file.write_all(text.as_bytes()).expect("write");
         }
@@ -111,10 +113,11 @@ fn best_of<T>(runs: usize, mut work: impl FnMut() -> T) -> (f64, T) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let megabytes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(105);
-    let compacted = args.next().is_none_or(|a| a == "compacted");
+    let mode = args.next().unwrap_or_else(|| "compacted".to_owned());
+    let compacted = mode.starts_with("compacted");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("big.jsonl");
-    generate(&path, megabytes, compacted);
+    generate(&path, megabytes, compacted, mode != "compacted-bare");
     let size = std::fs::metadata(&path).expect("stat").len();
 
     let (baseline, lines) = best_of(3, || {
@@ -136,7 +139,7 @@ fn main() {
         baton_store::summarize_rollout(&path).expect("summary")
     });
     println!(
-        "{:.1} MB, {lines} lines, compacted={compacted}: serde_json Value {:.1} ms, read_rollout {:.1} ms ({:.2}x, {} items), summarize {:.1} ms",
+        "{:.1} MB, {lines} lines, {mode}: serde_json Value {:.1} ms, read_rollout {:.1} ms ({:.2}x, {} items), summarize {:.1} ms",
         size as f64 / 1e6,
         baseline * 1e3,
         ours * 1e3,

@@ -23,11 +23,14 @@ mod writer;
 
 pub use codex::{find_codex_rollout, list_codex_sessions};
 pub use error::StoreError;
+pub use lines::MAX_LINE_BYTES;
 pub use lock::ThreadLock;
-pub use reader::{ABORTED_CALL_OUTPUT, LoadedRollout, parse_rollout, read_rollout};
+pub use reader::{
+    ABORTED_CALL_OUTPUT, LoadedRollout, ReadLimits, parse_rollout, read_rollout, read_rollout_with,
+};
 pub use store::{ListPage, ListQuery, Located, LookupMethod, ReindexReport, Store, TurnRecord};
 pub use summary::{
     SEARCH_TEXT_LIMIT, SUMMARY_TEXT_LIMIT, ThreadOrigin, ThreadSummary, is_context_message,
-    push_search_text, summarize_rollout,
+    push_search_text, summarize_rollout, summarize_rollout_with,
 };
 pub use writer::RolloutWriter;

@@ -1,14 +1,14 @@
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use baton_protocol::{Compacted, ResponseItem, SessionMeta, TurnContext};
-use serde_json::value::RawValue;
 
 use crate::StoreError;
-use crate::lines::{Envelope, Line, LineNumbers, lines_from, rfind_line_of_type};
+use crate::lines::{
+    Envelope, FileSource, LineReader, MAX_LINE_BYTES, NextLine, Source, StreamLine, lines_before,
+    rfind_line_of_type,
+};
 
 /// The output recorded for a tool call whose process died before the call finished.
 pub const ABORTED_CALL_OUTPUT: &str =
@@ -29,147 +29,96 @@ pub struct LoadedRollout {
     pub file_len: u64,
 }
 
-/// The first step of reading a large file from its end.
-const TAIL_WINDOW: u64 = 4 << 20;
-/// Files larger than this are read from the end first: when a compaction sits near the end
-/// (the usual shape of a long session), the bytes before it are never read. Smaller files
-/// are read whole: reading a few more MB from the page cache costs less than a second step.
-const TAIL_READ_THRESHOLD: u64 = 32 << 20;
-/// How much of the file start is read to find `session_meta` without reading it all.
-const HEAD_WINDOW: u64 = 1 << 20;
+/// How a transcript is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// A longer line is skipped with a warning, like a corrupt line, and never held whole.
+    pub max_line_bytes: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: MAX_LINE_BYTES,
+        }
+    }
+}
 
 /// Reads a rollout transcript written by baton or by Codex.
 ///
-/// Only the lines after the newest `compacted` line are parsed (plus the `session_meta`),
-/// and of those only `response_item` and `turn_context` payloads; everything else is skipped
-/// without being decoded. A large file whose last compaction is near its end is read from
-/// the end, so most of it never leaves the page cache.
+/// `session_meta` is read from the start; the newest `compacted` line is found by a byte
+/// search from the end, and only the lines after it are parsed (of those, only
+/// `response_item` and `turn_context` payloads). When no `turn_context` follows the
+/// compaction, the newest one before it is found by the same byte search, without parsing
+/// the lines in between. The file is read in blocks: memory holds the history kept and one
+/// line, whatever the size of the file.
 pub fn read_rollout(path: &Path) -> Result<LoadedRollout, StoreError> {
+    read_rollout_with(path, ReadLimits::default())
+}
+
+/// [`read_rollout`] with other limits (tests use a small line cap).
+pub fn read_rollout_with(path: &Path, limits: ReadLimits) -> Result<LoadedRollout, StoreError> {
     let file = File::open(path).map_err(StoreError::io("open the transcript", path))?;
     let len = file
         .metadata()
         .map_err(StoreError::io("read the size of", path))?
         .len();
-    if len > TAIL_READ_THRESHOLD {
-        // Read from the end: a compaction near the end makes the rest irrelevant.
-        if let Some(loaded) = read_from_tail(path, &file, len)? {
-            return Ok(loaded);
-        }
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
-    (&file)
-        .read_to_end(&mut bytes)
-        .map_err(StoreError::io("read the transcript", path))?;
-    parse_rollout(path, &bytes)
+    load(path, &FileSource { file: &file, len }, limits)
 }
 
 /// [`read_rollout`] over the whole file already in memory; `path` is only used in messages.
 pub fn parse_rollout(path: &Path, bytes: &[u8]) -> Result<LoadedRollout, StoreError> {
-    let mut warnings = Warnings::new(path, bytes, Prefix::Known(0));
-    let (meta, after_meta) =
-        first_session_meta(bytes, &mut warnings).ok_or_else(|| no_session_meta(path))?;
-    let replay_from = find_last_compaction(bytes, after_meta).unwrap_or(after_meta);
-    let replayed = replay(bytes, replay_from, &mut warnings);
-    let last_turn_context = replayed
-        .last_turn_context()
-        .or_else(|| turn_context_before(bytes, after_meta, replay_from));
+    load(path, bytes, ReadLimits::default())
+}
+
+fn load<S: Source + ?Sized>(
+    path: &Path,
+    source: &S,
+    limits: ReadLimits,
+) -> Result<LoadedRollout, StoreError> {
+    let max_line = limits.max_line_bytes;
+    let read_error = || StoreError::io("read the transcript", path);
+    let mut warnings = Warnings::new(path, source);
+    let (meta, after_meta) = first_session_meta(source, max_line, &mut warnings)?
+        .ok_or_else(|| no_session_meta(path))?;
+    let compaction = rfind_line_of_type(
+        source,
+        after_meta,
+        source.len(),
+        "compacted",
+        max_line,
+        |line| {
+            note_parsed_line();
+            let envelope = Envelope::parse(line).ok()?;
+            (envelope.kind == "compacted")
+                .then(|| serde_json::from_str::<Compacted>(envelope.payload.get()).ok())
+                .flatten()
+        },
+    )
+    .map_err(read_error())?;
+    let (history, replay_from, compaction_start) = match compaction {
+        Some(found) => (
+            history_after_compaction(found.value),
+            found.next,
+            found.start,
+        ),
+        None => (Vec::new(), after_meta, after_meta),
+    };
+    let replayed =
+        replay(source, replay_from, history, max_line, &mut warnings).map_err(read_error())?;
+    let last_turn_context = match replayed.last_turn_context {
+        Some(context) => Some(context),
+        None => turn_context_before(source, after_meta, compaction_start, max_line)
+            .map_err(read_error())?,
+    };
     Ok(finish(
         path,
         meta,
         last_turn_context,
         replayed.history,
         warnings.into_messages(),
-        bytes.len() as u64,
+        source.len(),
     ))
-}
-
-/// The fast path for large files: `session_meta` from the head, then the file read
-/// backwards in growing steps until the bytes read hold the newest compaction and the newest
-/// turn context. Each byte is read at most once; without a compaction this ends as a full
-/// parse. `None` when the head holds no `session_meta` (the caller then reads it all).
-fn read_from_tail(path: &Path, file: &File, len: u64) -> Result<Option<LoadedRollout>, StoreError> {
-    let head = read_range(path, file, 0, HEAD_WINDOW.min(len), &[])?;
-    let head_lines = &head[..memchr::memrchr(b'\n', &head).map_or(0, |i| i + 1)];
-    let mut head_warnings = Warnings::new(path, head_lines, Prefix::Known(0));
-    let Some((meta, after_meta)) = first_session_meta(head_lines, &mut head_warnings) else {
-        return Ok(None);
-    };
-    let file_len = usize::try_from(len).map_err(|_| too_large(path))?;
-    // One buffer for the whole file, filled from the end; untouched pages cost nothing.
-    let mut buffer = vec![0u8; file_len];
-    let mut start = file_len;
-    // Bytes from `searched_to` on were already searched for a compaction line.
-    let mut searched_to = file_len;
-    let mut compaction: Option<usize> = None;
-    let mut step = usize::try_from(TAIL_WINDOW).unwrap_or(usize::MAX);
-    loop {
-        let mut new_start = start.saturating_sub(step);
-        if new_start <= after_meta {
-            new_start = 0;
-        }
-        file.read_exact_at(&mut buffer[new_start..start], new_start as u64)
-            .map_err(StoreError::io("read the transcript", path))?;
-        start = new_start;
-        if start == 0 {
-            return parse_rollout(path, &buffer).map(Some);
-        }
-        // The first line read is probably cut; whole lines start after its newline.
-        let cut = memchr::memchr(b'\n', &buffer[start..]).map_or(file_len, |i| start + i + 1);
-        if compaction.is_none() && cut < searched_to {
-            compaction = find_last_compaction(&buffer[cut..searched_to], 0).map(|at| cut + at);
-            searched_to = cut;
-        }
-        if let Some(at) = compaction {
-            let window = &buffer[cut..];
-            let replay_from = at - cut;
-            let prefix = Prefix::File {
-                file,
-                up_to: cut as u64,
-            };
-            let mut warnings = Warnings::new(path, window, prefix);
-            let replayed = replay(window, replay_from, &mut warnings);
-            let last_turn_context = replayed
-                .last_turn_context()
-                .or_else(|| turn_context_before(window, 0, replay_from));
-            if last_turn_context.is_some() {
-                let mut messages = head_warnings.into_messages();
-                messages.extend(warnings.into_messages());
-                return Ok(Some(finish(
-                    path,
-                    meta,
-                    last_turn_context,
-                    replayed.history,
-                    messages,
-                    len,
-                )));
-            }
-        }
-        step = step.saturating_mul(4);
-    }
-}
-
-fn too_large(path: &Path) -> StoreError {
-    StoreError::NotATranscript {
-        path: path.to_path_buf(),
-        reason: "it is too large to read on this machine".to_owned(),
-    }
-}
-
-/// Reads `len` bytes at `start`, followed by `after` (bytes already read from further on).
-fn read_range(
-    path: &Path,
-    file: &File,
-    start: u64,
-    len: u64,
-    after: &[u8],
-) -> Result<Vec<u8>, StoreError> {
-    let len = usize::try_from(len).unwrap_or(usize::MAX);
-    let mut buffer = Vec::with_capacity(len.saturating_add(after.len()));
-    buffer.resize(len, 0);
-    file.read_exact_at(&mut buffer, start)
-        .map_err(StoreError::io("read the transcript", path))?;
-    buffer.extend_from_slice(after);
-    Ok(buffer)
 }
 
 fn no_session_meta(path: &Path) -> StoreError {
@@ -198,50 +147,54 @@ fn finish(
     }
 }
 
-/// The start of the newest line at or after `floor` that is a real `compacted` line.
-fn find_last_compaction(bytes: &[u8], floor: usize) -> Option<usize> {
-    rfind_line_of_type(bytes, floor, bytes.len(), "compacted", |line| {
-        let envelope = Envelope::parse(line.bytes).ok()?;
-        (envelope.kind == "compacted")
-            .then(|| serde_json::from_str::<Compacted>(envelope.payload.get()).ok())
-            .flatten()
-    })
-    .map(|(line, _)| line.start)
-}
-
-/// The newest turn context in `bytes[floor..end]`.
-fn turn_context_before(bytes: &[u8], floor: usize, end: usize) -> Option<TurnContext> {
-    rfind_line_of_type(bytes, floor, end, "turn_context", |line| {
-        let envelope = Envelope::parse(line.bytes).ok()?;
+/// The newest turn context in `[floor, end)`, found by a byte search.
+fn turn_context_before<S: Source + ?Sized>(
+    source: &S,
+    floor: u64,
+    end: u64,
+    max_line: usize,
+) -> std::io::Result<Option<TurnContext>> {
+    let found = rfind_line_of_type(source, floor, end, "turn_context", max_line, |line| {
+        note_parsed_line();
+        let envelope = Envelope::parse(line).ok()?;
         (envelope.kind == "turn_context")
             .then(|| serde_json::from_str::<TurnContext>(envelope.payload.get()).ok())
             .flatten()
-    })
-    .map(|(_, context)| context)
+    })?;
+    Ok(found.map(|found| found.value))
 }
 
-struct Replayed<'a> {
+struct Replayed {
     history: Vec<ResponseItem>,
-    turn_contexts: Vec<&'a RawValue>,
+    last_turn_context: Option<TurnContext>,
 }
 
-impl Replayed<'_> {
-    fn last_turn_context(&self) -> Option<TurnContext> {
-        self.turn_contexts
-            .iter()
-            .rev()
-            .find_map(|raw| serde_json::from_str::<TurnContext>(raw.get()).ok())
-    }
-}
-
-/// Applies the history rule to the lines from `from` on.
-fn replay<'a>(bytes: &'a [u8], from: usize, warnings: &mut Warnings<'_>) -> Replayed<'a> {
-    let mut history = Vec::new();
-    let mut turn_contexts = Vec::new();
-    for line in lines_from(bytes, from) {
+/// Applies the history rule to the lines from `from` on, starting with `history`.
+fn replay<S: Source + ?Sized>(
+    source: &S,
+    from: u64,
+    mut history: Vec<ResponseItem>,
+    max_line: usize,
+    warnings: &mut Warnings<'_, S>,
+) -> std::io::Result<Replayed> {
+    let mut last_turn_context = None;
+    let mut reader = LineReader::new(source, from, max_line);
+    while let Some(next) = reader.next_line()? {
+        let line = match next {
+            NextLine::Line(line) => line,
+            NextLine::TooLong {
+                number,
+                len,
+                terminated,
+            } => {
+                warnings.too_long(from, number, len, terminated, max_line);
+                continue;
+            }
+        };
         if line.is_blank() {
             continue;
         }
+        note_parsed_line();
         // Most lines are conversation items in the exact shape baton and Codex write: parse
         // the payload in one pass. Anything unusual takes the general path below.
         if let Some(item) = response_item_fast(line.bytes) {
@@ -250,27 +203,31 @@ fn replay<'a>(bytes: &'a [u8], from: usize, warnings: &mut Warnings<'_>) -> Repl
             }
             continue;
         }
-        let Some(envelope) = warnings.envelope(&line) else {
+        let Some(envelope) = warnings.envelope(from, &line) else {
             continue;
         };
         match envelope.kind.as_ref() {
             "response_item" => match ResponseItem::from_json(envelope.payload.get()) {
                 Ok(ResponseItem::Other) => {}
                 Ok(item) => history.push(item),
-                Err(error) => warnings.corrupt_line(&line, &error),
+                Err(error) => warnings.corrupt_line(from, &line, &error),
             },
             "compacted" => match serde_json::from_str::<Compacted>(envelope.payload.get()) {
                 Ok(compacted) => history = history_after_compaction(compacted),
-                Err(error) => warnings.corrupt_line(&line, &error),
+                Err(error) => warnings.corrupt_line(from, &line, &error),
             },
-            "turn_context" => turn_contexts.push(envelope.payload),
+            "turn_context" => {
+                if let Ok(context) = serde_json::from_str::<TurnContext>(envelope.payload.get()) {
+                    last_turn_context = Some(context);
+                }
+            }
             _ => {}
         }
     }
-    Replayed {
+    Ok(Replayed {
         history,
-        turn_contexts,
-    }
+        last_turn_context,
+    })
 }
 
 /// The item of a `{"timestamp":"…","type":"response_item","payload":{…}}` line, parsed without
@@ -289,23 +246,43 @@ fn response_item_fast(line: &[u8]) -> Option<ResponseItem> {
 }
 
 /// The first line of type `session_meta` that parses, and the offset of the line after it.
-fn first_session_meta(bytes: &[u8], warnings: &mut Warnings<'_>) -> Option<(SessionMeta, usize)> {
-    for line in lines_from(bytes, 0) {
+fn first_session_meta<S: Source + ?Sized>(
+    source: &S,
+    max_line: usize,
+    warnings: &mut Warnings<'_, S>,
+) -> Result<Option<(SessionMeta, u64)>, StoreError> {
+    let mut reader = LineReader::new(source, 0, max_line);
+    loop {
+        let next = reader
+            .next_line()
+            .map_err(StoreError::io("read the transcript", warnings.path))?;
+        let line = match next {
+            None => return Ok(None),
+            Some(NextLine::Line(line)) => line,
+            Some(NextLine::TooLong {
+                number,
+                len,
+                terminated,
+            }) => {
+                warnings.too_long(0, number, len, terminated, max_line);
+                continue;
+            }
+        };
         if line.is_blank() {
             continue;
         }
-        let Some(envelope) = warnings.envelope(&line) else {
+        note_parsed_line();
+        let Some(envelope) = warnings.envelope(0, &line) else {
             continue;
         };
         if envelope.kind != "session_meta" {
             continue;
         }
         match serde_json::from_str::<SessionMeta>(envelope.payload.get()) {
-            Ok(meta) => return Some((meta, line.next)),
-            Err(error) => warnings.corrupt_line(&line, &error),
+            Ok(meta) => return Ok(Some((meta, reader.offset()))),
+            Err(error) => warnings.corrupt_line(0, &line, &error),
         }
     }
-    None
 }
 
 /// What a compaction leaves: its replacement history, or (older Codex files that only have
@@ -356,87 +333,238 @@ pub(crate) fn pair_interrupted_calls(history: &mut Vec<ResponseItem>) {
     }
 }
 
-/// How many lines precede the bytes being read: known, or counted from the file on the
-/// first warning (only windows read from the end need that, and only when a line is bad).
-enum Prefix<'a> {
-    Known(usize),
-    File { file: &'a File, up_to: u64 },
-}
-
-impl Prefix<'_> {
-    fn lines(&mut self) -> usize {
-        if let Prefix::File { file, up_to } = *self {
-            *self = Prefix::Known(count_newlines(file, up_to));
-        }
-        match self {
-            Prefix::Known(lines) => *lines,
-            Prefix::File { .. } => 0,
-        }
-    }
-}
-
-fn count_newlines(file: &File, up_to: u64) -> usize {
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    let mut newlines = 0;
-    while offset < up_to {
-        let want =
-            usize::try_from(up_to - offset).map_or(buffer.len(), |left| left.min(buffer.len()));
-        match file.read_at(&mut buffer[..want], offset) {
-            Ok(0) | Err(_) => break,
-            Ok(read) => {
-                newlines += memchr::memchr_iter(b'\n', &buffer[..read]).count();
-                offset += read as u64;
-            }
-        }
-    }
-    newlines
-}
-
 /// Collects "line N is corrupt" messages, logging each.
-struct Warnings<'a> {
+struct Warnings<'a, S: Source + ?Sized> {
     path: &'a Path,
-    prefix: Prefix<'a>,
-    line_numbers: LineNumbers<'a>,
+    source: &'a S,
+    /// The offset a reader started at and how many lines precede it, once counted.
+    lines_before: Option<(u64, u64)>,
     messages: Vec<String>,
 }
 
-impl<'a> Warnings<'a> {
-    fn new(path: &'a Path, bytes: &'a [u8], prefix: Prefix<'a>) -> Self {
+impl<'a, S: Source + ?Sized> Warnings<'a, S> {
+    fn new(path: &'a Path, source: &'a S) -> Self {
         Self {
             path,
-            prefix,
-            line_numbers: LineNumbers::new(bytes),
+            source,
+            lines_before: None,
             messages: Vec::new(),
         }
     }
 
     /// The envelope of `line`, or a warning that it is corrupt.
-    fn envelope<'l>(&mut self, line: &Line<'l>) -> Option<Envelope<'l>> {
+    fn envelope<'l>(&mut self, from: u64, line: &StreamLine<'l>) -> Option<Envelope<'l>> {
         match Envelope::parse(line.bytes) {
             Ok(envelope) => Some(envelope),
             Err(error) => {
-                self.corrupt_line(line, &error);
+                self.corrupt_line(from, line, &error);
                 None
             }
         }
     }
 
-    fn corrupt_line(&mut self, line: &Line<'_>, error: &serde_json::Error) {
+    fn corrupt_line(&mut self, from: u64, line: &StreamLine<'_>, error: &serde_json::Error) {
         // A crash mid-write leaves an unterminated last line: expected, not worth a warning.
-        if !line.terminated {
-            return;
+        if line.terminated {
+            self.warn(
+                from,
+                line.number,
+                &format!("skipped a corrupt line ({error})"),
+            );
         }
-        let number = self.prefix.lines() + self.line_numbers.at(line.start);
-        let message = format!(
-            "{} line {number}: skipped a corrupt line ({error})",
-            self.path.display()
-        );
+    }
+
+    fn too_long(&mut self, from: u64, number: u64, len: u64, terminated: bool, max_line: usize) {
+        if terminated {
+            self.warn(
+                from,
+                number,
+                &format!(
+                    "skipped a line of {len} bytes, over the {max_line}-byte limit for one line"
+                ),
+            );
+        }
+    }
+
+    /// `number` counts from the line at offset `from`; the message gives the file's own.
+    fn warn(&mut self, from: u64, number: u64, what: &str) {
+        let before = match self.lines_before {
+            Some((offset, lines)) if offset == from => lines,
+            _ => {
+                let lines = lines_before(self.source, from);
+                self.lines_before = Some((from, lines));
+                lines
+            }
+        };
+        let message = format!("{} line {}: {what}", self.path.display(), before + number);
         tracing::warn!("{message}");
         self.messages.push(message);
     }
 
     fn into_messages(self) -> Vec<String> {
         self.messages
+    }
+}
+
+/// Counts the lines handed to a JSON parser, so tests can tell which lines were read.
+#[cfg(test)]
+fn note_parsed_line() {
+    tests::PARSED_LINES.with(|count| count.set(count.get() + 1));
+}
+
+#[cfg(not(test))]
+fn note_parsed_line() {}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    thread_local! {
+        pub(super) static PARSED_LINES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn line(kind: &str, payload: serde_json::Value) -> String {
+        serde_json::json!({"timestamp": "2026-01-02T03:04:05.678Z", "type": kind, "payload": payload})
+            .to_string()
+            + "\n"
+    }
+
+    fn user(text: &str) -> String {
+        line(
+            "response_item",
+            serde_json::to_value(ResponseItem::user_message(text)).expect("item"),
+        )
+    }
+
+    fn meta() -> String {
+        line(
+            "session_meta",
+            serde_json::json!({
+                "id": baton_protocol::ThreadId::new(),
+                "timestamp": "2026-01-02T03:04:05.678Z",
+                "cwd": "/p",
+                "originator": "baton",
+                "cli_version": "0",
+            }),
+        )
+    }
+
+    fn turn_context(model: &str) -> String {
+        line(
+            "turn_context",
+            serde_json::json!({"cwd": "/p", "approval_policy": "never",
+                "sandbox_policy": {"type": "read-only"}, "model": model, "summary": "auto"}),
+        )
+    }
+
+    fn compacted() -> String {
+        line(
+            "compacted",
+            serde_json::json!({"message": "s", "replacement_history": [ResponseItem::user_message("summary")]}),
+        )
+    }
+
+    /// Loads `contents` and counts the lines given to a JSON parser.
+    fn load_counting(contents: &str) -> (LoadedRollout, usize) {
+        PARSED_LINES.with(|count| count.set(0));
+        let loaded = parse_rollout(Path::new("r.jsonl"), contents.as_bytes()).expect("loads");
+        (loaded, PARSED_LINES.with(Cell::get))
+    }
+
+    #[test]
+    fn a_compacted_transcript_without_turn_context_parses_only_what_follows_the_compaction() {
+        let mut contents = meta() + "{corrupt, and never looked at\n";
+        for i in 0..500 {
+            contents += &user(&format!("before {i}"));
+        }
+        contents += &compacted();
+        contents += &user("after");
+        let (loaded, parsed) = load_counting(&contents);
+        assert!(loaded.last_turn_context.is_none());
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(
+            loaded.history,
+            [
+                ResponseItem::user_message("summary"),
+                ResponseItem::user_message("after")
+            ]
+        );
+        // session_meta, the compaction, and the one line after it.
+        assert_eq!(parsed, 3);
+    }
+
+    #[test]
+    fn the_turn_context_before_a_compaction_is_found_without_parsing_the_lines_between() {
+        let mut contents = meta() + &turn_context("older") + &turn_context("newest");
+        for i in 0..500 {
+            contents += &user(&format!("before {i}"));
+        }
+        contents += "{corrupt, and never looked at\n";
+        contents += &compacted();
+        contents += &user("after");
+        let (loaded, parsed) = load_counting(&contents);
+        let context = loaded.last_turn_context.expect("found");
+        assert_eq!(context.model, "newest");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        // session_meta, the compaction, the line after it, and the newest turn context.
+        assert_eq!(parsed, 4);
+    }
+
+    /// One line of a transcript, or something a crash, a bug or an attacker could leave.
+    fn any_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-z ]{0,40}".prop_map(|text| user(&text)),
+            1 => "[a-z]{0,300}".prop_map(|text| user(&text)),
+            1 => Just(compacted()),
+            1 => "[a-z]{0,8}".prop_map(|model| turn_context(&model)),
+            1 => Just(meta()),
+            1 => Just("\n".to_owned()),
+            1 => Just("{corrupt\n".to_owned()),
+            1 => "[a-z]{0,20}".prop_map(|text| user(&text).replace('\n', "\r\n")),
+            1 => proptest::collection::vec(any::<u8>(), 0..40)
+                .prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+        ]
+    }
+
+    fn load_with(bytes: &[u8], max_line: usize, block: usize) -> Result<LoadedRollout, String> {
+        crate::lines::set_block_bytes_for_test(block);
+        let loaded = load(
+            Path::new("fuzz.jsonl"),
+            bytes,
+            ReadLimits {
+                max_line_bytes: max_line,
+            },
+        )
+        .map_err(|error| error.to_string());
+        crate::lines::set_block_bytes_for_test(crate::lines::BLOCK_BYTES);
+        loaded
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Never panics, and reads the same whatever the block seams: small blocks put a seam
+        /// inside every line, every marker and every search.
+        #[test]
+        fn a_transcript_reads_the_same_whatever_the_block_size(
+            lines in proptest::collection::vec(any_line(), 0..40),
+            torn in 0usize..30,
+            max_line in prop_oneof![Just(MAX_LINE_BYTES), 150usize..400],
+            block in 1usize..64,
+        ) {
+            let mut bytes = (meta() + &lines.concat()).into_bytes();
+            bytes.truncate(bytes.len().saturating_sub(torn));
+            let bytes = &bytes[..];
+            let whole = load_with(bytes, max_line, crate::lines::BLOCK_BYTES);
+            let seamed = load_with(bytes, max_line, block);
+            prop_assert_eq!(&whole, &seamed);
+            if let Ok(loaded) = whole {
+                prop_assert!(loaded.history.len() <= 2 * (lines.len() + 1));
+            }
+        }
     }
 }

@@ -7,7 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::StoreError;
-use crate::lines::{Envelope, lines_from, parse_time, raw_time};
+use crate::lines::{
+    Envelope, FileSource, LineReader, MAX_LINE_BYTES, NextLine, Source, parse_time, raw_time,
+};
+use crate::reader::ReadLimits;
 
 /// Which tool started a thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,11 +87,26 @@ pub fn push_search_text(search_text: &mut String, text: &str) {
     search_text.push_str(&text[..cut]);
 }
 
-/// Summarises one transcript by reading all of it (used by reindex).
+/// Summarises one transcript by reading all of it (used by reindex), line by line: lines over
+/// [`MAX_LINE_BYTES`] are passed over unread.
 pub fn summarize_rollout(path: &Path) -> Result<ThreadSummary, StoreError> {
-    let bytes = std::fs::read(path).map_err(StoreError::io("read the transcript", path))?;
+    summarize_rollout_with(path, ReadLimits::default())
+}
+
+/// [`summarize_rollout`] with other limits (tests use a small line cap).
+pub fn summarize_rollout_with(
+    path: &Path,
+    limits: ReadLimits,
+) -> Result<ThreadSummary, StoreError> {
+    let file = File::open(path).map_err(StoreError::io("open the transcript", path))?;
+    let len = file
+        .metadata()
+        .map_err(StoreError::io("read the size of", path))?
+        .len();
     let mut builder = SummaryBuilder::default();
-    builder.feed(&bytes, 0);
+    builder
+        .feed(&FileSource { file: &file, len }, 0, limits.max_line_bytes)
+        .map_err(StoreError::io("read the transcript", path))?;
     builder.finish(path, file_mtime(path))
 }
 
@@ -118,9 +136,14 @@ pub(crate) fn summarize_rollout_quick(path: &Path) -> Result<ThreadSummary, Stor
     let mut builder = SummaryBuilder::default();
     // Only whole lines: the head's last line and the tail's first line are cut.
     let head_end = memchr::memrchr(b'\n', &head).map_or(0, |i| i + 1);
-    builder.feed(&head[..head_end], 0);
     let tail_start = memchr::memchr(b'\n', &tail).map_or(tail.len(), |i| i + 1);
-    builder.feed(&tail, tail_start);
+    let read_error = || StoreError::io("read the transcript", path);
+    builder
+        .feed(&head[..head_end], 0, MAX_LINE_BYTES)
+        .map_err(read_error())?;
+    builder
+        .feed(&tail[..], tail_start as u64, MAX_LINE_BYTES)
+        .map_err(read_error())?;
     builder.finish(path, file_mtime(path))
 }
 
@@ -161,40 +184,48 @@ struct TurnContextPeek {
 }
 
 impl SummaryBuilder {
-    fn feed(&mut self, bytes: &[u8], from: usize) {
-        let mut last_envelope_time = None;
-        for line in lines_from(bytes, from) {
-            if line.is_blank() {
-                continue;
-            }
-            // Corrupt lines are simply not counted: a summary is best effort.
-            let Ok(envelope) = Envelope::parse(line.bytes) else {
-                continue;
-            };
-            if envelope.timestamp.is_some() {
-                last_envelope_time = envelope.timestamp;
-            }
-            let payload = envelope.payload.get();
-            match envelope.kind.as_ref() {
-                "session_meta" if self.meta.is_none() => {
-                    self.meta = serde_json::from_str(payload).ok();
-                }
-                "turn_context" => {
-                    if let Ok(context) = serde_json::from_str::<TurnContextPeek>(payload) {
-                        self.turn_cwd = context.cwd.or(self.turn_cwd.take());
-                        self.turn_model = context
-                            .model
-                            .filter(|model| !model.is_empty())
-                            .or(self.turn_model.take());
-                    }
-                }
-                "event_msg" => self.feed_event(payload),
-                "response_item" => self.feed_item(payload),
-                _ => {}
+    fn feed<S: Source + ?Sized>(
+        &mut self,
+        source: &S,
+        from: u64,
+        max_line: usize,
+    ) -> std::io::Result<()> {
+        let mut reader = LineReader::new(source, from, max_line);
+        while let Some(next) = reader.next_line()? {
+            // Over-long and corrupt lines are simply not counted: a summary is best effort.
+            if let NextLine::Line(line) = next
+                && !line.is_blank()
+            {
+                self.feed_line(line.bytes);
             }
         }
-        if let Some(time) = last_envelope_time.and_then(raw_time) {
+        Ok(())
+    }
+
+    fn feed_line(&mut self, line: &[u8]) {
+        let Ok(envelope) = Envelope::parse(line) else {
+            return;
+        };
+        if let Some(time) = envelope.timestamp.and_then(raw_time) {
             self.last_time = Some(time);
+        }
+        let payload = envelope.payload.get();
+        match envelope.kind.as_ref() {
+            "session_meta" if self.meta.is_none() => {
+                self.meta = serde_json::from_str(payload).ok();
+            }
+            "turn_context" => {
+                if let Ok(context) = serde_json::from_str::<TurnContextPeek>(payload) {
+                    self.turn_cwd = context.cwd.or(self.turn_cwd.take());
+                    self.turn_model = context
+                        .model
+                        .filter(|model| !model.is_empty())
+                        .or(self.turn_model.take());
+                }
+            }
+            "event_msg" => self.feed_event(payload),
+            "response_item" => self.feed_item(payload),
+            _ => {}
         }
     }
 

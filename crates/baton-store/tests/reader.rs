@@ -1,7 +1,10 @@
 mod common;
 
 use baton_protocol::{ContentItem, ResponseItem, ThreadId};
-use baton_store::{ABORTED_CALL_OUTPUT, StoreError, read_rollout, summarize_rollout};
+use baton_store::{
+    ABORTED_CALL_OUTPUT, ReadLimits, StoreError, read_rollout, read_rollout_with,
+    summarize_rollout, summarize_rollout_with,
+};
 use common::{assistant_item, line, meta_line, user_item, write_file};
 use serde_json::json;
 
@@ -394,4 +397,83 @@ fn exact_and_unusual_line_shapes_give_the_same_items() {
         ["user:one", "assistant:two", "user:three"]
     );
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+}
+
+/// A line cap small enough for tests; the default is 64 MiB.
+const SMALL_CAP: ReadLimits = ReadLimits {
+    max_line_bytes: 2 << 20,
+};
+
+#[test]
+fn a_line_over_the_cap_is_skipped_with_a_warning_and_the_rest_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Valid JSON, so only the cap keeps it out; it spans several read blocks.
+    let huge = user_item(&"h".repeat(3 << 20));
+    // Under the cap but over one read block, and not starting at a block boundary.
+    let large_text = "l".repeat(1_500_000);
+    let contents = meta_line(ThreadId::new(), "/p")
+        + &user_item("one")
+        + &huge
+        + &assistant_item(&large_text)
+        + &user_item("two");
+    let path = write_file(&dir.path().join("r.jsonl"), contents.as_bytes());
+
+    let loaded = read_rollout_with(&path, SMALL_CAP).expect("read");
+    assert_eq!(
+        texts(&loaded.history),
+        [
+            "user:one".to_owned(),
+            format!("assistant:{large_text}"),
+            "user:two".to_owned()
+        ]
+    );
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    let warning = &loaded.warnings[0];
+    assert!(warning.contains("line 3"), "{warning}");
+    assert!(warning.contains("over the 2097152-byte limit"), "{warning}");
+
+    // The summary skips it the same way: the first prompt is the one before it, and the
+    // huge prompt is not counted as a turn.
+    let summary = summarize_rollout_with(&path, SMALL_CAP).expect("summary");
+    assert_eq!(summary.turns, 2);
+    assert!(!summary.search_text.contains("hhhh"));
+
+    // Without the small cap the same file loads whole.
+    assert_eq!(read_rollout(&path).expect("read").history.len(), 4);
+}
+
+#[test]
+fn a_torn_last_line_over_the_cap_is_ignored_silently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut contents = meta_line(ThreadId::new(), "/p") + &user_item("one");
+    let torn = user_item(&"t".repeat(3 << 20));
+    contents.push_str(&torn[..torn.len() - 10]);
+    let path = write_file(&dir.path().join("r.jsonl"), contents.as_bytes());
+    let loaded = read_rollout_with(&path, SMALL_CAP).expect("read");
+    assert_eq!(texts(&loaded.history), ["user:one"]);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(loaded.file_len, contents.len() as u64);
+}
+
+#[test]
+fn an_over_cap_compaction_is_passed_over_like_a_corrupt_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big_compaction = line(
+        "compacted",
+        json!({"message": "x".repeat(3 << 20), "replacement_history": []}),
+    );
+    let contents =
+        meta_line(ThreadId::new(), "/p") + &user_item("one") + &big_compaction + &user_item("two");
+    let path = write_file(&dir.path().join("r.jsonl"), contents.as_bytes());
+    let loaded = read_rollout_with(&path, SMALL_CAP).expect("read");
+    assert_eq!(texts(&loaded.history), ["user:one", "user:two"]);
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0].contains("line 3"),
+        "{:?}",
+        loaded.warnings
+    );
+    // With room for it, the compaction replaces what came before.
+    let loaded = read_rollout(&path).expect("read");
+    assert_eq!(texts(&loaded.history), ["user:two"]);
 }
