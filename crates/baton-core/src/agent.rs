@@ -40,10 +40,9 @@ const TOOL_SPECS_BYTES: u64 = 2_000;
 /// A model that keeps calling tools forever is stopped after this many requests in one turn.
 const MAX_MODEL_REQUESTS_PER_TURN: usize = 256;
 
-const DEFAULT_BASE_INSTRUCTIONS: &str = "You are baton, a coding agent. You work in the user's \
-project through two tools: `shell` runs commands, `apply_patch` edits files. Inspect before you \
-change, keep changes small and focused, run the project's checks when you can, and finish with a \
-short answer that says what you did and what remains.";
+/// baton's own base instructions: how to work in a repository, how to use each tool, what the
+/// final message says. `base_instructions` (config or the `baton` tool) replaces them.
+const DEFAULT_BASE_INSTRUCTIONS: &str = include_str!("base_instructions.md");
 
 /// The settings a thread's turns run with; recorded in each `turn_context` line.
 #[derive(Debug, Clone)]
@@ -201,6 +200,7 @@ impl Turn<'_> {
                 input: self.thread.history.clone(),
                 tools: tools.clone(),
                 reasoning_effort: self.thread.settings.effort.clone(),
+                prompt_cache_key: Some(self.thread.id.to_string()),
             };
             let response = tokio::select! {
                 biased;
@@ -485,6 +485,7 @@ impl Turn<'_> {
             input: compact::summarization_input(&self.thread.history, summary_budget),
             tools: Vec::new(),
             reasoning_effort: self.thread.settings.effort.clone(),
+            prompt_cache_key: Some(self.thread.id.to_string()),
         };
         let response = tokio::select! {
             biased;
@@ -576,6 +577,27 @@ impl Turn<'_> {
     async fn progress(&self, message: &str) {
         if let Some(sink) = &self.hooks.progress {
             sink.progress(message.to_owned()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_instructions_stay_under_4_kib_and_cover_each_tool() {
+        assert!(
+            DEFAULT_BASE_INSTRUCTIONS.len() < 4096,
+            "{} bytes",
+            DEFAULT_BASE_INSTRUCTIONS.len()
+        );
+        for tool in tools::tool_specs() {
+            assert!(
+                DEFAULT_BASE_INSTRUCTIONS.contains(&format!("- {}:", tool.name)),
+                "the base instructions do not explain `{}`",
+                tool.name
+            );
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct ModelRequest {
     pub input: Vec<ResponseItem>,
     pub tools: Vec<ToolSpec>,
     pub reasoning_effort: Option<String>,
+    /// Sent as `prompt_cache_key` on the Responses wire (baton uses the thread id), so every
+    /// request of a conversation, also after a restart, lands on the provider's cached prefix.
+    /// The Chat wire has no such field and sends nothing.
+    pub prompt_cache_key: Option<String>,
 }
 
 /// Token counts a server reported for one response.

@@ -31,10 +31,14 @@ pub(crate) fn request_body(request: &ModelRequest) -> Value {
         "input": input,
         "tools": tools,
         "tool_choice": "auto",
-        "parallel_tool_calls": false,
+        // The agent loop runs several calls of one response (read-only ones concurrently).
+        "parallel_tool_calls": true,
         "stream": true,
         "store": false,
     });
+    if let Some(key) = &request.prompt_cache_key {
+        body["prompt_cache_key"] = json!(key);
+    }
     if let Some(effort) = &request.reasoning_effort {
         body["reasoning"] = json!({ "effort": effort });
         // With `store: false` the reasoning can only be carried to the next request

@@ -44,6 +44,7 @@ fn request(input: Vec<ResponseItem>) -> ModelRequest {
             parameters: json!({"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}}}, "required": ["command"]}),
         }],
         reasoning_effort: None,
+        prompt_cache_key: Some("019c7616-b3e9-7782-9ea8-b53e6bb09329".into()),
     }
 }
 
@@ -193,7 +194,11 @@ async fn request_carries_instructions_history_and_tools_on_both_wires() {
                         "parameters": parameters, "strict": false})
                 );
                 assert_eq!(sent.body["tool_choice"], json!("auto"));
-                assert_eq!(sent.body["parallel_tool_calls"], json!(false));
+                assert_eq!(sent.body["parallel_tool_calls"], json!(true));
+                assert_eq!(
+                    sent.body["prompt_cache_key"],
+                    json!("019c7616-b3e9-7782-9ea8-b53e6bb09329")
+                );
                 assert_eq!(sent.body["store"], json!(false));
                 assert_eq!(
                     sent.body["input"][2],
@@ -214,6 +219,18 @@ async fn request_carries_instructions_history_and_tools_on_both_wires() {
                         "description": "Runs a command.", "parameters": parameters}})
                 );
                 assert_eq!(sent.body["stream_options"], json!({"include_usage": true}));
+                // A strict OpenAI-compatible server rejects fields it does not know.
+                let keys: Vec<&str> = sent
+                    .body
+                    .as_object()
+                    .expect("object")
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                assert_eq!(
+                    keys,
+                    ["messages", "model", "stream", "stream_options", "tools"]
+                );
                 let messages = sent.body["messages"].as_array().expect("messages");
                 assert_eq!(
                     messages[0],
