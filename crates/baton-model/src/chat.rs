@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use baton_protocol::ResponseItem;
 use serde_json::{Value, json};
 
-use crate::client::{StreamCollector, StreamFailure, StreamStep};
 use crate::history::{Entry, entries};
 use crate::sse::SseEvent;
+use crate::stream::{StreamCollector, StreamFailure, StreamStep};
 use crate::{ModelRequest, ModelResponse, TokenUsage};
 
 pub(crate) const PATH: &str = "chat/completions";

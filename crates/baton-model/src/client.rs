@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::chat::{self, ChatCollector};
 use crate::responses::{self, ResponsesCollector};
 use crate::sse::{SseEvent, SseParser};
+use crate::stream::{StreamCollector, StreamFailure, StreamStep, code_and_message, shorten};
 use crate::{ModelClient, ModelError, ModelRequest, ModelResponse};
 
 /// Only for establishing the TCP/TLS connection; the response itself is guarded by the
@@ -361,68 +362,6 @@ impl ModelClient for HttpModelClient {
     }
 }
 
-/// What the wire-specific stream readers do with each SSE event.
-pub(crate) trait StreamCollector {
-    fn on_event(&mut self, event: &SseEvent) -> Result<StreamStep, StreamFailure>;
-    fn finish(self) -> ModelResponse;
-    /// Whether what arrived so far is a whole answer even though the stream ended without
-    /// its completion marker.
-    fn complete_at_end_of_stream(&self) -> bool;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StreamStep {
-    Continue,
-    Complete,
-}
-
-#[derive(Debug)]
-pub(crate) enum StreamFailure {
-    /// The server said in the stream that the response failed.
-    Failed {
-        code: Option<String>,
-        message: String,
-        retryable: bool,
-    },
-    Unreadable(String),
-}
-
-impl StreamFailure {
-    pub(crate) fn unreadable(data: &str, error: &serde_json::Error) -> Self {
-        StreamFailure::Unreadable(format!("{error} in event data `{}`", shorten(data, 200)))
-    }
-
-    /// From an OpenAI-style `{code, message}` object (or a bare string).
-    pub(crate) fn from_error_object(error: &Value) -> Self {
-        let (code, message) = code_and_message(error);
-        let retryable = matches!(
-            code.as_deref(),
-            Some("server_error" | "rate_limit_exceeded" | "server_is_overloaded" | "slow_down")
-        );
-        StreamFailure::Failed {
-            code,
-            message,
-            retryable,
-        }
-    }
-}
-
-fn code_and_message(error: &Value) -> (Option<String>, String) {
-    let code = match error.get("code") {
-        Some(Value::String(code)) => Some(code.clone()),
-        Some(Value::Number(code)) => Some(code.to_string()),
-        _ => None,
-    };
-    let message = match error {
-        Value::String(message) => message.clone(),
-        _ => ["message", "detail"]
-            .iter()
-            .find_map(|key| error.get(key).and_then(Value::as_str))
-            .map_or_else(|| error.to_string(), str::to_owned),
-    };
-    (code, message)
-}
-
 struct AttemptFailure {
     /// Boxed: `ModelError` is large, and this travels up through every stream event.
     error: Box<ModelError>,
@@ -544,15 +483,6 @@ fn describe(duration: Duration) -> String {
         format!("{} s", duration.as_secs())
     } else {
         format!("{} ms", duration.as_millis())
-    }
-}
-
-/// On one line and at most `max_chars` characters.
-fn shorten(text: &str, max_chars: usize) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match line.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", &line[..cut]),
-        None => line,
     }
 }
 

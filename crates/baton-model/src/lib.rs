@@ -15,6 +15,7 @@ mod error;
 mod history;
 mod responses;
 mod sse;
+mod stream;
 
 pub use baton_protocol::{ModelProviderInfo, ResponseItem, WireApi};
 pub use client::HttpModelClient;

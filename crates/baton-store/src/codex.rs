@@ -3,11 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use baton_protocol::ThreadId;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 
 use crate::find::{NameSuffix, all_transcripts, find_by_scan, find_in_day_folders};
 use crate::fsutil::{canonical_or_same, is_file_inside};
-use crate::store::summarize_in_parallel;
+use crate::index::rollout_path_of;
+use crate::parallel::summarize_in_parallel;
 use crate::{StoreError, ThreadOrigin, ThreadSummary};
 
 /// Finds the transcript of Codex thread `id` under `codex_home`: through Codex's own index
@@ -86,15 +87,7 @@ fn codex_state_databases(codex_home: &Path) -> Vec<PathBuf> {
 }
 
 fn lookup_in_codex_state(database: &Path, id: ThreadId) -> rusqlite::Result<Option<PathBuf>> {
-    let connection = open_codex_state(database)?;
-    connection
-        .query_row(
-            "SELECT rollout_path FROM threads WHERE id = ?1",
-            [id.to_string()],
-            |row| row.get::<_, String>(0),
-        )
-        .optional()
-        .map(|path| path.map(PathBuf::from))
+    rollout_path_of(&open_codex_state(database)?, id)
 }
 
 /// Opens Codex's index read-only without leaving anything behind in Codex's home.

@@ -12,10 +12,9 @@ use baton_protocol::ThreadId;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
+use crate::api::{ListPage, ListQuery, TurnRecord};
 use crate::summary::clip;
-use crate::{
-    ListPage, ListQuery, StoreError, ThreadOrigin, ThreadSummary, TurnRecord, push_search_text,
-};
+use crate::{StoreError, ThreadOrigin, ThreadSummary, push_search_text};
 
 /// Bumped whenever the table layout changes; an index with another version is rebuilt.
 const SCHEMA_VERSION: i64 = 2;
@@ -151,16 +150,7 @@ impl Index {
     }
 
     pub fn lookup(&self, id: ThreadId) -> Result<Option<PathBuf>, StoreError> {
-        self.with(|connection| {
-            connection
-                .query_row(
-                    "SELECT rollout_path FROM threads WHERE id = ?1",
-                    [id.to_string()],
-                    |row| row.get::<_, String>(0),
-                )
-                .optional()
-                .map(|path| path.map(PathBuf::from))
-        })
+        self.with(|connection| rollout_path_of(connection, id))
     }
 
     pub fn upsert(&self, summary: &ThreadSummary) -> Result<(), StoreError> {
@@ -200,6 +190,22 @@ impl Index {
     pub fn list(&self, query: &ListQuery, after: Option<&Cursor>) -> Result<ListPage, StoreError> {
         self.with(|connection| list(connection, query, after))
     }
+}
+
+/// The transcript path recorded for `id`. Codex's `state_*.sqlite` has the same `threads`
+/// table, so its lookup uses this too.
+pub(crate) fn rollout_path_of(
+    connection: &Connection,
+    id: ThreadId,
+) -> rusqlite::Result<Option<PathBuf>> {
+    connection
+        .query_row(
+            "SELECT rollout_path FROM threads WHERE id = ?1",
+            [id.to_string()],
+            |row| row.get::<_, String>(0),
+        )
+        .optional()
+        .map(|path| path.map(PathBuf::from))
 }
 
 /// The index only holds what the transcripts hold, but those are private too.

@@ -9,6 +9,7 @@
 //! [`find_codex_rollout`] also read Codex's transcripts. All IO is blocking; async callers
 //! use `spawn_blocking`.
 
+mod api;
 mod codex;
 mod error;
 mod find;
@@ -16,11 +17,13 @@ mod fsutil;
 mod index;
 mod lines;
 mod lock;
+mod parallel;
 mod reader;
 mod store;
 mod summary;
 mod writer;
 
+pub use api::{ListPage, ListQuery, TurnRecord};
 pub use codex::{find_codex_rollout, list_codex_sessions};
 pub use error::StoreError;
 pub use lines::MAX_LINE_BYTES;
@@ -28,7 +31,7 @@ pub use lock::ThreadLock;
 pub use reader::{
     ABORTED_CALL_OUTPUT, LoadedRollout, ReadLimits, parse_rollout, read_rollout, read_rollout_with,
 };
-pub use store::{ListPage, ListQuery, Located, LookupMethod, ReindexReport, Store, TurnRecord};
+pub use store::{Located, LookupMethod, ReindexReport, Store};
 pub use summary::{
     SEARCH_TEXT_LIMIT, SUMMARY_TEXT_LIMIT, ThreadOrigin, ThreadSummary, is_context_message,
     push_search_text, summarize_rollout, summarize_rollout_with,

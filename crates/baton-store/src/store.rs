@@ -1,16 +1,17 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use baton_protocol::{RolloutItem, SessionMeta, ThreadId};
 use chrono::{DateTime, Local, Utc};
 
+use crate::api::{ListPage, ListQuery, TurnRecord};
 use crate::find::{
     NameSuffix, all_transcripts, day_folder, find_by_scan, find_in_day_folders, thread_id_of_file,
 };
 use crate::fsutil::{canonical_or_same, create_private_dir_all, is_file_inside, sync_dir};
 use crate::index::{Cursor, Index, in_memory_with};
 use crate::lines::parse_time;
+use crate::parallel::summarize_in_parallel;
 use crate::summary::summarize_rollout_quick;
 use crate::writer::write_whole_transcript;
 use crate::{
@@ -43,55 +44,6 @@ pub enum LookupMethod {
     DayFolder,
     /// Found by walking every day folder.
     FullScan,
-}
-
-/// What to list: newest update first, optionally filtered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListQuery {
-    /// Only threads whose cwd is exactly this folder.
-    pub cwd: Option<PathBuf>,
-    /// Case-insensitive (ASCII) substring of any prompt or answer.
-    pub text: Option<String>,
-    /// Only threads updated at or after this time.
-    pub updated_after: Option<DateTime<Utc>>,
-    /// Only threads updated before this time.
-    pub updated_before: Option<DateTime<Utc>>,
-    /// Threads per page; 0 means [`ListQuery::DEFAULT_LIMIT`].
-    pub limit: usize,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-impl ListQuery {
-    pub const DEFAULT_LIMIT: usize = 50;
-
-    pub(crate) fn effective_limit(&self) -> usize {
-        if self.limit == 0 {
-            Self::DEFAULT_LIMIT
-        } else {
-            self.limit
-        }
-    }
-}
-
-impl Default for ListQuery {
-    fn default() -> Self {
-        Self {
-            cwd: None,
-            text: None,
-            updated_after: None,
-            updated_before: None,
-            limit: Self::DEFAULT_LIMIT,
-            cursor: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ListPage {
-    pub threads: Vec<ThreadSummary>,
-    /// Pass as `cursor` to get the next page; `None` on the last page.
-    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,22 +342,6 @@ impl Store {
     }
 }
 
-/// What a turn added to a thread, for [`Store::record_turn`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct TurnRecord {
-    pub id: ThreadId,
-    pub path: PathBuf,
-    pub cwd: PathBuf,
-    pub created_at: DateTime<Utc>,
-    /// The model the turn used; `None` keeps the recorded one.
-    pub model: Option<String>,
-    pub source: ThreadOrigin,
-    /// The prompt that started the turn; `None` when the turn had none (it adds no turn).
-    pub user_message: Option<String>,
-    /// The turn's final answer; `None` (failed or cancelled turn) keeps the previous one.
-    pub agent_message: Option<String>,
-}
-
 /// Where [`Store::new_transcript_place`] puts a new transcript.
 struct NewTranscript {
     folder: PathBuf,
@@ -420,43 +356,4 @@ fn temp_name_for(path: &Path) -> PathBuf {
     name.push(path.file_name().unwrap_or_default());
     name.push(".tmp");
     path.with_file_name(name)
-}
-
-pub(crate) fn summarize_in_parallel(files: &[PathBuf]) -> Vec<Result<ThreadSummary, String>> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8)
-        .min(files.len().max(1));
-    let next = AtomicUsize::new(0);
-    let mut results: Vec<Result<ThreadSummary, String>> = files
-        .iter()
-        .map(|_| Err("reading it failed unexpectedly".to_owned()))
-        .collect();
-    let finished: Vec<(usize, Result<ThreadSummary, String>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = files.get(index) else {
-                            break;
-                        };
-                        done.push((index, summarize_rollout(path).map_err(|e| e.to_string())));
-                    }
-                    done
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| handle.join().unwrap_or_default())
-            .collect()
-    });
-    for (index, result) in finished {
-        if let Some(slot) = results.get_mut(index) {
-            *slot = result;
-        }
-    }
-    results
 }
