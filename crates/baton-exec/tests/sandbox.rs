@@ -732,10 +732,11 @@ async fn assert_all_gone(marker: &str, context: &str) {
 }
 
 /// A script that starts a process outside its process group (`setsid -f`), waits until that
-/// process runs, then does `then`.
+/// process runs, then does `then`. `sleep` is not the escaped shell's last command, so the
+/// shell (whose command line carries the marker) waits for it rather than exec'ing it.
 fn escaping_script(marker: &str, then: &str) -> String {
     format!(
-        "setsid -f sh -c 'touch escaped-ready; sleep 1000 # {marker}' </dev/null >/dev/null 2>&1; \
+        "setsid -f sh -c 'touch escaped-ready; sleep 1000; exit # {marker}' </dev/null >/dev/null 2>&1; \
          while [ ! -e escaped-ready ]; do sleep 0.01; done; echo started; {then}"
     )
 }
