@@ -69,7 +69,10 @@ impl PidNamespace {
 
     fn new(mechanism: Mechanism) -> Self {
         // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Self::with_ids(mechanism, unsafe { (libc::getuid(), libc::getgid()) })
+    }
+
+    fn with_ids(mechanism: Mechanism, (uid, gid): (u32, u32)) -> Self {
         let id_maps = (mechanism == Mechanism::UserAndPidNamespace).then(|| {
             (
                 format!("{uid} {uid} 1\n").into_bytes(),
@@ -260,7 +263,7 @@ fn write_proc_file(path: &std::ffi::CStr, contents: &[u8]) -> io::Result<()> {
 fn probe() -> Result<Mechanism, String> {
     let mut reasons = Vec::new();
     for mechanism in [Mechanism::PidNamespace, Mechanism::UserAndPidNamespace] {
-        match check_in_forked_child(&PidNamespace::new(mechanism)) {
+        match check_in_forked_child(&PidNamespace::new(mechanism), None) {
             Ok(()) => return Ok(mechanism),
             Err(reason) => reasons.push(format!("{}: {reason}", mechanism.describe())),
         }
@@ -268,7 +271,12 @@ fn probe() -> Result<Mechanism, String> {
     Err(reasons.join("; "))
 }
 
-fn check_in_forked_child(namespace: &PidNamespace) -> Result<(), String> {
+/// Forks; the child (optionally after becoming `become_user` = (uid, gid)) enters `namespace`
+/// and the process that would exec the command reports its PID there.
+fn check_in_forked_child(
+    namespace: &PidNamespace,
+    become_user: Option<(u32, u32)>,
+) -> Result<(), String> {
     let (mut reader, writer) =
         io::pipe().map_err(|error| format!("creating the probe's pipe: {error}"))?;
     let report_fd = writer.as_raw_fd();
@@ -282,6 +290,11 @@ fn check_in_forked_child(namespace: &PidNamespace) -> Result<(), String> {
         // SAFETY: raw syscalls; the command process reports 4 bytes and exits.
         unsafe {
             if libc::dup2(report_fd, 3) < 0 {
+                libc::_exit(2);
+            }
+            if let Some(user) = become_user
+                && crate::git_protection::drop_privileges(user).is_err()
+            {
                 libc::_exit(2);
             }
             let code = match namespace.enter_in_child() {
@@ -318,5 +331,44 @@ fn check_in_forked_child(namespace: &PidNamespace) -> Result<(), String> {
             io::Error::from_raw_os_error(errno)
         )),
         _ => Err(format!("the probe ended abnormally (status {status})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// When the tests run as root, the probe picks the plain PID namespace and the user
+    /// namespace path would go untested: try both here as `nobody`.
+    #[test]
+    fn an_unprivileged_user_gets_a_pid_namespace_through_a_user_namespace() {
+        // SAFETY: getuid cannot fail.
+        if unsafe { libc::getuid() } != 0 {
+            eprintln!("note: not root; the probe exercises the unprivileged path directly");
+            return;
+        }
+        let nobody = (65534, 65534);
+        let plain = PidNamespace::with_ids(Mechanism::PidNamespace, nobody);
+        let refused =
+            check_in_forked_child(&plain, Some(nobody)).expect_err("nobody has no CAP_SYS_ADMIN");
+        assert!(refused.starts_with("unshare failed"), "{refused}");
+
+        let user = PidNamespace::with_ids(Mechanism::UserAndPidNamespace, nobody);
+        match check_in_forked_child(&user, Some(nobody)) {
+            Ok(()) => {}
+            Err(reason) if reason.starts_with("unshare failed") => {
+                eprintln!("note: unprivileged user namespaces are disabled here: {reason}");
+            }
+            Err(reason) => panic!("user and PID namespace failed: {reason}"),
+        }
+    }
+
+    #[test]
+    fn root_gets_a_plain_pid_namespace() {
+        // SAFETY: getuid cannot fail.
+        if unsafe { libc::getuid() } != 0 {
+            return;
+        }
+        assert_eq!(availability(), &Ok(Mechanism::PidNamespace));
     }
 }
