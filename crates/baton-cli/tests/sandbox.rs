@@ -139,3 +139,150 @@ fn apply_patch_edits_files_in_the_cwd_and_refuses_paths_outside() {
     let (_, answer) = env.exec_ok("patch: this is not a patch");
     assert!(answer.contains("apply_patch failed"), "{answer}");
 }
+
+/// Whether baton can enforce what a test checks here; prints why not, and fails under
+/// `CI=true` (CI machines must enforce every promise).
+fn enforced(what: &str, usable: impl Fn(&baton_exec::SandboxReport) -> bool) -> bool {
+    let report = baton_exec::sandbox_capabilities();
+    if usable(&report) {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").map_or(true, |value| value != "true"),
+        "CI=true: {what} is not enforced here:\n{report}"
+    );
+    eprintln!("note: skipping, {what} is not enforced on this machine:\n{report}");
+    false
+}
+
+#[test]
+fn sandbox_check_prints_one_line_per_promise() {
+    let server = ScriptedModelServer::start_blocking(default_script).expect("server");
+    let env = env_with(&server);
+    let output = env.run(&["sandbox", "check"]);
+    assert_success(&output);
+    let text = stdout(&output);
+    let prefixes: Vec<&str> = text
+        .lines()
+        .map(|line| line.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        prefixes,
+        [
+            "landlock",
+            "read-only",
+            "workspace-write",
+            "network when network_access = false",
+            "unix sockets when network_access = false",
+            "capabilities of sandboxed commands",
+            "descriptors above 2",
+            "escaped processes (setsid, double fork)",
+            ".git read-only under workspace-write",
+        ],
+        "{text}"
+    );
+    // The binary says what the library measured, line for line; the tests in
+    // crates/baton-exec/tests/sandbox.rs prove each claim on this kernel.
+    assert_eq!(
+        text.trim_end(),
+        baton_exec::sandbox_capabilities().to_string(),
+        "{text}"
+    );
+}
+
+#[test]
+fn unix_sockets_outside_the_workspace_are_off_with_the_network() {
+    if !enforced("turning the network off", |report| {
+        report.filesystem_enforced() && report.network_enforced()
+    }) {
+        return;
+    }
+    let server = ScriptedModelServer::start_blocking(default_script).expect("server");
+    let env = env_with(&server);
+    let socket = env.root.join("outside/agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let connect = format!(
+        "python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"{}\"); print(\"unix-connected\")'",
+        socket.display()
+    );
+
+    let answer = run_under(&env, "workspace-write", &connect);
+    assert!(!answer.contains("unix-connected"), "{answer}");
+    assert!(!answer.contains("Exit code: 0"), "{answer}");
+    assert!(
+        listener
+            .accept()
+            .is_err_and(|error| error.kind() == std::io::ErrorKind::WouldBlock),
+        "the listener saw a connection"
+    );
+
+    let output = env.run(&[
+        "-c",
+        &format!(
+            "sandbox_workspace_write.allow_unix_sockets=[\"{}\"]",
+            socket.display()
+        ),
+        "exec",
+        &format!("shell: {connect}"),
+    ]);
+    assert_success(&output);
+    assert!(
+        stdout(&output).contains("unix-connected"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn a_sandboxed_command_has_no_capabilities_and_no_escaped_process_outlives_the_turn() {
+    if !enforced("a PID namespace per command", |report| {
+        report.filesystem_enforced() && report.escaped_processes_killed
+    }) {
+        return;
+    }
+    let server = ScriptedModelServer::start_blocking(default_script).expect("server");
+    let env = env_with(&server);
+    let marker = format!("baton-cli-escape-{}", std::process::id());
+    let answer = run_under(
+        &env,
+        "workspace-write",
+        &format!(
+            "setsid -f sh -c 'touch ready; sleep 1000; exit # {marker}' </dev/null >/dev/null 2>&1; \
+             while [ ! -e ready ]; do sleep 0.01; done; grep -E '^Cap(Eff|Prm|Amb)' /proc/self/status"
+        ),
+    );
+    for set in ["CapPrm", "CapEff", "CapAmb"] {
+        assert!(
+            answer.contains(&format!("{set}:\t0000000000000000")),
+            "{set}: {answer}"
+        );
+    }
+    // baton has exited: nothing the command started may still run (bounded wait for the
+    // kernel to finish tearing the namespace down).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let survivors: Vec<String> = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter(|entry| {
+                std::fs::read(entry.path().join("cmdline"))
+                    .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&marker))
+            })
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        if survivors.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            for pid in &survivors {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: plain syscall; cleans up after a failed test.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            panic!("processes {survivors:?} outlived the turn");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

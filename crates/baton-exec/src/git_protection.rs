@@ -464,7 +464,7 @@ fn refuses_writes(dir: &CStr) -> Result<(), ChildFailure> {
     }
 }
 
-fn drop_privileges((uid, gid): (u32, u32)) -> Result<(), ChildFailure> {
+pub(crate) fn drop_privileges((uid, gid): (u32, u32)) -> Result<(), ChildFailure> {
     // Raw syscalls: libc's wrappers synchronise all threads, which a forked child lacks.
     // SAFETY: plain syscalls with integer arguments.
     let ok = unsafe {

@@ -12,6 +12,7 @@ mod env;
 mod git_protection;
 mod output;
 mod patch;
+mod pid_namespace;
 mod safe_command;
 mod sandbox;
 mod seccomp;

@@ -31,6 +31,7 @@ use landlock::{
 use crate::ExecError;
 use crate::child::{self, ChildLimits};
 use crate::git_protection::{self, GitProtection};
+use crate::pid_namespace::{self, PidNamespace};
 use crate::seccomp;
 
 /// Device files every sandboxed command may write to: writing there changes nothing on disk.
@@ -45,13 +46,22 @@ pub struct SandboxReport {
     pub landlock_error: Option<String>,
     /// Landlock can refuse TCP bind/connect (ABI ≥ 4).
     pub landlock_network: bool,
-    /// The kernel accepts the seccomp filter that refuses non-Unix sockets.
+    /// The kernel accepts the seccomp filter that refuses sockets (TCP, UDP, Unix, …).
     pub seccomp_network: bool,
     /// Commands under `workspace-write` cannot write inside the `.git` directory of a writable
     /// root (a private mount namespace makes it a read-only bind mount).
     pub git_read_only: bool,
     /// How `.git` is kept read-only when `git_read_only`, else why it cannot be.
     pub git_read_only_detail: String,
+    /// baton runs as root: a sandboxed command's bounding set is emptied too.
+    pub running_as_root: bool,
+    /// The kernel marks all descriptors close-on-exec in one call (`close_range`, 5.11+);
+    /// otherwise each possible descriptor is marked in a loop. Either way none above 2 leaks.
+    pub close_range: bool,
+    /// A process that leaves the command's process group is killed with the command.
+    pub escaped_processes_killed: bool,
+    /// How (a PID namespace), or why not.
+    pub escaped_processes_detail: String,
 }
 
 impl SandboxReport {
@@ -60,29 +70,43 @@ impl SandboxReport {
         self.landlock_abi.is_some()
     }
 
-    /// Whether network access can be turned off.
+    /// Whether network access can be turned off (TCP, UDP and Unix sockets alike).
     pub fn network_enforced(&self) -> bool {
-        self.seccomp_network || self.landlock_network
+        self.seccomp_network
     }
 }
 
-/// Probes the running kernel. The `.git` probe forks once per process (its result is cached)
-/// and leaves nothing behind.
+/// Probes the running kernel. The `.git` and PID namespace probes fork once per process (their
+/// results are cached) and leave nothing behind.
 pub fn sandbox_capabilities() -> SandboxReport {
     let (landlock_abi, landlock_error) = match landlock_abi() {
         Ok(abi) => (Some(abi), None),
         Err(reason) => (None, Some(reason)),
     };
+    let describe = |result: &Result<&'static str, String>| match result {
+        Ok(mechanism) => (*mechanism).to_owned(),
+        Err(reason) => reason.clone(),
+    };
+    let git = git_protection::availability()
+        .as_ref()
+        .map(|mechanism| mechanism.describe())
+        .map_err(Clone::clone);
+    let pid = pid_namespace::availability()
+        .as_ref()
+        .map(|mechanism| mechanism.describe())
+        .map_err(Clone::clone);
     SandboxReport {
         landlock_abi,
         landlock_error,
         landlock_network: landlock_abi.is_some_and(|abi| abi >= 4),
         seccomp_network: seccomp::SUPPORTED_ARCH && seccomp::errno_filters_available(),
-        git_read_only: git_protection::availability().is_ok(),
-        git_read_only_detail: match git_protection::availability() {
-            Ok(mechanism) => mechanism.describe().to_owned(),
-            Err(reason) => reason.clone(),
-        },
+        git_read_only: git.is_ok(),
+        git_read_only_detail: describe(&git),
+        // SAFETY: geteuid cannot fail.
+        running_as_root: unsafe { libc::geteuid() } == 0,
+        close_range: child::close_range_cloexec_available(),
+        escaped_processes_killed: pid.is_ok(),
+        escaped_processes_detail: describe(&pid),
     }
 }
 
@@ -103,12 +127,74 @@ impl fmt::Display for SandboxReport {
         writeln!(f, "read-only: {}", yes_no(self.filesystem_enforced()))?;
         writeln!(f, "workspace-write: {}", yes_no(self.filesystem_enforced()))?;
         let network = match (self.seccomp_network, self.landlock_network) {
-            (true, true) => "off (seccomp refuses non-Unix sockets; Landlock refuses TCP)",
-            (true, false) => "off (seccomp refuses non-Unix sockets)",
-            (false, true) => "TCP off (Landlock); UDP and other sockets are NOT blocked",
-            (false, false) => "NOT enforceable: commands that need the network off are refused",
+            (true, true) => {
+                "TCP and UDP refused (seccomp refuses every socket; Landlock refuses TCP too)"
+            }
+            (true, false) => "TCP and UDP refused (seccomp refuses every socket)",
+            (false, _) => {
+                "NOT enforceable (no seccomp filter; Landlock alone cannot refuse UDP): commands \
+                 that need the network off are refused"
+            }
         };
         writeln!(f, "network when network_access = false: {network}")?;
+        if self.seccomp_network {
+            let abstract_scope = if self.landlock_abi.is_some_and(|abi| abi >= 6) {
+                "abstract sockets stay scoped to the sandbox (Landlock ABI 6)"
+            } else {
+                "abstract sockets are NOT scoped (Landlock ABI 6 needed)"
+            };
+            writeln!(
+                f,
+                "unix sockets when network_access = false: refused (seccomp refuses \
+                 socket(AF_UNIX); socketpair stays allowed); with allow_unix_sockets set, Unix \
+                 sockets at any path are allowed and {abstract_scope}"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "unix sockets when network_access = false: NOT enforceable: commands that need \
+                 the network off are refused"
+            )?;
+        }
+        if self.running_as_root {
+            writeln!(
+                f,
+                "capabilities of sandboxed commands: all dropped (effective, permitted, \
+                 inheritable, ambient and bounding sets)"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "capabilities of sandboxed commands: all dropped (effective, permitted, \
+                 inheritable, ambient); the bounding set needs root to shrink, and no_new_privs \
+                 keeps exec from granting any"
+            )?;
+        }
+        writeln!(
+            f,
+            "descriptors above 2: closed at exec for every command ({})",
+            if self.close_range {
+                "close_range"
+            } else {
+                "a loop over every possible descriptor; close_range needs Linux 5.11"
+            }
+        )?;
+        if self.escaped_processes_killed {
+            writeln!(
+                f,
+                "escaped processes (setsid, double fork): killed when a sandboxed command ends, \
+                 times out or is cancelled ({}); under danger-full-access only the process \
+                 group is killed",
+                self.escaped_processes_detail
+            )?;
+        } else {
+            writeln!(
+                f,
+                "escaped processes (setsid, double fork): NOT killed (no PID namespace: {}); \
+                 only the command's process group is killed",
+                self.escaped_processes_detail
+            )?;
+        }
         if self.git_read_only {
             write!(
                 f,
@@ -155,6 +241,7 @@ pub fn writable_roots(policy: &SandboxPolicy, workspace: &Path) -> Option<Vec<Pa
 /// command has finished: it owns the ruleset descriptor and the private temp directory.
 #[derive(Debug, Default)]
 pub(crate) struct PreparedSandbox {
+    pid_namespace: Option<PidNamespace>,
     ruleset: Option<OwnedFd>,
     network_filter: Option<Vec<libc::sock_filter>>,
     git: Option<GitProtection>,
@@ -166,6 +253,7 @@ pub(crate) struct PreparedSandbox {
 pub(crate) struct ChildRestrictions {
     /// Set for every sandboxed command: its capabilities are dropped.
     limits: Option<ChildLimits>,
+    pid_namespace: Option<PidNamespace>,
     ruleset_fd: Option<RawFd>,
     network_filter: Option<Vec<libc::sock_filter>>,
     git: Option<GitProtection>,
@@ -175,6 +263,7 @@ impl PreparedSandbox {
     pub(crate) fn child_restrictions(&self) -> ChildRestrictions {
         ChildRestrictions {
             limits: self.ruleset.is_some().then(ChildLimits::probe),
+            pid_namespace: self.pid_namespace.clone(),
             ruleset_fd: self.ruleset.as_ref().map(AsRawFd::as_raw_fd),
             network_filter: self.network_filter.clone(),
             git: self.git.clone(),
@@ -198,6 +287,11 @@ impl ChildRestrictions {
     pub(crate) fn apply_in_child(&self) -> io::Result<()> {
         if self.ruleset_fd.is_none() && self.network_filter.is_none() && self.git.is_none() {
             return Ok(());
+        }
+        // First, while the process still has every capability; from here on this runs in the
+        // process that becomes the command.
+        if let Some(namespace) = &self.pid_namespace {
+            namespace.enter_in_child()?;
         }
         // Mounts first: once Landlock is on, the kernel refuses every mount change.
         if let Some(git) = &self.git
@@ -250,18 +344,9 @@ pub(crate) fn prepare(
     let abi = landlock_abi().map_err(unavailable)?;
 
     let block_network = !policy.network_access;
-    let network_filter = if block_network && seccomp::errno_filters_available() {
-        seccomp::network_filter()
-    } else {
-        None
-    };
+    let network_filter =
+        network_filter(policy, seccomp::errno_filters_available()).map_err(unavailable)?;
     let landlock_blocks_tcp = block_network && abi >= 4;
-    if block_network && network_filter.is_none() && !landlock_blocks_tcp {
-        return Err(unavailable(format!(
-            "network_access = false needs seccomp filters or Landlock ABI 4 (the kernel has \
-             Landlock ABI {abi} and no usable seccomp)"
-        )));
-    }
 
     let git = if policy.mode == SandboxMode::WorkspaceWrite {
         GitProtection::for_roots(&writable)
@@ -286,11 +371,38 @@ pub(crate) fn prepare(
     let ruleset = landlock_ruleset(abi, &writable, landlock_blocks_tcp, block_network)
         .map_err(unavailable)?;
     Ok(PreparedSandbox {
+        pid_namespace: PidNamespace::for_command(),
         ruleset: Some(ruleset),
         network_filter,
         git,
         private_tmp,
     })
+}
+
+/// The seccomp program that turns the network off for `policy` (`None` when it stays on), or
+/// why it cannot be turned off here. Landlock (ABI 4+) refuses TCP only: without seccomp, UDP
+/// and Unix sockets would stay open, so the command is refused rather than run with half the
+/// network on.
+fn network_filter(
+    policy: &SandboxPolicy,
+    seccomp_available: bool,
+) -> Result<Option<Vec<libc::sock_filter>>, String> {
+    if policy.network_access {
+        return Ok(None);
+    }
+    let allow_unix = !policy.allow_unix_sockets.is_empty();
+    match seccomp_available
+        .then(|| seccomp::network_filter(allow_unix))
+        .flatten()
+    {
+        Some(filter) => Ok(Some(filter)),
+        None => Err(
+            "network_access = false needs a seccomp filter to refuse UDP and Unix \
+                     sockets (Landlock alone refuses only TCP), and this kernel or architecture \
+                     has none usable"
+                .to_owned(),
+        ),
+    }
 }
 
 /// The Landlock ABI of the running kernel, or why there is none.
@@ -409,6 +521,23 @@ mod tests {
     }
 
     #[test]
+    fn without_seccomp_the_network_cannot_be_turned_off_and_the_command_is_refused() {
+        let mut policy = SandboxPolicy {
+            mode: SandboxMode::WorkspaceWrite,
+            ..SandboxPolicy::default()
+        };
+        let refused = network_filter(&policy, false).expect_err("no seccomp");
+        assert!(refused.contains("UDP and Unix"), "{refused}");
+        assert!(network_filter(&policy, true).expect("seccomp").is_some());
+        policy.network_access = true;
+        assert!(
+            network_filter(&policy, false)
+                .expect("network on")
+                .is_none()
+        );
+    }
+
+    #[test]
     fn report_without_a_mount_namespace_says_why() {
         let report = SandboxReport {
             landlock_abi: Some(7),
@@ -417,6 +546,10 @@ mod tests {
             seccomp_network: true,
             git_read_only: false,
             git_read_only_detail: "unshare failed: Operation not permitted (os error 1)".to_owned(),
+            running_as_root: true,
+            close_range: true,
+            escaped_processes_killed: true,
+            escaped_processes_detail: "a PID namespace per sandboxed command".to_owned(),
         };
         assert!(
             report.to_string().ends_with(

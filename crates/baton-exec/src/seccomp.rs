@@ -1,6 +1,10 @@
 //! A small seccomp filter that turns networking off: `socket(2)` is refused for every address
-//! family except `AF_UNIX`, and `io_uring_setup(2)` is refused because io_uring can create
-//! sockets without calling `socket(2)`.
+//! family (or every family except `AF_UNIX`, when Unix sockets are allowed), and
+//! `io_uring_setup(2)` is refused because io_uring can create sockets without calling
+//! `socket(2)`. `socketpair(2)` stays allowed: a connected pair reaches nothing outside the
+//! command. A BPF filter cannot read the address given to `connect(2)`, so refusing `socket`
+//! for `AF_UNIX` is what keeps a command from Unix sockets outside its sandbox (a Docker
+//! socket, an ssh agent).
 //!
 //! The program is built in the parent; the child only installs it (one `seccomp(2)` call, which
 //! is async-signal-safe).
@@ -48,10 +52,10 @@ enum Insn {
     Label(Target),
 }
 
-/// The BPF program described in the module comment, or `None` on an architecture we do not
-/// know the syscall numbers of.
+/// The BPF program described in the module comment (`allow_unix`: `AF_UNIX` sockets may be
+/// created), or `None` on an architecture we do not know the syscall numbers of.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub(crate) fn network_filter() -> Option<Vec<sock_filter>> {
+pub(crate) fn network_filter(allow_unix: bool) -> Option<Vec<sock_filter>> {
     use Insn::*;
     use Target::*;
     let mut program = vec![
@@ -62,8 +66,9 @@ pub(crate) fn network_filter() -> Option<Vec<sock_filter>> {
     ];
     #[cfg(target_arch = "x86_64")]
     program.push(JumpIfAtLeast(X32_SYSCALL_BIT, Deny, Next));
+    let on_socket = if allow_unix { CheckDomain } else { Deny };
     program.extend([
-        JumpIfEqual(libc::SYS_socket as u32, CheckDomain, Next),
+        JumpIfEqual(libc::SYS_socket as u32, on_socket, Next),
         JumpIfEqual(libc::SYS_io_uring_setup as u32, Deny, Next),
         Return(RET_ALLOW),
         Label(CheckDomain),
@@ -78,7 +83,7 @@ pub(crate) fn network_filter() -> Option<Vec<sock_filter>> {
 }
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-pub(crate) fn network_filter() -> Option<Vec<sock_filter>> {
+pub(crate) fn network_filter(_allow_unix: bool) -> Option<Vec<sock_filter>> {
     None
 }
 

@@ -1,23 +1,69 @@
-//! The OS sandbox of `run_shell` on this machine. Each test is skipped, with a note, only when
-//! the kernel cannot enforce what it checks.
+//! The OS sandbox of `run_shell` on this machine. Each test is skipped, with a note saying why,
+//! only when baton cannot enforce what it checks here; under `CI=true` a skip is a failure when
+//! the kernel itself has the feature (so a broken probe cannot hide a broken sandbox).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use baton_exec::{
-    OutputCap, ShellOutput, ShellRequest, looks_like_sandbox_denial, run_shell,
+    OutputCap, SandboxReport, ShellOutput, ShellRequest, looks_like_sandbox_denial, run_shell,
     sandbox_capabilities,
 };
 use baton_protocol::{SandboxMode, SandboxPolicy};
 use tokio_util::sync::CancellationToken;
 
-fn filesystem_supported() -> bool {
-    let report = sandbox_capabilities();
-    if !report.filesystem_enforced() {
-        eprintln!("note: skipping, this kernel cannot enforce the sandbox:\n{report}");
+/// A kernel feature a test needs.
+#[derive(Debug, Clone, Copy)]
+enum Feature {
+    Landlock,
+    Seccomp,
+    MountNamespace,
+    PidNamespace,
+}
+
+impl Feature {
+    /// What baton's own probe says.
+    fn usable(self, report: &SandboxReport) -> bool {
+        match self {
+            Feature::Landlock => report.filesystem_enforced(),
+            Feature::Seccomp => report.filesystem_enforced() && report.network_enforced(),
+            Feature::MountNamespace => report.filesystem_enforced() && report.git_read_only,
+            Feature::PidNamespace => {
+                report.filesystem_enforced() && report.escaped_processes_killed
+            }
+        }
     }
-    report.filesystem_enforced()
+
+    /// What the kernel says, without baton's probes.
+    fn in_kernel(self) -> bool {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        match self {
+            Feature::Landlock => read("/sys/kernel/security/lsm").contains("landlock"),
+            Feature::Seccomp => read("/proc/self/status").contains("\nSeccomp:"),
+            Feature::MountNamespace => Path::new("/proc/self/ns/mnt").exists(),
+            Feature::PidNamespace => Path::new("/proc/self/ns/pid").exists(),
+        }
+    }
+}
+
+/// Whether the test can run here; prints why not, and fails under `CI=true` when the kernel has
+/// the feature although baton says it cannot use it.
+fn supported(feature: Feature) -> bool {
+    let report = sandbox_capabilities();
+    if feature.usable(&report) {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|value| value == "true");
+    if ci && feature.in_kernel() {
+        panic!("CI=true: the kernel has {feature:?} but baton cannot use it:\n{report}");
+    }
+    eprintln!("note: skipping, baton cannot use {feature:?} on this machine:\n{report}");
+    false
+}
+
+fn filesystem_supported() -> bool {
+    supported(Feature::Landlock)
 }
 
 async fn run_sandboxed(
@@ -166,9 +212,7 @@ async fn danger_full_access_is_unrestricted() {
 
 #[tokio::test]
 async fn network_is_blocked_unless_allowed() {
-    let report = sandbox_capabilities();
-    if !report.filesystem_enforced() || !report.network_enforced() {
-        eprintln!("note: skipping, this kernel cannot turn the network off:\n{report}");
+    if !supported(Feature::Seccomp) {
         return;
     }
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
@@ -189,9 +233,7 @@ async fn network_is_blocked_unless_allowed() {
 
 #[tokio::test]
 async fn udp_is_blocked_too_where_seccomp_is_available() {
-    let report = sandbox_capabilities();
-    if !report.filesystem_enforced() || !report.seccomp_network {
-        eprintln!("note: skipping, no seccomp network filter here:\n{report}");
+    if !supported(Feature::Seccomp) {
         return;
     }
     let cwd = tempfile::tempdir().expect("tempdir");
@@ -211,6 +253,10 @@ fn capabilities_report_is_readable() {
         "read-only:",
         "workspace-write:",
         "network when",
+        "unix sockets when",
+        "capabilities of sandboxed commands:",
+        "descriptors above 2:",
+        "escaped processes",
         ".git read-only",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
@@ -224,8 +270,7 @@ async fn workspace_write_keeps_git_read_only() {
     }
     let report = sandbox_capabilities();
     let text = report.to_string();
-    if !report.git_read_only {
-        eprintln!("note: skipping, no mount namespace for .git here:\n{report}");
+    if !supported(Feature::MountNamespace) {
         assert!(
             text.contains(".git read-only under workspace-write: not enforced"),
             "{text}"
@@ -375,8 +420,7 @@ async fn relative_writable_roots_resolve_against_the_workspace_not_the_cwd() {
 
 #[tokio::test]
 async fn git_stays_read_only_when_the_command_starts_outside_the_workspace() {
-    if !filesystem_supported() || !sandbox_capabilities().git_read_only {
-        eprintln!("note: skipping, .git protection is not available here");
+    if !supported(Feature::MountNamespace) {
         return;
     }
     let repo = git_repo();
@@ -443,8 +487,7 @@ async fn a_blocked_write_looks_like_a_sandbox_denial() {
 
 #[tokio::test]
 async fn a_blocked_git_write_looks_like_a_sandbox_denial() {
-    if !filesystem_supported() || !sandbox_capabilities().git_read_only {
-        eprintln!("note: skipping, .git protection is not available here");
+    if !supported(Feature::MountNamespace) {
         return;
     }
     let repo = git_repo();
@@ -460,9 +503,7 @@ async fn a_blocked_git_write_looks_like_a_sandbox_denial() {
 
 #[tokio::test]
 async fn a_blocked_connect_looks_like_a_sandbox_denial() {
-    let report = sandbox_capabilities();
-    if !report.filesystem_enforced() || !report.network_enforced() {
-        eprintln!("note: skipping, this kernel cannot turn the network off:\n{report}");
+    if !supported(Feature::Seccomp) {
         return;
     }
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
@@ -579,10 +620,8 @@ async fn a_command_inherits_no_descriptor_above_2() {
     assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
 
     let mut modes = vec![SandboxMode::DangerFullAccess];
-    if sandbox_capabilities().filesystem_enforced() {
+    if filesystem_supported() {
         modes.extend([SandboxMode::WorkspaceWrite, SandboxMode::ReadOnly]);
-    } else {
-        eprintln!("note: no Landlock here; checking unsandboxed commands only");
     }
     for mode in modes {
         let out = run_sandboxed("ls -l /proc/self/fd", cwd.path(), mode, false).await;
@@ -591,4 +630,240 @@ async fn a_command_inherits_no_descriptor_above_2() {
         assert_only_standard_fds(&out.output, &secret);
     }
     drop(file);
+}
+
+/// `python3 -c` connecting to the Unix socket at `path`; prints `unix-connected` on success.
+fn unix_connect_script(path: &Path) -> String {
+    format!(
+        "python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"{}\"); \
+         print(\"unix-connected\")'",
+        path.display()
+    )
+}
+
+#[tokio::test]
+async fn unix_sockets_outside_the_sandbox_are_refused_without_network_access() {
+    if !supported(Feature::Seccomp) {
+        return;
+    }
+    // Outside the workspace, like /var/run/docker.sock or an ssh agent's socket.
+    let outside = outside_dir();
+    let path = outside.path().join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let script = unix_connect_script(&path);
+
+    for mode in [SandboxMode::WorkspaceWrite, SandboxMode::ReadOnly] {
+        let out = run_sandboxed(&script, cwd.path(), mode, false).await;
+        assert_ne!(out.exit_code, Some(0), "{mode}: {}", out.output);
+        assert!(
+            !out.output.contains("unix-connected"),
+            "{mode}: {}",
+            out.output
+        );
+        assert!(
+            out.output.contains("PermissionError") || out.output.contains("not permitted"),
+            "{mode}: {}",
+            out.output
+        );
+        let accepted = listener.accept();
+        assert!(
+            accepted
+                .as_ref()
+                .is_err_and(|error| error.kind() == std::io::ErrorKind::WouldBlock),
+            "{mode}: the listener saw a connection: {accepted:?}"
+        );
+    }
+
+    // A connected pair reaches nothing outside the command and stays allowed.
+    let pair = run_sandboxed(
+        "python3 -c 'import socket; a, b = socket.socketpair(); a.send(b\"x\"); print(\"pair-\" + b.recv(1).decode())'",
+        cwd.path(),
+        SandboxMode::WorkspaceWrite,
+        false,
+    )
+    .await;
+    assert!(pair.output.contains("pair-x"), "{}", pair.output);
+
+    // `allow_unix_sockets` lets the command connect (which also shows the test would see one).
+    let allowed = SandboxPolicy {
+        allow_unix_sockets: vec![path.clone()],
+        ..workspace_write()
+    };
+    let out = run_with_policy(&script, cwd.path(), allowed).await;
+    assert!(out.output.contains("unix-connected"), "{}", out.output);
+    listener.set_nonblocking(false).expect("blocking");
+    listener.accept().expect("the allowed connection arrived");
+}
+
+/// The pids (as this process sees them) of processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
+        })
+        .collect()
+}
+
+/// Waits (bounded) until no process carries `marker`; kills and fails if one survives.
+async fn assert_all_gone(marker: &str, context: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive = processes_with(marker);
+        if alive.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            for pid in &alive {
+                // SAFETY: plain syscall; cleans up after a failed test.
+                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
+            }
+            panic!("{context}: processes {alive:?} escaped the command and survived it");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A script that starts a process outside its process group (`setsid -f`), waits until that
+/// process runs, then does `then`. `sleep` is not the escaped shell's last command, so the
+/// shell (whose command line carries the marker) waits for it rather than exec'ing it.
+fn escaping_script(marker: &str, then: &str) -> String {
+    format!(
+        "setsid -f sh -c 'touch escaped-ready; sleep 1000; exit # {marker}' </dev/null >/dev/null 2>&1; \
+         while [ ! -e escaped-ready ]; do sleep 0.01; done; echo started; {then}"
+    )
+}
+
+#[tokio::test]
+async fn processes_that_escape_the_process_group_die_with_the_command() {
+    if !supported(Feature::PidNamespace) {
+        return;
+    }
+    let marker = format!("baton-escape-{}", std::process::id());
+
+    // The command ends on its own.
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let ended = format!("{marker}-ended");
+    let out = run_sandboxed(
+        &escaping_script(&ended, "true"),
+        cwd.path(),
+        SandboxMode::WorkspaceWrite,
+        false,
+    )
+    .await;
+    assert_eq!(out.exit_code, Some(0), "{}", out.output);
+    assert!(out.output.contains("started"), "{}", out.output);
+    assert_all_gone(&ended, "after the command ended").await;
+
+    // The command times out.
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let timed_out = format!("{marker}-timeout");
+    let request = ShellRequest {
+        argv: vec![
+            "bash".into(),
+            "-c".into(),
+            escaping_script(&timed_out, "sleep 1000"),
+        ],
+        cwd: cwd.path().to_path_buf(),
+        workspace: cwd.path().to_path_buf(),
+        timeout: Duration::from_secs(2),
+        sandbox: workspace_write(),
+        output_cap: OutputCap::default(),
+        env: std::env::vars_os().collect(),
+    };
+    let out = run_shell(request, CancellationToken::new())
+        .await
+        .expect("runs");
+    assert!(out.timed_out, "{}", out.output);
+    assert!(out.output.contains("started"), "{}", out.output);
+    assert_all_gone(&timed_out, "after the timeout").await;
+
+    // The command is cancelled once the escaped process runs.
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let cancelled = format!("{marker}-cancel");
+    let cancel = CancellationToken::new();
+    let request = ShellRequest {
+        argv: vec![
+            "bash".into(),
+            "-c".into(),
+            escaping_script(&cancelled, "sleep 1000"),
+        ],
+        cwd: cwd.path().to_path_buf(),
+        workspace: cwd.path().to_path_buf(),
+        timeout: Duration::from_secs(60),
+        sandbox: workspace_write(),
+        output_cap: OutputCap::default(),
+        env: std::env::vars_os().collect(),
+    };
+    let ready = cwd.path().join("escaped-ready");
+    let trigger = cancel.clone();
+    let canceller = tokio::spawn(async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !ready.exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        trigger.cancel();
+    });
+    let out = run_shell(request, cancel).await.expect("runs");
+    canceller.await.expect("canceller");
+    assert!(out.cancelled, "{}", out.output);
+    assert_all_gone(&cancelled, "after the cancel").await;
+}
+
+#[tokio::test]
+async fn a_sandboxed_command_ends_as_it_would_without_the_pid_namespace() {
+    if !filesystem_supported() {
+        return;
+    }
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let out = run_sandboxed(
+        "echo out; exit 7",
+        cwd.path(),
+        SandboxMode::WorkspaceWrite,
+        false,
+    )
+    .await;
+    assert_eq!(
+        (out.exit_code, out.signal),
+        (Some(7), None),
+        "{}",
+        out.output
+    );
+    assert_eq!(out.output, "out\n");
+    let out = run_sandboxed(
+        "kill -SEGV $$",
+        cwd.path(),
+        SandboxMode::WorkspaceWrite,
+        false,
+    )
+    .await;
+    assert_eq!(
+        (out.exit_code, out.signal),
+        (None, Some(libc::SIGSEGV)),
+        "{}",
+        out.output
+    );
+    let missing = ShellRequest {
+        argv: vec!["/nonexistent/no-such-program-baton".into()],
+        cwd: cwd.path().to_path_buf(),
+        workspace: cwd.path().to_path_buf(),
+        timeout: Duration::from_secs(30),
+        sandbox: workspace_write(),
+        output_cap: OutputCap::default(),
+        env: std::env::vars_os().collect(),
+    };
+    let error = run_shell(missing, CancellationToken::new())
+        .await
+        .expect_err("no such program");
+    assert!(
+        matches!(error, baton_exec::ExecError::ProgramNotFound { .. }),
+        "{error}"
+    );
 }
