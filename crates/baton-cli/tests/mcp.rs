@@ -508,6 +508,27 @@ async fn a_deleted_recorded_cwd_is_named_and_cwd_overrides_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_argument_of_the_wrong_type_says_what_was_given() {
+    let server = model_server();
+    let env = TestEnv::new(&server, Wire::Responses);
+    let mcp = McpProcess::spawn(&env).await;
+    let result = mcp
+        .call(
+            "baton",
+            json!({"prompt": "hello", "cwd": env.project, "config": {"sandbox_mode": 7}}),
+        )
+        .await;
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(
+        text.contains(r#"sandbox_mode`: expected one of "read-only", "workspace-write", "danger-full-access", got integer `7`"#),
+        "{text}"
+    );
+    assert!(server.requests().is_empty(), "no turn ran");
+    mcp.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_model_server_is_named_and_the_server_keeps_serving() {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
