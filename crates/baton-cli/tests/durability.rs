@@ -3,13 +3,15 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use baton_test_support::{ScriptedModelServer, Wire, default_script};
 use common::*;
+use serde_json::Value;
 
 /// A tiny deterministic generator, seeded from the clock and printed, so a failing run can be
 /// replayed with `BATON_CRASH_SEED`.
@@ -37,11 +39,65 @@ fn env_number(name: &str, default: u64) -> u64 {
 }
 
 fn user_prompts(path: &Path) -> Vec<String> {
-    parse_complete_lines(path)
+    prompts_in(&parse_complete_lines(path))
+}
+
+fn prompts_in(records: &[Value]) -> Vec<String> {
+    records
         .iter()
         .filter(|r| r["type"] == "event_msg" && r["payload"]["type"] == "user_message")
         .filter_map(|r| r["payload"]["message"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// Parses a transcript's complete lines: each must be one record, except the torn fragments
+/// that kills left (known by the byte offset where each starts), which readers skip and the
+/// next writer fences off with a newline.
+fn parse_allowing_torn(path: &Path, torn: &HashSet<usize>) -> Vec<Value> {
+    let bytes = std::fs::read(path).expect("read transcript");
+    let mut records = Vec::new();
+    let mut start = 0;
+    while let Some(length) = bytes[start..].iter().position(|b| *b == b'\n') {
+        let line = &bytes[start..start + length];
+        match serde_json::from_slice(line) {
+            Ok(record) => records.push(record),
+            Err(_) if line.is_empty() || torn.contains(&start) => {}
+            Err(err) => panic!(
+                "the line at byte {start} of {} is not one JSON record ({err}): {}",
+                path.display(),
+                String::from_utf8_lossy(line)
+            ),
+        }
+        start += length + 1;
+    }
+    records
+}
+
+/// Whether `records` hold a `function_call` without its output: the turn was inside a tool.
+fn has_unanswered_call(records: &[Value]) -> bool {
+    let ids = |kind: &str| -> HashSet<String> {
+        records
+            .iter()
+            .filter(|r| r["type"] == "response_item" && r["payload"]["type"] == kind)
+            .filter_map(|r| r["payload"]["call_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    !ids("function_call").is_subset(&ids("function_call_output"))
+}
+
+/// What the crash test saw; written to `target/tmp/crash-report.txt` for `.ci/run`.
+#[derive(Default)]
+struct CrashCounts {
+    /// Children killed by SIGKILL (the rest had finished their turn first).
+    kills: u64,
+    /// Kills that left part of a line: the file did not end with a newline when the child died.
+    kills_mid_write: u64,
+    /// Kills while a command ran: a `function_call` of the turn had no output yet.
+    kills_during_tool: u64,
+    /// Distinct transcript lines checked, each counted once however often it was re-read.
+    lines_checked: u64,
+    resumed: u64,
+    lost: u64,
 }
 
 #[test]
@@ -63,11 +119,15 @@ fn crash_test_kill_9_at_random_moments_loses_nothing() {
     let sessions: Vec<String> = (0..3)
         .map(|i| env.exec_ok(&format!("shell: echo session-{i}")).0)
         .collect();
-    let (mut kills, mut lines_checked, mut resumed, mut lost) = (0u64, 0u64, 0u64, 0u64);
+    let mut counts = CrashCounts::default();
+    // Per session: the torn fragments kills left (where each starts).
+    let mut torn: HashMap<&str, HashSet<usize>> = HashMap::new();
     for iteration in 0..iterations {
-        let thread_id = &sessions[(iteration % sessions.len() as u64) as usize];
+        let thread_id = sessions[(iteration % sessions.len() as u64) as usize].as_str();
         let path = env.rollout_of(thread_id);
         let before = std::fs::read(&path).expect("read transcript");
+        let torn_here = torn.entry(thread_id).or_default();
+        let records_before = parse_allowing_torn(&path, torn_here).len();
 
         let prompt = format!(
             "shell: echo turn-{iteration} && sleep 0.{}",
@@ -80,23 +140,34 @@ fn crash_test_kill_9_at_random_moments_loses_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn");
+        // The random moment of the kill (this sleep picks when, it waits for nothing).
         std::thread::sleep(Duration::from_millis(rng.below(250)));
-        if child.try_wait().expect("poll child").is_none() {
-            kills += 1;
-        }
         let _ = child.kill();
-        let _ = child.wait();
+        let status = child.wait().expect("wait for the child");
+        let killed = status.signal() == Some(libc::SIGKILL);
 
-        // Everything written before this turn is still there, byte for byte.
+        // The file as the child left it. Everything written before this turn is still
+        // there, byte for byte.
         let after = std::fs::read(&path).expect("read transcript");
         if !after.starts_with(&before) {
-            lost += 1;
+            counts.lost += 1;
         }
-        let records = parse_complete_lines(&path); // panics on a broken or doubled line
-        lines_checked += records.len() as u64;
+        if !after.is_empty() && !after.ends_with(b"\n") {
+            assert!(killed, "a turn that ran to its end left a torn line");
+            counts.kills_mid_write += 1;
+            let start = after.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            torn_here.insert(start);
+        }
+        let records = parse_allowing_torn(&path, torn_here);
+        if killed {
+            counts.kills += 1;
+            if has_unanswered_call(&records[records_before..]) {
+                counts.kills_during_tool += 1;
+            }
+        }
 
         // The session resumes with its whole history.
-        let prompts = user_prompts(&path);
+        let prompts = prompts_in(&records);
         let answer = env.resume_ok(thread_id, "RECALL");
         let recalled = answer.trim().strip_prefix("recall: ").unwrap_or_default();
         let recalled = recalled
@@ -104,13 +175,30 @@ fn crash_test_kill_9_at_random_moments_loses_nothing() {
             .map_or(recalled, |(list, _)| list);
         let recalled: Vec<&str> = recalled.split(" | ").collect();
         if recalled != prompts {
-            lost += 1;
+            counts.lost += 1;
             eprintln!("iteration {iteration}: recalled {recalled:?}, transcript has {prompts:?}");
         }
-        resumed += 1;
+        counts.resumed += 1;
     }
+    // Every line of every session (the last RECALL turns' included) was checked above or is
+    // now; each is counted once, not once per re-read.
+    for thread_id in &sessions {
+        let torn_here = torn.entry(thread_id.as_str()).or_default();
+        counts.lines_checked +=
+            parse_allowing_torn(&env.rollout_of(thread_id), torn_here).len() as u64;
+    }
+    let CrashCounts {
+        kills,
+        kills_mid_write,
+        kills_during_tool,
+        lines_checked,
+        resumed,
+        lost,
+    } = counts;
     let report = format!(
-        "crash test: iterations={iterations} seed={seed} kills={kills} lines_checked={lines_checked} sessions_resumed={resumed} items_lost={lost}"
+        "crash test: iterations={iterations} seed={seed} kills={kills} \
+         kills_mid_write={kills_mid_write} kills_during_tool={kills_during_tool} \
+         lines_checked={lines_checked} sessions_resumed={resumed} items_lost={lost}"
     );
     println!("{report}");
     // cargo captures a passing test's output; .ci/run prints this file so the counts show.

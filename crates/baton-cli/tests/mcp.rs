@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_test_support::{RecordedRequest, ScriptedModelServer, Wire, default_script};
@@ -13,6 +12,10 @@ use common::*;
 use rmcp::model::{ErrorCode, ReadResourceRequestParams, ResourceContents};
 use rmcp::service::ServiceError;
 use serde_json::{Value, json};
+
+/// Failure guard for waits on events (a process exiting, a notification): generous, since
+/// the behaviour under test either happens or never does; no test measures how fast.
+const GUARD: Duration = Duration::from_secs(60);
 
 fn model_server() -> ScriptedModelServer {
     ScriptedModelServer::start_blocking(default_script).expect("scripted model server")
@@ -508,6 +511,27 @@ async fn a_deleted_recorded_cwd_is_named_and_cwd_overrides_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_argument_of_the_wrong_type_says_what_was_given() {
+    let server = model_server();
+    let env = TestEnv::new(&server, Wire::Responses);
+    let mcp = McpProcess::spawn(&env).await;
+    let result = mcp
+        .call(
+            "baton",
+            json!({"prompt": "hello", "cwd": env.project, "config": {"sandbox_mode": 7}}),
+        )
+        .await;
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(
+        text.contains(r#"sandbox_mode`: expected one of "read-only", "workspace-write", "danger-full-access", got integer `7`"#),
+        "{text}"
+    );
+    assert!(server.requests().is_empty(), "no turn ran");
+    mcp.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_model_server_is_named_and_the_server_keeps_serving() {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -534,55 +558,34 @@ async fn an_unreachable_model_server_is_named_and_the_server_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_threads_run_in_parallel() {
-    // Records when each model request arrives; every one then stalls 1.5 s.
-    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let server = {
-        let arrivals = arrivals.clone();
-        ScriptedModelServer::start_blocking(move |request: &RecordedRequest| {
-            if request
-                .last_user_text()
-                .is_some_and(|t| t.starts_with("sleep:"))
-            {
-                arrivals.lock().expect("arrivals").push(Instant::now());
-            }
-            default_script(request)
-        })
-        .expect("server")
-    };
+    let server = model_server();
     let env = TestEnv::new(&server, Wire::Responses);
+    let rendezvous = env.project.join("rendezvous");
+    std::fs::create_dir(&rendezvous).expect("mkdir");
+    // Each turn's command checks in and waits until all four have: only turns that run at
+    // the same time can all print "together". (A serialised server makes the first one give
+    // up after its 60 s deadline and print "alone"; nothing here measures time.)
+    let command = "touch rendezvous/$$; for _ in $(seq 1200); do \
+                   [ \"$(ls rendezvous | wc -l)\" -ge 4 ] && { echo together; exit 0; }; \
+                   sleep 0.05; done; echo alone";
     let mcp = McpProcess::spawn(&env).await;
-    let started = Instant::now();
     let calls = (0..4).map(|_| {
         mcp.call(
             "baton",
-            json!({"prompt": "sleep: 1500", "cwd": env.project}),
+            json!({"prompt": format!("shell: {command}"), "cwd": env.project}),
         )
     });
     let results = futures_join_all(calls).await;
-    let elapsed = started.elapsed();
     let mut ids = Vec::new();
     for result in &results {
         let (id, content) = mcp.turn_output(result);
-        assert_eq!(content, "slept");
+        assert!(content.ends_with("Output:\ntogether"), "{content}");
         ids.push(id);
     }
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 4, "four distinct threads");
-    let arrivals = arrivals.lock().expect("arrivals").clone();
-    assert_eq!(arrivals.len(), 4);
-    let spread = arrivals
-        .iter()
-        .max()
-        .expect("max")
-        .duration_since(*arrivals.iter().min().expect("min"));
-    println!("four 1.5 s turns took {elapsed:?}; model requests arrived within {spread:?}");
-    // Each answer takes 1.5 s after its request arrives: all four arriving within 1.5 s of the
-    // first means the fourth was sent before the first was answered.
-    assert!(
-        spread < Duration::from_millis(1500),
-        "requests were serialised: arrivals spread over {spread:?}"
-    );
+    assert_eq!(std::fs::read_dir(&rendezvous).expect("ls").count(), 4);
     mcp.close().await;
 }
 
@@ -708,9 +711,9 @@ async fn progress_during_a_slow_turn_and_cancel_stops_it() {
     let mcp = McpProcess::spawn(&env).await;
     let (thread_id, _) = mcp.start("hello", &env.project).await;
 
-    // A distinctive duration finds the `sleep` process in /proc.
-    let marker = "sleep 7.3141";
-    let started = Instant::now();
+    // A distinctive duration finds the `sleep` process in /proc; it never ends by itself
+    // within the test, so only the cancel can stop it.
+    let marker = "sleep 73141";
     let handle = mcp
         .call_cancellable(
             "baton-reply",
@@ -719,16 +722,13 @@ async fn progress_during_a_slow_turn_and_cancel_stops_it() {
         .await;
     let token = handle.progress_token.clone();
     let running = mcp
-        .wait_for_progress(Duration::from_secs(10), |m| {
-            m.starts_with("running: sleep 7")
-        })
+        .wait_for_progress(GUARD, |m| m.starts_with("running: sleep 7"))
         .await;
     assert_eq!(running, format!("running: {marker}"));
     wait_for_process(marker).await;
     let heartbeat = mcp
-        .wait_for_progress(Duration::from_secs(12), |m| m.starts_with("working"))
+        .wait_for_progress(GUARD, |m| m.starts_with("working"))
         .await;
-    println!("heartbeat {heartbeat:?} after {:?}", started.elapsed());
     // The call's own notifications: its token, a start, the tool call, the heartbeat.
     let this_call: Vec<_> = mcp
         .progress()
@@ -755,7 +755,7 @@ async fn progress_during_a_slow_turn_and_cancel_stops_it() {
         .cancel(Some("test cancels".into()))
         .await
         .expect("cancel");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + GUARD;
     loop {
         let aborted = has_event(&records(&env, &thread_id), "turn_aborted");
         if aborted && processes_matching(marker).is_empty() {
@@ -768,10 +768,6 @@ async fn progress_during_a_slow_turn_and_cancel_stops_it() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(7),
-        "the sleep did not run to its end"
-    );
 
     // The thread stays usable and its history pairs the aborted call with an output.
     assert_eq!(
@@ -784,7 +780,7 @@ async fn progress_during_a_slow_turn_and_cancel_stops_it() {
 /// Waits until a process whose command line contains `marker` runs ("running:" progress is
 /// sent just before the command is spawned).
 async fn wait_for_process(marker: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + GUARD;
     while processes_matching(marker).is_empty() {
         assert!(Instant::now() < deadline, "`{marker}` never started");
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -813,17 +809,13 @@ async fn idle_server_exits(stop: Stop) {
     let env = TestEnv::new(&server, Wire::Responses);
     let mut raw = RawMcp::spawn(&env);
     raw.initialize().await;
-    let started = Instant::now();
     stop.apply(&mut raw);
-    let status = raw.wait_exit(Duration::from_secs(5)).await;
-    let took = started.elapsed();
-    println!("idle server exited {took:?} after {stop:?}");
+    let status = raw.wait_exit(GUARD).await;
     assert!(
         status.is_some_and(|s| s.success()),
-        "{status:?}\n{}",
+        "{status:?} after {stop:?}\n{}",
         read_log(&raw.log)
     );
-    assert!(took < Duration::from_secs(2), "took {took:?}");
 }
 
 /// A server stopped during a shell command kills it, records the abort, and exits promptly;
@@ -853,14 +845,16 @@ async fn busy_server_exits(stop: Stop, marker: &str) {
         }
     }
     wait_for_process(marker).await;
-    let started = Instant::now();
     stop.apply(&mut raw);
-    let status = raw.wait_exit(Duration::from_secs(10)).await;
-    let took = started.elapsed();
-    println!("busy server exited {took:?} after {stop:?}");
-    assert!(status.is_some(), "still running\n{}", read_log(&raw.log));
+    // The command never ends by itself: a server waiting for it would never exit.
+    let status = raw.wait_exit(GUARD).await;
+    assert!(
+        status.is_some(),
+        "still running after {stop:?}\n{}",
+        read_log(&raw.log)
+    );
     // SIGKILL is delivered at once, but a loaded machine may take a moment to reap.
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + GUARD;
     while !processes_matching(marker).is_empty() {
         assert!(
             Instant::now() < deadline,
@@ -878,11 +872,6 @@ async fn busy_server_exits(stop: Stop, marker: &str) {
     assert!(
         has_event(&records, "turn_aborted"),
         "{records:#?}\n{}",
-        read_log(&raw.log)
-    );
-    assert!(
-        took < Duration::from_secs(2),
-        "took {took:?}\n{}",
         read_log(&raw.log)
     );
 
@@ -907,17 +896,17 @@ async fn sigterm_ends_an_idle_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_stdin_aborts_a_running_turn_and_ends_the_server() {
-    busy_server_exits(Stop::StdinEof, "sleep 9.2718").await;
+    busy_server_exits(Stop::StdinEof, "sleep 92718").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_aborts_a_running_turn_and_ends_the_server() {
-    busy_server_exits(Stop::Signal("TERM"), "sleep 9.2719").await;
+    busy_server_exits(Stop::Signal("TERM"), "sleep 92719").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_aborts_a_running_turn_and_ends_the_server() {
-    busy_server_exits(Stop::Signal("INT"), "sleep 9.2720").await;
+    busy_server_exits(Stop::Signal("INT"), "sleep 92720").await;
 }
 
 /// Runs `prompt` in a new `untrusted` session with a client that answers `elicit`.

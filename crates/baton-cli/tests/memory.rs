@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use baton_test_support::{ScriptedModelServer, Wire, default_script};
 use common::mcp::McpProcess;
 use common::*;
@@ -50,14 +48,14 @@ async fn a_thread_in_use_stays_in_memory_and_an_idle_one_is_reloaded() {
     assert_eq!(loads_in(&mcp.log_text()), 0, "{}", mcp.log_text());
     mcp.close().await;
 
-    // A short TTL: the idle thread is dropped and comes back from disk, history intact.
+    // A zero TTL: a thread is idle as soon as its call ends (no waiting for a clock), so it is
+    // dropped and comes back from disk, history intact.
     let env = TestEnv::new(&server, Wire::Responses);
     let config = env.home.join("config.toml");
     let text = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(&config, format!("idle_thread_ttl = \"200ms\"\n{text}")).expect("write");
+    std::fs::write(&config, format!("idle_thread_ttl = 0\n{text}")).expect("write");
     let mcp = McpProcess::spawn(&env).await;
     let (thread_id, _) = mcp.start("one", &env.project).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
     let answer = mcp.reply(&thread_id, "RECALL").await;
     assert_eq!(answer, "recall: one (0 tool outputs)");
     assert_eq!(loads_in(&mcp.log_text()), 1, "{}", mcp.log_text());

@@ -25,26 +25,66 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
 }
 
 pub(crate) mod option {
+    use std::fmt;
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Seconds(u64),
-        Text(String),
-    }
+    use serde::de::{self, Unexpected, Visitor};
+    use serde::{Deserializer, Serializer};
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {
-        match Option::<Raw>::deserialize(deserializer)? {
-            None => Ok(None),
-            Some(Raw::Seconds(seconds)) => Ok(Some(Duration::from_secs(seconds))),
-            Some(Raw::Text(text)) => super::parse(&text)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
+        deserializer.deserialize_any(DurationVisitor).map(Some)
+    }
+
+    /// Seconds or a string with a unit; anything else is an error that says what was given
+    /// (an untagged enum would only say "data did not match any variant").
+    struct DurationVisitor;
+
+    impl DurationVisitor {
+        fn got<E: de::Error>(&self, given: Unexpected<'_>) -> Result<Duration, E> {
+            Err(E::custom(format_args!(
+                "expected seconds (90) or a duration such as \"30s\" or \"30m\", got {given}"
+            )))
+        }
+    }
+
+    impl<'de> Visitor<'de> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("seconds (90) or a duration such as \"30s\" or \"30m\"")
+        }
+
+        fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(seconds))
+        }
+
+        fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<Duration, E> {
+            match u64::try_from(seconds) {
+                Ok(seconds) => Ok(Duration::from_secs(seconds)),
+                Err(_) => self.got(Unexpected::Signed(seconds)),
+            }
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            super::parse(text).map_err(E::custom)
+        }
+
+        fn visit_bool<E: de::Error>(self, value: bool) -> Result<Duration, E> {
+            self.got(Unexpected::Bool(value))
+        }
+
+        fn visit_f64<E: de::Error>(self, value: f64) -> Result<Duration, E> {
+            self.got(Unexpected::Float(value))
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Duration, A::Error> {
+            self.got(Unexpected::Seq)
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Duration, A::Error> {
+            self.got(Unexpected::Map)
         }
     }
 

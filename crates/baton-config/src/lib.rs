@@ -168,9 +168,17 @@ impl Config {
         overrides: &ConfigOverrides,
     ) -> Result<Config, ConfigError> {
         // Parse the file alone first so that errors point at its lines, profiles included.
-        let from_file: ConfigToml =
-            toml::from_str(text).map_err(|err| invalid_at(config_file, text, &err))?;
-        toml::from_str::<ProfilesOnly>(text).map_err(|err| invalid_at(config_file, text, &err))?;
+        let invalid = |err| invalid_at(config_file, text, err);
+        let mut ignored_keys = Vec::new();
+        let from_file: ConfigToml = parse_checked(text, &mut ignored_keys).map_err(invalid)?;
+        // Profiles are kept as raw tables above; checked here against the top-level keys.
+        let mut outside_profiles = Vec::new();
+        parse_checked::<ProfilesOnly>(text, &mut outside_profiles).map_err(invalid)?;
+        ignored_keys.extend(
+            outside_profiles
+                .into_iter()
+                .filter(|key| key.starts_with("profiles.")),
+        );
         let mut table = toml::Table::try_from(&from_file).map_err(|err| ConfigError::Invalid {
             path: config_file.to_path_buf(),
             line: 1,
@@ -184,15 +192,17 @@ impl Config {
             };
             set_path(&mut table, key, value.clone()).map_err(invalid)?;
             // Checked one override at a time, so an error names the key at fault.
-            merged = table
-                .clone()
-                .try_into()
-                .map_err(|err: toml::de::Error| invalid(err.message().to_owned()))?;
+            merged = deserialize_checked(table.clone(), &mut Vec::new()).map_err(|err| {
+                ConfigError::Override {
+                    key: err.key.unwrap_or_else(|| key.clone()),
+                    message: err.error.message().to_owned(),
+                }
+            })?;
         }
 
         let merged = apply_profile(merged, overrides.profile.as_deref(), config_file)?;
         let mut config = resolve(home, config_file, merged, overrides)?;
-        config.ignored_keys = unknown_keys(text);
+        config.ignored_keys = ignored_keys;
         Ok(config)
     }
 
@@ -245,66 +255,63 @@ impl Config {
     }
 }
 
-/// Keys at the top level, in profiles and in providers that baton does not read.
-fn unknown_keys(text: &str) -> Vec<String> {
-    const TOP: &[&str] = &[
-        "model",
-        "model_provider",
-        "model_reasoning_effort",
-        "approval_policy",
-        "sandbox_mode",
-        "sandbox_workspace_write",
-        "shell_environment_policy",
-        "model_providers",
-        "profiles",
-        "profile",
-        "codex_home",
-        "idle_thread_ttl",
-        "model_context_window",
-        "model_auto_compact_token_limit",
-        "base_instructions",
-        "developer_instructions",
-        "mcp_servers",
-    ];
-    const PROVIDER: &[&str] = &[
-        "name",
-        "base_url",
-        "env_key",
-        "wire_api",
-        "http_headers",
-        "request_max_retries",
-        "stream_idle_timeout_ms",
-    ];
-    let Ok(table) = toml::from_str::<toml::Table>(text) else {
-        return Vec::new();
-    };
-    let unknown_in = |table: &toml::Table, known: &[&str], prefix: &str| -> Vec<String> {
-        table
-            .keys()
-            .filter(|key| !known.contains(&key.as_str()))
-            .map(|key| format!("{prefix}{key}"))
-            .collect()
-    };
-    let mut unknown = unknown_in(&table, TOP, "");
-    let tables = |key: &str| {
-        table
-            .get(key)
-            .and_then(toml::Value::as_table)
-            .into_iter()
-            .flat_map(|t| t.iter())
-            .filter_map(|(name, value)| value.as_table().map(|t| (name.clone(), t)))
-    };
-    for (name, profile) in tables("profiles") {
-        unknown.extend(unknown_in(profile, TOP, &format!("profiles.{name}.")));
+/// A value that does not fit its key, and that key (dotted, `model_providers.x.wire_api`).
+struct Mismatch {
+    key: Option<String>,
+    error: toml::de::Error,
+}
+
+impl From<toml::de::Error> for Mismatch {
+    fn from(error: toml::de::Error) -> Self {
+        Self { key: None, error }
     }
-    for (name, provider) in tables("model_providers") {
-        unknown.extend(unknown_in(
-            provider,
-            PROVIDER,
-            &format!("model_providers.{name}."),
-        ));
+}
+
+/// Parses a TOML document into `T` with [`deserialize_checked`].
+fn parse_checked<T: serde::de::DeserializeOwned>(
+    text: &str,
+    ignored: &mut Vec<String>,
+) -> Result<T, Mismatch> {
+    deserialize_checked(toml::Deserializer::parse(text)?, ignored)
+}
+
+/// Deserializes `T`, adding to `ignored` the dotted path of every key `T` has no field for
+/// (`sandbox_workspace_write.network_acess`) and naming the key of a value that does not fit.
+/// Generic over the types, so every table, present or added later, is checked the same way.
+fn deserialize_checked<'de, T, D>(deserializer: D, ignored: &mut Vec<String>) -> Result<T, Mismatch>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de, Error = toml::de::Error>,
+{
+    let mut note_ignored = |path: serde_ignored::Path<'_>| ignored.push(dotted(&path));
+    let deserializer = serde_ignored::Deserializer::new(deserializer, &mut note_ignored);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        Mismatch {
+            key: (path != ".").then_some(path),
+            error: err.into_inner(),
+        }
+    })
+}
+
+/// `path` as a TOML key, `sandbox_workspace_write.network_acess` (serde_ignored writes an
+/// `Option` layer as `?`, which is no part of the key a person typed).
+fn dotted(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    let (parent, own) = match path {
+        Path::Root => return String::new(),
+        Path::Seq { parent, index } => (parent, index.to_string()),
+        Path::Map { parent, key } => (parent, key.clone()),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => {
+            return dotted(parent);
+        }
+    };
+    match dotted(parent) {
+        parent if parent.is_empty() => own,
+        parent => format!("{parent}.{own}"),
     }
-    unknown
 }
 
 /// Context windows of models people commonly use, as Codex assumes them.
@@ -338,15 +345,19 @@ fn user_home() -> Result<PathBuf, ConfigError> {
         .ok_or(ConfigError::NoHome)
 }
 
-fn invalid_at(path: &Path, text: &str, err: &toml::de::Error) -> ConfigError {
-    let line = err
+fn invalid_at(path: &Path, text: &str, mismatch: Mismatch) -> ConfigError {
+    let Mismatch { key, error } = mismatch;
+    let line = error
         .span()
         .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
         .unwrap_or(1);
     ConfigError::Invalid {
         path: path.to_path_buf(),
         line,
-        message: err.message().to_owned(),
+        message: match key {
+            Some(key) => format!("{key}: {}", error.message()),
+            None => error.message().to_owned(),
+        },
     }
 }
 
@@ -613,6 +624,77 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_inside_every_table_are_reported_with_the_table() {
+        let text = "[sandbox_workspace_write]\nnetwork_acess = true\n\
+                    [model_providers.x]\nbase_url = \"http://x\"\nwire = \"chat\"\n\
+                    [profiles.p]\nmodel = \"m\"\nmodle = \"m\"\n\
+                    [profiles.p.sandbox_workspace_write]\nwritable_root = []\n";
+        let config = load(text, &ConfigOverrides::default()).expect("typos are warnings");
+        let mut ignored = config.ignored_keys.clone();
+        ignored.sort();
+        assert_eq!(
+            ignored,
+            [
+                "model_providers.x.wire",
+                "profiles.p.modle",
+                "profiles.p.sandbox_workspace_write.writable_root",
+                "sandbox_workspace_write.network_acess",
+            ]
+        );
+        assert!(!config.sandbox_workspace_write.network_access);
+    }
+
+    #[test]
+    fn type_errors_name_the_key_and_what_was_given() {
+        let expected_mode =
+            r#"expected one of "read-only", "workspace-write", "danger-full-access", got"#;
+        let cases = [
+            (
+                "model = \"m\"\nsandbox_mode = 7\n",
+                format!("line 2: sandbox_mode: {expected_mode} integer `7`"),
+            ),
+            (
+                "[model_providers.x]\nbase_url = \"u\"\nwire_api = true\n",
+                r#"line 3: model_providers.x.wire_api: expected one of "responses", "chat", got boolean `true`"#.to_owned(),
+            ),
+            (
+                "[profiles.p]\napproval_policy = \"sometimes\"\n",
+                r#"line 2: profiles.p.approval_policy: expected one of "untrusted", "on-request", "on-failure", "never", got string "sometimes""#.to_owned(),
+            ),
+            (
+                "idle_thread_ttl = true\n",
+                "line 1: idle_thread_ttl: expected seconds (90) or a duration such as \"30s\" or \"30m\", got boolean `true`".to_owned(),
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = load(text, &ConfigOverrides::default())
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains("/home/x/.baton/config.toml"), "{err}");
+            assert!(err.ends_with(&expected), "{text}: {err}");
+        }
+
+        // The MCP `config` argument.
+        for (json, expected) in [
+            (
+                serde_json::json!({"sandbox_mode": 7}),
+                format!("invalid config override `sandbox_mode`: {expected_mode} integer `7`"),
+            ),
+            (
+                serde_json::json!({"sandbox_workspace_write": {"network_access": "yes"}}),
+                "invalid config override `sandbox_workspace_write.network_access`: invalid type: string \"yes\", expected a boolean".to_owned(),
+            ),
+        ] {
+            let overrides = ConfigOverrides {
+                values: json_overrides(&json).expect("object"),
+                ..Default::default()
+            };
+            let err = load("", &overrides).expect_err("wrong type").to_string();
+            assert_eq!(err, expected);
+        }
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl ThreadManager {
         let config = Config::load(&options.home, &options.overrides)?;
         for key in &config.ignored_keys {
             tracing::warn!(
-                "{}: ignoring `{key}`, which baton does not use",
+                "{}: unknown key `{key}` ignored (baton does not use it)",
                 config.config_file.display()
             );
         }

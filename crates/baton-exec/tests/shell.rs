@@ -8,8 +8,8 @@ use baton_exec::{ExecError, OutputCap, ShellOutput, ShellRequest, run_shell};
 use baton_protocol::{SandboxMode, SandboxPolicy};
 use tokio_util::sync::CancellationToken;
 
-/// Failure guard only: the behaviours tested here finish in well under a second.
-const GUARD: Duration = Duration::from_secs(20);
+/// Failure guard only (a hang is a failure); no test here measures how fast anything is.
+const GUARD: Duration = Duration::from_secs(60);
 
 fn request(argv: &[&str], cwd: &Path) -> ShellRequest {
     ShellRequest {
@@ -138,14 +138,39 @@ async fn caps_output_keeping_head_and_tail() {
     );
 }
 
+/// Runs `req`; the command under test never ends on its own, so a run that does not return
+/// within [`GUARD`] is a hang (the behaviour under test is broken), never a slow machine.
+async fn run_guarded(req: ShellRequest, cancel: CancellationToken) -> ShellOutput {
+    tokio::time::timeout(GUARD, run_shell(req, cancel))
+        .await
+        .expect("run_shell hangs on a command that never ends by itself")
+        .expect("command runs")
+}
+
+/// The pid a command wrote into `path`, once it has (the command's "ready" signal).
+async fn wait_for_pid_file(path: &Path) -> u32 {
+    let started = Instant::now();
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+        {
+            return pid;
+        }
+        assert!(started.elapsed() < GUARD, "the command never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn timeout_kills_the_whole_process_group() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut req = request(&["bash", "-c", "sleep 30 & echo $!; sleep 30"], dir.path());
+    let mut req = request(
+        &["bash", "-c", "sleep infinity & echo $!; sleep infinity"],
+        dir.path(),
+    );
     req.timeout = Duration::from_millis(500);
-    let started = Instant::now();
-    let out = run(req).await;
-    assert!(started.elapsed() < GUARD);
+    let out = run_guarded(req, CancellationToken::new()).await;
     assert!(out.timed_out);
     assert_eq!(out.exit_code, None);
     assert_dies(first_line_pid(&out.output)).await;
@@ -157,9 +182,9 @@ async fn timeout_kills_the_whole_process_group() {
 #[tokio::test]
 async fn background_job_holding_the_pipe_does_not_hang_us() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let started = Instant::now();
-    let out = run(request(&["bash", "-c", "sleep 30 & echo $!"], dir.path())).await;
-    assert!(started.elapsed() < GUARD);
+    // The background job keeps stdout open forever: waiting for EOF would never return.
+    let req = request(&["bash", "-c", "sleep infinity & echo $!"], dir.path());
+    let out = run_guarded(req, CancellationToken::new()).await;
     assert_eq!(out.exit_code, Some(0));
     assert!(!out.timed_out);
     assert_dies(first_line_pid(&out.output)).await;
@@ -168,23 +193,24 @@ async fn background_job_holding_the_pipe_does_not_hang_us() {
 #[tokio::test]
 async fn cancel_kills_the_command() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let ready = dir.path().join("ready");
+    // Cancelled once the background job exists (its pid written to `ready`), not after a
+    // guessed delay.
+    let script = format!(
+        "sleep infinity & echo $! > {0}.tmp && mv {0}.tmp {0}; sleep infinity",
+        ready.display()
+    );
     let cancel = CancellationToken::new();
-    let canceller = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        canceller.cancel();
-    });
-    let started = Instant::now();
-    let out = run_shell(
-        request(&["bash", "-c", "sleep 30 & echo $!; sleep 30"], dir.path()),
-        cancel,
-    )
-    .await
-    .expect("runs");
-    assert!(started.elapsed() < GUARD);
+    let running = tokio::spawn(run_guarded(
+        request(&["bash", "-c", &script], dir.path()),
+        cancel.clone(),
+    ));
+    let background = wait_for_pid_file(&ready).await;
+    cancel.cancel();
+    let out = running.await.expect("task");
     assert!(out.cancelled);
     assert!(!out.timed_out);
-    assert_dies(first_line_pid(&out.output)).await;
+    assert_dies(background).await;
     assert!(out.to_model_text().contains("cancelled"));
 }
 
@@ -192,22 +218,12 @@ async fn cancel_kills_the_command() {
 async fn dropping_the_future_kills_the_command() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pid_file = dir.path().join("pid");
-    let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+    let script = format!("echo $$ > {}; exec sleep infinity", pid_file.display());
     let task = tokio::spawn(run_shell(
         request(&["bash", "-c", &script], dir.path()),
         CancellationToken::new(),
     ));
-    let started = Instant::now();
-    let pid = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|text| text.trim().parse::<u32>().ok())
-        {
-            break pid;
-        }
-        assert!(started.elapsed() < GUARD, "command did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let pid = wait_for_pid_file(&pid_file).await;
     task.abort();
     assert!(task.await.expect_err("aborted").is_cancelled());
     assert_dies(pid).await;

@@ -149,29 +149,44 @@ impl<T: Transport<RoleServer>> Transport<RoleServer> for OrderedTransport<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::pin::pin;
+    use std::task::{Context, Waker};
 
     use super::*;
 
-    #[tokio::test]
-    async fn tickets_are_served_in_order_and_a_dropped_one_does_not_block() {
+    /// Polls `future` once: whether it is still waiting, without waiting any time for it.
+    fn is_waiting<F: Future>(future: std::pin::Pin<&mut F>) -> bool {
+        future
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+    }
+
+    #[test]
+    fn tickets_are_served_in_order_and_a_dropped_one_does_not_block() {
         let order = Arc::new(ArrivalOrder::default());
         let thread = ThreadId::new();
         let first = order.ticket(thread);
         let skipped = order.ticket(thread);
         let third = order.ticket(thread);
-        let waiting = tokio::spawn(async move {
-            third.wait_turn().await;
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "the third call waits for the first");
-        drop(skipped);
-        first.wait_turn().await;
-        drop(first);
-        tokio::time::timeout(Duration::from_secs(1), waiting)
-            .await
-            .expect("the third call runs once the first two are done")
-            .expect("task");
+        {
+            let mut third_turn = pin!(third.wait_turn());
+            assert!(
+                is_waiting(third_turn.as_mut()),
+                "the third call waits for the first"
+            );
+            drop(skipped);
+            assert!(
+                is_waiting(third_turn.as_mut()),
+                "a dropped second ticket does not let the third overtake the first"
+            );
+            assert!(!is_waiting(pin!(first.wait_turn())), "the first call runs");
+            drop(first);
+            assert!(
+                !is_waiting(third_turn.as_mut()),
+                "the third call runs once the first two are done"
+            );
+        }
+        drop(third);
         assert!(
             order.lines.lock().expect("lock").is_empty(),
             "idle lines are forgotten"

@@ -5,6 +5,7 @@
 //! files written by either tool can be read by the other.
 
 mod items;
+mod one_of;
 mod policy;
 mod provider;
 mod rollout;

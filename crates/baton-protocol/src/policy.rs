@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// What the commands of a session may touch (SPEC §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SandboxMode {
     ReadOnly,
@@ -16,7 +16,7 @@ pub enum SandboxMode {
 }
 
 /// When baton asks the person (through the MCP client) before running a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ApprovalPolicy {
     Untrusted,
@@ -139,6 +139,19 @@ impl FromStr for ApprovalPolicy {
     }
 }
 
+// By hand rather than derived, for errors that say what was given (see `one_of`).
+impl<'de> Deserialize<'de> for SandboxMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::one_of::deserialize(deserializer, &Self::ALL, |name| name.parse().ok())
+    }
+}
+
+impl<'de> Deserialize<'de> for ApprovalPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::one_of::deserialize(deserializer, &Self::ALL, |name| name.parse().ok())
+    }
+}
+
 impl fmt::Display for SandboxMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -164,6 +177,37 @@ mod tests {
             assert_eq!(name.parse::<ApprovalPolicy>().expect(name).as_str(), name);
         }
         assert!("sometimes".parse::<ApprovalPolicy>().is_err());
+    }
+
+    #[test]
+    fn deserializing_names_what_was_given() {
+        for name in SandboxMode::ALL {
+            let json = serde_json::to_string(&name).expect("json");
+            let mode: SandboxMode = serde_json::from_str(&json).expect(name);
+            assert_eq!(serde_json::to_string(&mode).expect("json"), json);
+        }
+        let error = |json: &str| {
+            serde_json::from_str::<SandboxMode>(json)
+                .expect_err(json)
+                .to_string()
+        };
+        let expected =
+            r#"expected one of "read-only", "workspace-write", "danger-full-access", got"#;
+        assert!(
+            error("7").starts_with(&format!("{expected} integer `7`")),
+            "{}",
+            error("7")
+        );
+        assert!(error("true").starts_with(&format!("{expected} boolean `true`")));
+        assert!(error(r#""sideways""#).starts_with(&format!(r#"{expected} string "sideways""#)));
+        assert!(error("[]").starts_with(&format!("{expected} sequence")));
+        let error = serde_json::from_str::<ApprovalPolicy>("1.5").expect_err("float");
+        assert!(
+            error
+                .to_string()
+                .contains("\"never\", got floating point `1.5`"),
+            "{error}"
+        );
     }
 
     #[test]

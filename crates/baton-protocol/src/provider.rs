@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Which HTTP API a model provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WireApi {
     /// `POST {base_url}/responses` (OpenAI Responses API).
@@ -13,6 +13,21 @@ pub enum WireApi {
     Responses,
     /// `POST {base_url}/chat/completions` (any OpenAI-compatible server).
     Chat,
+}
+
+impl WireApi {
+    pub const ALL: [&'static str; 2] = ["responses", "chat"];
+}
+
+// By hand rather than derived, for errors that say what was given (see `one_of`).
+impl<'de> Deserialize<'de> for WireApi {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::one_of::deserialize(deserializer, &Self::ALL, |name| match name {
+            "responses" => Some(Self::Responses),
+            "chat" => Some(Self::Chat),
+            _ => None,
+        })
+    }
 }
 
 /// A model provider as configured under `[model_providers.<id>]` (SPEC §2). Keys baton does

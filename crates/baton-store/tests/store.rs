@@ -617,12 +617,14 @@ fn a_released_lock_is_free_even_while_a_forked_child_holds_the_descriptor() {
     let lock = store.lock_thread(id).expect("lock");
     // A child forked while the lock is held keeps a copy of its descriptor (as a command's
     // child does until it execs); `sleep` inherits nothing across exec, so use a raw fork.
-    // SAFETY: the child only sleeps and exits with async-signal-safe calls.
+    // SAFETY: the child only waits for its SIGKILL, with async-signal-safe calls.
     let child = unsafe { libc::fork() };
     if child == 0 {
         unsafe {
-            libc::sleep(2);
-            libc::_exit(0);
+            // Holds the descriptor until killed below, however long the relock takes.
+            loop {
+                libc::pause();
+            }
         }
     }
     assert!(child > 0, "fork failed");
