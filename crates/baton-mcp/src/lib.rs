@@ -8,6 +8,7 @@
 mod args;
 mod hooks;
 mod order;
+mod oversize;
 mod server;
 mod shutdown;
 
@@ -44,12 +45,14 @@ pub async fn serve_stdio(manager: Arc<ThreadManager>) -> Result<(), ServeError> 
     // Cancelling the service token the moment stdin reports EOF makes every running tool's
     // `ctx.ct` fire at once; otherwise rmcp would wait up to 5 s for in-flight handlers.
     let (stdin, stdout) = stdio_pipes();
+    let (stdin, oversized) = oversize::watch(stdin);
     let transport =
         IntoTransport::<RoleServer, std::io::Error, TransportAdapterAsyncRW>::into_transport((
             shutdown::EofSignal::new(stdin, shutdown.clone()),
             stdout,
         ));
-    let transport = order::OrderedTransport::new(transport);
+    let transport =
+        order::OrderedTransport::new(oversize::OversizeReplies::new(transport, oversized));
     let running = match BatonServer::new(manager)
         .serve_with_ct(transport, shutdown.clone())
         .await
