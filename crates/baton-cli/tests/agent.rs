@@ -4,7 +4,7 @@
 
 mod common;
 
-use baton_test_support::{ScriptedModelServer, Wire, default_script};
+use baton_test_support::{RecordedRequest, ScriptedModelServer, Wire, default_script};
 use common::*;
 use serde_json::json;
 
@@ -79,4 +79,127 @@ fn the_chat_wire_sends_no_cache_key() {
     let body = &server.requests()[0].body;
     assert!(body.get("prompt_cache_key").is_none(), "{body}");
     assert!(body.get("parallel_tool_calls").is_none(), "{body}");
+}
+
+/// What the scripted server reported over `requests`, summed: `(input, cached, output)`, and
+/// the size of the conversation after the last one (its input plus output).
+fn reported_sums(requests: &[RecordedRequest]) -> ([u64; 3], u64) {
+    let mut sums = [0u64; 3];
+    let mut last = 0;
+    for request in requests {
+        let usage = request
+            .reported_usage(&default_script(request))
+            .expect("the default script reports usage");
+        let count = |pointer: &str| {
+            usage
+                .pointer(pointer)
+                .and_then(|v| v.as_u64())
+                .expect(pointer)
+        };
+        let (input, cached, output) = (
+            count("/input_tokens"),
+            count("/input_tokens_details/cached_tokens"),
+            count("/output_tokens"),
+        );
+        sums[0] += input;
+        sums[1] += cached;
+        sums[2] += output;
+        last = input + output;
+    }
+    (sums, last)
+}
+
+const WINDOW: u64 = 200_000;
+
+fn assert_usage(usage: &serde_json::Value, requests: &[RecordedRequest]) {
+    let ([input, cached, output], last) = reported_sums(requests);
+    assert!(cached > 0, "the scripted server reports cached tokens");
+    assert_eq!(
+        usage,
+        &json!({
+            "input_tokens": input,
+            "cached_input_tokens": cached,
+            "output_tokens": output,
+            "context_window": WINDOW,
+            "context_left_percent": (WINDOW - last) * 100 / WINDOW,
+        })
+    );
+}
+
+#[test]
+fn exec_json_and_sessions_show_report_the_turns_usage() {
+    let server = ScriptedModelServer::start_blocking(default_script).expect("server");
+    let env = TestEnv::new(&server, Wire::Responses);
+    let window = format!("model_context_window={WINDOW}");
+    let output = env.run(&["-c", &window, "exec", "--json", "shell: echo hi"]);
+    assert_success(&output);
+    let completed = stdout(&output)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["type"] == "turn.completed")
+        .expect("a turn.completed event");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "a tool call, then the answer");
+    assert_usage(&completed["usage"], &requests);
+
+    let thread = thread_id_of(&output);
+    env.resume_ok(&thread, "second turn");
+    let shown = env.run(&["sessions", "show", &thread]);
+    assert_success(&shown);
+    let shown = stdout(&shown);
+    let requests = server.requests();
+    let usage_lines: Vec<&str> = shown.lines().filter(|l| l.starts_with("[usage]")).collect();
+    let expected: Vec<String> = [&requests[..2], &requests[2..]]
+        .iter()
+        .map(|turn| {
+            let ([input, cached, output], _) = reported_sums(turn);
+            format!(
+                "[usage] {} model requests: input {input} tokens ({cached} cached), output {output} tokens",
+                turn.len()
+            )
+        })
+        .collect();
+    assert_eq!(usage_lines, expected, "{shown}");
+    // Each turn's usage follows its answer.
+    let first_answer = shown.find("[assistant]").expect("first answer shown");
+    let second_prompt = shown.find("second turn").expect("second prompt shown");
+    let first_usage = shown.find(&expected[0]).expect("usage shown");
+    assert!(
+        first_answer < first_usage && first_usage < second_prompt,
+        "{shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_results_carry_the_turns_usage() {
+    let server = ScriptedModelServer::start(default_script)
+        .await
+        .expect("server");
+    let env = TestEnv::new(&server, Wire::Chat);
+    let mcp = mcp::McpProcess::spawn(&env).await;
+    let result = mcp
+        .call(
+            "baton",
+            json!({"prompt": "shell: echo hi", "cwd": env.project,
+                "config": {"model_context_window": WINDOW}}),
+        )
+        .await;
+    let (thread, _) = mcp.turn_output(&result);
+    let structured = result.structured_content.as_ref().expect("structured");
+    assert_usage(&structured["usage"], &server.requests());
+
+    // A reply's usage covers its own requests only.
+    let before = server.requests().len();
+    let result = mcp
+        .call(
+            "baton-reply",
+            json!({"threadId": thread, "prompt": "again"}),
+        )
+        .await;
+    let structured = result.structured_content.as_ref().expect("structured");
+    let ([input, cached, output], _) = reported_sums(&server.requests()[before..]);
+    assert_eq!(structured["usage"]["input_tokens"], json!(input));
+    assert_eq!(structured["usage"]["cached_input_tokens"], json!(cached));
+    assert_eq!(structured["usage"]["output_tokens"], json!(output));
+    mcp.close().await;
 }

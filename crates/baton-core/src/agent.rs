@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use baton_model::{ModelClient, ModelRequest};
+use baton_model::{ModelClient, ModelRequest, TokenUsage};
 use baton_protocol::{
     ApprovalPolicy, Compacted, EventMsg, ResponseItem, RolloutItem, SandboxMode, SandboxPolicy,
     SessionMeta, ThreadId, TurnContext,
@@ -20,6 +20,7 @@ use crate::compact;
 use crate::error::CoreError;
 use crate::hooks::{ApprovalDecision, ApprovalRequest, TurnHooks};
 use crate::tools::{self, APPLY_PATCH_TOOL, ApplyPatchArgs, CommandPlan, SHELL_TOOL, ShellArgs};
+use crate::usage::TurnUsage;
 
 /// Runs blocking IO (fsync, file locks) on the current thread, first letting the runtime move
 /// its other tasks to another worker when it can, so one slow disk does not stall the server.
@@ -80,6 +81,8 @@ pub(crate) struct LiveThread {
     pub file_len: u64,
     /// What the person approved "for this session".
     pub approved_commands: HashSet<ApprovalKey>,
+    /// Token usage of the current (or last) turn.
+    pub turn_usage: TurnUsage,
 }
 
 impl LiveThread {
@@ -138,6 +141,7 @@ impl Turn<'_> {
             sink.thread_started(self.thread.id).await;
         }
         self.progress("turn started").await;
+        self.thread.turn_usage = TurnUsage::default();
         let context = self.thread.settings.turn_context();
         self.append(RolloutItem::TurnContext(context))?;
         self.record(ResponseItem::user_message(prompt))?;
@@ -212,13 +216,7 @@ impl Turn<'_> {
                 }
                 Err(err) => return Err(err.into()),
             };
-            if let Some(usage) = &response.usage {
-                self.append(RolloutItem::EventMsg(EventMsg::TokenCount {
-                    input_tokens: usage.input_tokens,
-                    output_tokens: usage.output_tokens,
-                    total_tokens: usage.total_tokens,
-                }))?;
-            }
+            self.record_usage(response.usage.as_ref())?;
             let mut calls = Vec::new();
             let mut final_message = String::new();
             for item in response.items {
@@ -484,6 +482,7 @@ impl Turn<'_> {
             _ = self.hooks.cancel.cancelled() => return Err(CoreError::Cancelled),
             response = self.model.complete(&request) => response?,
         };
+        self.record_usage(response.usage.as_ref())?;
         let summary = response
             .items
             .iter()
@@ -508,6 +507,20 @@ impl Turn<'_> {
         );
         self.thread.history = replacement;
         Ok(())
+    }
+
+    /// Records a response's token usage as a `token_count` event and adds it to the turn's.
+    fn record_usage(&mut self, usage: Option<&TokenUsage>) -> Result<(), CoreError> {
+        let Some(usage) = usage else {
+            return Ok(());
+        };
+        self.thread.turn_usage.add(usage);
+        self.append(RolloutItem::EventMsg(EventMsg::TokenCount {
+            input_tokens: usage.input_tokens,
+            cached_input_tokens: usage.cached_input_tokens,
+            output_tokens: usage.output_tokens,
+            total_tokens: usage.total_tokens,
+        }))
     }
 
     /// Pairs every call of this thread's history that has no output yet.

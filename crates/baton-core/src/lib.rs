@@ -12,6 +12,7 @@ mod error;
 mod hooks;
 mod manager;
 mod tools;
+mod usage;
 
 pub use error::CoreError;
 pub use hooks::{ApprovalDecision, ApprovalRequest, Approver, ProgressSink, TurnHooks};
@@ -19,3 +20,4 @@ pub use manager::{
     HttpModelClientFactory, ModelClientFactory, ReplyToThread, SessionPage, SessionQuery,
     SessionSummary, StartThread, ThreadManager, ThreadManagerOptions, TurnResult,
 };
+pub use usage::TurnUsage;

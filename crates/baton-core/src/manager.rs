@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use baton_config::{Config, ConfigOverrides, TomlValue};
 use baton_model::{HttpModelClient, ModelClient, ModelError};
 use baton_protocol::{
-    ApprovalPolicy, BaseInstructions, CLI_VERSION, ModelProviderInfo, ORIGINATOR, ResponseItem,
-    RolloutItem, SandboxMode, SessionMeta, SessionSource, ThreadId, format_timestamp, history_text,
+    ApprovalPolicy, BaseInstructions, CLI_VERSION, EventMsg, ModelProviderInfo, ORIGINATOR,
+    ResponseItem, RolloutItem, SandboxMode, SessionMeta, SessionSource, ThreadId, format_timestamp,
+    history_text,
 };
 use baton_store::{
     ListQuery, LoadedRollout, RolloutWriter, Store, ThreadOrigin, ThreadSummary, TurnRecord,
@@ -25,6 +26,7 @@ use crate::agent::{LiveThread, ThreadSettings, Turn, blocking_section, default_b
 use crate::codex_import;
 use crate::error::CoreError;
 use crate::hooks::TurnHooks;
+use crate::usage::TurnUsage;
 
 /// Builds model clients; the real one speaks HTTP, tests may script one.
 pub trait ModelClientFactory: Send + Sync {
@@ -94,6 +96,8 @@ pub struct ReplyToThread {
 pub struct TurnResult {
     pub thread_id: ThreadId,
     pub message: String,
+    /// The turn's token usage; `None` for a fork, which asks no model.
+    pub usage: Option<TurnUsage>,
 }
 
 /// Filters for [`ThreadManager::list_sessions`].
@@ -234,6 +238,7 @@ impl ThreadManager {
             history: Vec::new(),
             file_len: writer.len(),
             approved_commands: HashSet::new(),
+            turn_usage: TurnUsage::default(),
         };
         if let Some(text) = &config.developer_instructions {
             let item = ResponseItem::developer_message(text.clone());
@@ -374,9 +379,11 @@ impl ThreadManager {
             Ok(Ok(())) => {}
         }
         let message = outcome?;
+        let window = config.context_window_for(&live.settings.model);
         Ok(TurnResult {
             thread_id: live.id,
             message,
+            usage: Some(live.turn_usage.clone().with_window(window)),
         })
     }
 
@@ -459,6 +466,7 @@ impl ThreadManager {
             history,
             file_len,
             approved_commands: HashSet::new(),
+            turn_usage: TurnUsage::default(),
         })
     }
 
@@ -524,6 +532,7 @@ impl ThreadManager {
                 "forked thread {source_id} at turn {kept} of {} into thread {id}; continue it by that id",
                 turns.len()
             ),
+            usage: None,
         })
     }
 
@@ -591,15 +600,18 @@ impl ThreadManager {
         Ok(blocking(move || baton_store::read_rollout(&path)).await??)
     }
 
-    /// The conversation of a thread as readable text.
+    /// The conversation of a thread as readable text, with each turn's token usage and the
+    /// plan updates where they happened.
     pub async fn transcript_text(&self, thread_id: &str) -> Result<String, CoreError> {
         let loaded = self.read_thread(thread_id).await?;
+        let path = loaded.path.clone();
+        let timeline = blocking(move || baton_store::read_timeline(&path)).await??;
         Ok(format!(
             "thread {}\ncwd: {}\nfile: {}\n\n{}",
             loaded.meta.id,
             loaded.meta.cwd.display(),
             loaded.path.display(),
-            history_text(&loaded.history)
+            timeline_text(&timeline)
         ))
     }
 
@@ -677,6 +689,7 @@ fn rehydrate(loaded: LoadedRollout, config: &Config) -> LiveThread {
         history: loaded.history,
         file_len: loaded.file_len,
         approved_commands: HashSet::new(),
+        turn_usage: TurnUsage::default(),
     }
 }
 
@@ -715,6 +728,64 @@ fn settings_of(loaded: &LoadedRollout, config: &Config) -> ThreadSettings {
             .and_then(|c| c.effort.clone())
             .or_else(|| config.model_reasoning_effort.clone()),
     }
+}
+
+/// A transcript's lines as text for people: the conversation (as [`history_text`] writes it),
+/// compactions, plan updates, and after each turn the tokens its model requests used.
+fn timeline_text(timeline: &[RolloutItem]) -> String {
+    let mut out = String::new();
+    let mut turn = TurnUsage::default();
+    let mut requests = 0usize;
+    let flush = |out: &mut String, turn: &mut TurnUsage, requests: &mut usize| {
+        if *requests > 0 {
+            out.push_str(&format!(
+                "[usage] {} model requests: input {} tokens ({} cached), output {} tokens\n\n",
+                requests, turn.input_tokens, turn.cached_input_tokens, turn.output_tokens
+            ));
+        }
+        *turn = TurnUsage::default();
+        *requests = 0;
+    };
+    for item in timeline {
+        match item {
+            RolloutItem::TurnContext(_) => flush(&mut out, &mut turn, &mut requests),
+            RolloutItem::ResponseItem(item) => {
+                out.push_str(&history_text(std::slice::from_ref(item)))
+            }
+            RolloutItem::Compacted(compacted) => {
+                out.push_str(&format!("[compacted]\n{}\n\n", compacted.message.trim()))
+            }
+            RolloutItem::EventMsg(EventMsg::TokenCount {
+                input_tokens,
+                cached_input_tokens,
+                output_tokens,
+                total_tokens,
+            }) if *input_tokens > 0 || *output_tokens > 0 => {
+                // Codex writes its counts in another shape; those read as zeros and are left out.
+                requests += 1;
+                turn.add(&baton_model::TokenUsage {
+                    input_tokens: *input_tokens,
+                    cached_input_tokens: *cached_input_tokens,
+                    output_tokens: *output_tokens,
+                    total_tokens: *total_tokens,
+                });
+            }
+            RolloutItem::EventMsg(EventMsg::PlanUpdate(plan)) => out.push_str(&format!(
+                "[plan] {}\n{}\n",
+                plan.progress_line(),
+                plan.checklist()
+            )),
+            RolloutItem::EventMsg(EventMsg::TurnAborted { reason }) => {
+                out.push_str(&format!("[turn aborted: {reason}]\n\n"))
+            }
+            RolloutItem::EventMsg(EventMsg::Error { message }) => {
+                out.push_str(&format!("[error] {message}\n\n"))
+            }
+            RolloutItem::SessionMeta(_) | RolloutItem::EventMsg(_) => {}
+        }
+    }
+    flush(&mut out, &mut turn, &mut requests);
+    out
 }
 
 /// Where each turn starts: the indices of the messages a person typed (not the context and

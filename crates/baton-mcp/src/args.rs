@@ -147,6 +147,23 @@ pub(crate) struct TurnOutput {
     pub thread_id: String,
     /// The agent's final message.
     pub content: String,
+    /// Tokens this turn used, summed over its model requests, and how much of the model's
+    /// context window is left (the session is compacted when it runs low).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageOutput>,
+}
+
+/// `structuredContent.usage` of a turn.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub(crate) struct UsageOutput {
+    pub input_tokens: u64,
+    /// Of `input_tokens`, how many the provider served from its prompt cache.
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    /// The model's context window in tokens, when known.
+    pub context_window: Option<u64>,
+    /// The share of the context window still free, 0 to 100, when the window is known.
+    pub context_left_percent: Option<u64>,
 }
 
 /// One session in `baton-sessions`.

@@ -14,8 +14,8 @@ pub use items::{ContentItem, ResponseItem, history_text, leading_type, shorten};
 pub use policy::{ApprovalPolicy, ParsePolicyError, SandboxMode, SandboxPolicy};
 pub use provider::{ModelProviderInfo, WireApi};
 pub use rollout::{
-    BaseInstructions, Compacted, EventMsg, GitInfo, ImportedFrom, RolloutItem, SessionMeta,
-    SessionSource, TurnContext, format_timestamp,
+    BaseInstructions, Compacted, EventMsg, GitInfo, ImportedFrom, Plan, PlanStep, RolloutItem,
+    SessionMeta, SessionSource, StepStatus, TurnContext, format_timestamp,
 };
 pub use thread_id::{ThreadId, ThreadIdError};
 

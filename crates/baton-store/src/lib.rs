@@ -19,6 +19,7 @@ mod lock;
 mod reader;
 mod store;
 mod summary;
+mod timeline;
 mod writer;
 
 pub use codex::{find_codex_rollout, list_codex_sessions};
@@ -30,4 +31,5 @@ pub use summary::{
     SEARCH_TEXT_LIMIT, SUMMARY_TEXT_LIMIT, ThreadOrigin, ThreadSummary, is_context_message,
     push_search_text, summarize_rollout,
 };
+pub use timeline::read_timeline;
 pub use writer::RolloutWriter;
