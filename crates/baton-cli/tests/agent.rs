@@ -203,3 +203,120 @@ async fn mcp_results_carry_the_turns_usage() {
     assert_eq!(structured["usage"]["output_tokens"], json!(output));
     mcp.close().await;
 }
+
+/// The instructions messages of a request, in order.
+fn instructions_messages(request: &RecordedRequest) -> Vec<String> {
+    request
+        .conversation()
+        .into_iter()
+        .filter(|entry| entry.starts_with("user: # AGENTS.md instructions for "))
+        .collect()
+}
+
+/// A repository in the project dir: root `AGENTS.md`, and `sub/` with an `AGENTS.md` that its
+/// `AGENTS.override.md` replaces. Returns the `sub` directory.
+fn repository_with_instructions(env: &TestEnv) -> std::path::PathBuf {
+    std::fs::create_dir_all(env.project.join(".git")).expect(".git");
+    let sub = env.project.join("sub");
+    std::fs::create_dir_all(&sub).expect("sub");
+    std::fs::write(env.project.join("AGENTS.md"), "ROOT: run make check\n").expect("write");
+    std::fs::write(sub.join("AGENTS.md"), "SUB: replaced by the override\n").expect("write");
+    std::fs::write(sub.join("AGENTS.override.md"), "OVERRIDE: use tabs\n").expect("write");
+    std::fs::write(env.home.join("AGENTS.md"), "HOME: answer briefly\n").expect("write");
+    sub
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_md_from_root_to_cwd_is_sent_once_and_kept_after_restart() {
+    let server = ScriptedModelServer::start(default_script)
+        .await
+        .expect("server");
+    let env = TestEnv::new(&server, Wire::Responses);
+    let sub = repository_with_instructions(&env);
+    let output = env.run(&["exec", "--cd", sub.to_str().expect("utf-8"), "first"]);
+    assert_success(&output);
+    let thread = thread_id_of(&output);
+
+    let first = &server.requests()[0];
+    let expected = format!(
+        "user: # AGENTS.md instructions for {}\n\n<INSTRUCTIONS>\nHOME: answer briefly\n\n\
+         ROOT: run make check\n\nOVERRIDE: use tabs\n</INSTRUCTIONS>",
+        sub.display()
+    );
+    assert_eq!(
+        first.conversation(),
+        vec![expected.clone(), "user: first".to_owned()],
+        "one instructions message, before the prompt"
+    );
+
+    // A restarted server continues the thread: the same message, once.
+    let mcp = mcp::McpProcess::spawn(&env).await;
+    mcp.reply(&thread, "second").await;
+    mcp.close().await;
+    let requests = server.requests();
+    let second = requests.last().expect("a request");
+    assert_eq!(instructions_messages(second), vec![expected.clone()]);
+    assert_eq!(second.conversation()[0], expected);
+
+    // Compaction keeps it at the front.
+    env.run(&["exec", "resume", &thread, "third", "--compact"]);
+    let requests = server.requests();
+    let after = requests.last().expect("a request");
+    assert_eq!(
+        after.conversation()[0],
+        expected,
+        "{:?}",
+        after.conversation()
+    );
+    assert_eq!(instructions_messages(after).len(), 1);
+
+    // A fork keeps its source's instructions, even once the files changed.
+    std::fs::write(sub.join("AGENTS.override.md"), "CHANGED\n").expect("write");
+    let output = env.run(&["sessions", "fork", &thread]);
+    assert_success(&output);
+    env.resume_ok(&thread_id_of(&output), "in the fork");
+    let requests = server.requests();
+    assert_eq!(
+        instructions_messages(requests.last().expect("a request")),
+        vec![expected]
+    );
+}
+
+#[test]
+fn agents_md_is_capped_and_fallback_names_are_used_when_configured() {
+    let server = ScriptedModelServer::start_blocking(default_script).expect("server");
+    let env = TestEnv::new(&server, Wire::Responses);
+    std::fs::write(env.project.join("CLAUDE.md"), "CLAUDE: no emojis\n").expect("write");
+    env.exec_ok("plain");
+    assert!(instructions_messages(&server.requests()[0]).is_empty());
+
+    let output = env.run(&[
+        "-c",
+        "project_doc_fallback_filenames=[\"CLAUDE.md\"]",
+        "exec",
+        "with fallback",
+    ]);
+    assert_success(&output);
+    let requests = server.requests();
+    let messages = instructions_messages(requests.last().expect("a request"));
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].contains("<INSTRUCTIONS>\nCLAUDE: no emojis\n</INSTRUCTIONS>"));
+
+    // 40 KiB of instructions: 32 KiB are sent, and the message says the rest was cut.
+    std::fs::write(env.project.join("AGENTS.md"), "x".repeat(40 * 1024)).expect("write");
+    env.exec_ok("big");
+    let requests = server.requests();
+    let messages = instructions_messages(requests.last().expect("a request"));
+    let body = messages[0]
+        .split_once("<INSTRUCTIONS>\n")
+        .and_then(|(_, rest)| rest.strip_suffix("\n</INSTRUCTIONS>"))
+        .expect("tagged body");
+    let (kept, note) = body
+        .split_once("\n\n[baton:")
+        .expect("the cut is said in words");
+    assert_eq!(kept, "x".repeat(32 * 1024));
+    assert!(
+        note.contains("8192 of 40960 bytes exceed project_doc_max_bytes = 32768"),
+        "{note}"
+    );
+}

@@ -8,6 +8,8 @@ use std::collections::HashSet;
 
 use baton_protocol::ResponseItem;
 
+use crate::project_doc;
+
 /// The request for a summary, sent as the last user message of the summarization request.
 pub(crate) const SUMMARY_PROMPT: &str = "Your context window is nearly full. Write a summary of \
 the conversation so far that lets you continue the work without it: the user's goals and \
@@ -57,8 +59,8 @@ pub(crate) fn last_user_index(history: &[ResponseItem]) -> Option<usize> {
         .rposition(|item| matches!(item.message_text(), Some(("user", _))))
 }
 
-/// The history that replaces everything: the developer instructions (they hold for the whole
-/// session), the summary, the last user message when the kept tail starts after it (so the
+/// The history that replaces everything: the developer and project (AGENTS.md) instructions
+/// (they hold for the whole session), the summary, the last user message when the kept tail starts after it (so the
 /// task in progress stays stated), then the tail.
 pub(crate) fn replacement_history(
     history: &[ResponseItem],
@@ -67,7 +69,10 @@ pub(crate) fn replacement_history(
 ) -> Vec<ResponseItem> {
     let mut replacement: Vec<ResponseItem> = history[..cut]
         .iter()
-        .filter(|item| matches!(item.message_text(), Some(("developer", _))))
+        .filter(|item| {
+            matches!(item.message_text(), Some(("developer", _)))
+                || project_doc::is_instructions_message(item)
+        })
         .cloned()
         .collect();
     replacement.push(ResponseItem::user_message(format!(
@@ -181,6 +186,25 @@ mod tests {
         );
         assert_eq!(replacement[2], history[3]);
         assert_eq!(replacement.len(), 3);
+    }
+
+    #[test]
+    fn project_instructions_survive_compaction() {
+        let agents = ResponseItem::user_message(format!(
+            "{}/p\n\n<INSTRUCTIONS>\nuse tabs\n</INSTRUCTIONS>",
+            project_doc::HEADER_PREFIX
+        ));
+        let history = vec![
+            agents.clone(),
+            ResponseItem::developer_message("be brief"),
+            ResponseItem::user_message("old"),
+            ResponseItem::assistant_message("done"),
+            ResponseItem::user_message("current"),
+        ];
+        let replacement = replacement_history(&history, 4, "summary");
+        assert_eq!(replacement[..2], history[..2]);
+        assert_eq!(replacement.len(), 4);
+        assert_eq!(replacement[3], history[4]);
     }
 
     #[test]

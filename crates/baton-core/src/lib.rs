@@ -11,6 +11,7 @@ mod compact;
 mod error;
 mod hooks;
 mod manager;
+mod project_doc;
 mod tools;
 mod usage;
 

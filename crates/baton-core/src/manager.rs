@@ -26,6 +26,7 @@ use crate::agent::{LiveThread, ThreadSettings, Turn, blocking_section, default_b
 use crate::codex_import;
 use crate::error::CoreError;
 use crate::hooks::TurnHooks;
+use crate::project_doc::{self, ProjectDocOptions};
 use crate::usage::TurnUsage;
 
 /// Builds model clients; the real one speaks HTTP, tests may script one.
@@ -240,8 +241,22 @@ impl ThreadManager {
             approved_commands: HashSet::new(),
             turn_usage: TurnUsage::default(),
         };
-        if let Some(text) = &config.developer_instructions {
-            let item = ResponseItem::developer_message(text.clone());
+        // Project instructions first, as Codex sends them; recorded like any item, so a
+        // resumed or forked session keeps the ones it started with.
+        let options = ProjectDocOptions {
+            max_bytes: config.project_doc_max_bytes,
+            fallback_filenames: config.project_doc_fallback_filenames.clone(),
+        };
+        let home = self.options.home.clone();
+        let session_cwd = live.settings.cwd.clone();
+        let project_doc =
+            blocking(move || project_doc::instructions_message(&home, &session_cwd, &options))
+                .await?;
+        let developer = config
+            .developer_instructions
+            .clone()
+            .map(ResponseItem::developer_message);
+        for item in project_doc.into_iter().chain(developer) {
             writer.append(&RolloutItem::ResponseItem(item.clone()))?;
             live.history.push(item);
             live.file_len = writer.len();
