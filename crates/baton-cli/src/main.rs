@@ -238,6 +238,7 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
         thread_id,
         message,
         usage,
+        plan,
     } = match outcome {
         Ok(result) => result,
         Err(err) => {
@@ -257,7 +258,7 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
     if options.json {
         print_event(
             serde_json::json!({"type": "turn.completed", "thread_id": thread_id, "message": message,
-                "usage": usage}),
+                "usage": usage, "plan": plan}),
         );
     } else {
         out(&message)?;

@@ -320,3 +320,79 @@ fn agents_md_is_capped_and_fallback_names_are_used_when_configured() {
         "{note}"
     );
 }
+
+fn the_plan() -> serde_json::Value {
+    json!({"explanation": "a small fix", "plan": [
+        {"step": "read the code", "status": "completed"},
+        {"step": "run the tests", "status": "in_progress"},
+        {"step": "fix the bug", "status": "pending"},
+        {"step": "rerun the tests", "status": "pending"},
+        {"step": "report", "status": "pending"},
+    ]})
+}
+
+/// The prompt `plan` makes the model set [`the_plan`]; everything else is the default script.
+fn plan_script(request: &RecordedRequest) -> baton_test_support::Reply {
+    if request.last_user_text().as_deref() == Some("plan") && request.last_tool_output().is_none() {
+        return baton_test_support::Reply::tool_call("update_plan", the_plan());
+    }
+    default_script(request)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_plan_is_reported_returned_recorded_and_survives_a_restart() {
+    let server = ScriptedModelServer::start(plan_script)
+        .await
+        .expect("server");
+    let env = TestEnv::new(&server, Wire::Responses);
+    let mcp = mcp::McpProcess::spawn(&env).await;
+    let handle = mcp
+        .call_cancellable("baton", json!({"prompt": "plan", "cwd": env.project}))
+        .await;
+    let result = mcp::await_call(handle).await.expect("a result");
+    let (thread, message) = mcp.turn_output(&result);
+    assert_eq!(message, "tool output: Plan updated");
+    let structured = result.structured_content.as_ref().expect("structured");
+    assert_eq!(structured["plan"], the_plan());
+    mcp.wait_for_progress(std::time::Duration::from_secs(10), |m| {
+        m == "plan 2/5: run the tests"
+    })
+    .await;
+    let requests = server.requests();
+    assert!(requests[0].tool_names().contains(&"update_plan".to_owned()));
+    assert_eq!(
+        requests[1].last_tool_output().as_deref(),
+        Some("Plan updated")
+    );
+    mcp.close().await;
+
+    let records = parse_complete_lines(&env.rollout_of(&thread));
+    let updates: Vec<_> = records
+        .iter()
+        .filter(|r| r["type"] == "event_msg" && r["payload"]["type"] == "plan_update")
+        .collect();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0]["payload"]["plan"], the_plan()["plan"]);
+
+    // Another server process: a turn that does not touch the plan still returns it.
+    let mcp = mcp::McpProcess::spawn(&env).await;
+    let result = mcp
+        .call(
+            "baton-reply",
+            json!({"threadId": thread, "prompt": "go on"}),
+        )
+        .await;
+    let structured = result.structured_content.as_ref().expect("structured");
+    assert_eq!(structured["plan"], the_plan());
+    mcp.close().await;
+
+    let shown = env.run(&["sessions", "show", &thread]);
+    assert_success(&shown);
+    let shown = stdout(&shown);
+    assert!(
+        shown.contains(
+            "[plan] plan 2/5: run the tests\na small fix\n[x] read the code\n[>] run the tests\n[ ] fix the bug\n"
+        ),
+        "{shown}"
+    );
+}

@@ -11,15 +11,17 @@ use std::time::Instant;
 
 use baton_model::{ModelClient, ModelRequest, TokenUsage};
 use baton_protocol::{
-    ApprovalPolicy, Compacted, EventMsg, ResponseItem, RolloutItem, SandboxMode, SandboxPolicy,
-    SessionMeta, ThreadId, TurnContext,
+    ApprovalPolicy, Compacted, EventMsg, Plan, ResponseItem, RolloutItem, SandboxMode,
+    SandboxPolicy, SessionMeta, ThreadId, TurnContext,
 };
 use baton_store::RolloutWriter;
 
 use crate::compact;
 use crate::error::CoreError;
 use crate::hooks::{ApprovalDecision, ApprovalRequest, TurnHooks};
-use crate::tools::{self, APPLY_PATCH_TOOL, ApplyPatchArgs, CommandPlan, SHELL_TOOL, ShellArgs};
+use crate::tools::{
+    self, APPLY_PATCH_TOOL, ApplyPatchArgs, CommandPlan, SHELL_TOOL, ShellArgs, UPDATE_PLAN_TOOL,
+};
 use crate::usage::TurnUsage;
 
 /// Runs blocking IO (fsync, file locks) on the current thread, first letting the runtime move
@@ -83,6 +85,8 @@ pub(crate) struct LiveThread {
     pub approved_commands: HashSet<ApprovalKey>,
     /// Token usage of the current (or last) turn.
     pub turn_usage: TurnUsage,
+    /// The model's newest plan (`update_plan`), read back from the history on rehydration.
+    pub plan: Option<Plan>,
 }
 
 impl LiveThread {
@@ -270,7 +274,13 @@ impl Turn<'_> {
                 Ok(args) => self.apply_patch(&args.input, call_id).await,
                 Err(err) => format!("invalid arguments for apply_patch: {err}"),
             },
-            other => format!("unknown tool `{other}`; the tools are `shell` and `apply_patch`"),
+            UPDATE_PLAN_TOOL => match serde_json::from_str::<Plan>(arguments) {
+                Ok(plan) => self.update_plan(plan).await,
+                Err(err) => format!("invalid arguments for update_plan: {err}"),
+            },
+            other => format!(
+                "unknown tool `{other}`; the tools are `shell`, `apply_patch` and `update_plan`"
+            ),
         }
     }
 
@@ -355,6 +365,15 @@ impl Turn<'_> {
             }
             Err(err) => Err(format!("the command was not run: {err}")),
         }
+    }
+
+    /// Records the plan for people (an event and a progress message) and keeps it as the
+    /// thread's current plan.
+    async fn update_plan(&mut self, plan: Plan) -> String {
+        self.note(RolloutItem::EventMsg(EventMsg::PlanUpdate(plan.clone())));
+        self.progress(&plan.progress_line()).await;
+        self.thread.plan = Some(plan);
+        "Plan updated".to_owned()
     }
 
     /// Appends an event for people and UIs; the conversation does not depend on it, so a

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use baton_config::{Config, ConfigOverrides, TomlValue};
 use baton_model::{HttpModelClient, ModelClient, ModelError};
 use baton_protocol::{
-    ApprovalPolicy, BaseInstructions, CLI_VERSION, EventMsg, ModelProviderInfo, ORIGINATOR,
+    ApprovalPolicy, BaseInstructions, CLI_VERSION, EventMsg, ModelProviderInfo, ORIGINATOR, Plan,
     ResponseItem, RolloutItem, SandboxMode, SessionMeta, SessionSource, ThreadId, format_timestamp,
     history_text,
 };
@@ -27,6 +27,7 @@ use crate::codex_import;
 use crate::error::CoreError;
 use crate::hooks::TurnHooks;
 use crate::project_doc::{self, ProjectDocOptions};
+use crate::tools;
 use crate::usage::TurnUsage;
 
 /// Builds model clients; the real one speaks HTTP, tests may script one.
@@ -99,6 +100,8 @@ pub struct TurnResult {
     pub message: String,
     /// The turn's token usage; `None` for a fork, which asks no model.
     pub usage: Option<TurnUsage>,
+    /// The thread's newest plan (`update_plan`), from this turn or an earlier one.
+    pub plan: Option<Plan>,
 }
 
 /// Filters for [`ThreadManager::list_sessions`].
@@ -240,6 +243,7 @@ impl ThreadManager {
             file_len: writer.len(),
             approved_commands: HashSet::new(),
             turn_usage: TurnUsage::default(),
+            plan: None,
         };
         // Project instructions first, as Codex sends them; recorded like any item, so a
         // resumed or forked session keeps the ones it started with.
@@ -399,6 +403,7 @@ impl ThreadManager {
             thread_id: live.id,
             message,
             usage: Some(live.turn_usage.clone().with_window(window)),
+            plan: live.plan.clone(),
         })
     }
 
@@ -478,6 +483,7 @@ impl ThreadManager {
             path,
             meta,
             settings,
+            plan: tools::latest_plan(&history),
             history,
             file_len,
             approved_commands: HashSet::new(),
@@ -539,7 +545,7 @@ impl ThreadManager {
         meta.timestamp = format_timestamp(Utc::now());
         meta.forked_from = Some(source_id);
         meta.source = self.options.source;
-        self.create_with_history(meta, settings, history).await?;
+        let child = self.create_with_history(meta, settings, history).await?;
         let kept = at_turn.map_or(turns.len(), |n| n as usize);
         Ok(TurnResult {
             thread_id: id,
@@ -548,6 +554,7 @@ impl ThreadManager {
                 turns.len()
             ),
             usage: None,
+            plan: child.plan,
         })
     }
 
@@ -701,6 +708,7 @@ fn rehydrate(loaded: LoadedRollout, config: &Config) -> LiveThread {
         path: loaded.path,
         meta: loaded.meta,
         settings,
+        plan: tools::latest_plan(&loaded.history),
         history: loaded.history,
         file_len: loaded.file_len,
         approved_commands: HashSet::new(),

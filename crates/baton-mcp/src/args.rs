@@ -151,6 +151,45 @@ pub(crate) struct TurnOutput {
     /// context window is left (the session is compacted when it runs low).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageOutput>,
+    /// The agent's newest plan (it keeps one for work of several steps), if it made one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanOutput>,
+}
+
+/// `structuredContent.plan` of a turn: the steps and where the work is.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub(crate) struct PlanOutput {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+    pub plan: Vec<PlanStepOutput>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub(crate) struct PlanStepOutput {
+    pub step: String,
+    /// `pending`, `in_progress` or `completed`.
+    pub status: String,
+}
+
+impl From<baton_protocol::Plan> for PlanOutput {
+    fn from(plan: baton_protocol::Plan) -> Self {
+        Self {
+            explanation: plan.explanation,
+            plan: plan
+                .plan
+                .into_iter()
+                .map(|step| PlanStepOutput {
+                    step: step.step,
+                    status: match step.status {
+                        baton_protocol::StepStatus::Pending => "pending",
+                        baton_protocol::StepStatus::InProgress => "in_progress",
+                        baton_protocol::StepStatus::Completed => "completed",
+                    }
+                    .to_owned(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `structuredContent.usage` of a turn.

@@ -310,6 +310,7 @@ fn turn_result(outcome: Result<TurnResult, CoreError>) -> CallToolResult {
             thread_id,
             message,
             usage,
+            plan,
         }) => {
             let output = TurnOutput {
                 thread_id: thread_id.to_string(),
@@ -321,6 +322,7 @@ fn turn_result(outcome: Result<TurnResult, CoreError>) -> CallToolResult {
                     context_window: u.context_window,
                     context_left_percent: u.context_left_percent,
                 }),
+                plan: plan.map(Into::into),
             };
             structured(message, serde_json::to_value(&output))
         }
