@@ -396,3 +396,128 @@ async fn update_plan_is_reported_returned_recorded_and_survives_a_restart() {
         "{shown}"
     );
 }
+
+/// Three reads of named pipes, a write, then a read of what the write wrote: all in one
+/// response. A `cat` of a pipe blocks until someone writes to it, so the test sees the three
+/// reads running at the same time only if baton runs them concurrently.
+fn parallel_script(fifos: Vec<String>) -> impl Fn(&RecordedRequest) -> baton_test_support::Reply {
+    use baton_test_support::{Reply, ReplyItem};
+    move |request| {
+        if request.last_user_text().as_deref() != Some("parallel")
+            || request.last_tool_output().is_some()
+        {
+            return Reply::text("done");
+        }
+        let shell = |argv: Vec<&str>| ReplyItem::ToolCall {
+            name: "shell".into(),
+            arguments: json!({ "command": argv }),
+        };
+        let mut items: Vec<ReplyItem> = fifos.iter().map(|f| shell(vec!["cat", f])).collect();
+        items.push(shell(vec!["bash", "-lc", "echo written > written.marker"]));
+        items.push(shell(vec!["cat", "written.marker"]));
+        Reply::Items(items)
+    }
+}
+
+/// Waits (bounded) until a `cat` of every pipe runs at once, notes whether the write had
+/// already happened by then, then feeds each pipe in turn.
+fn feed_pipes(fifos: &[std::path::PathBuf], marker: &std::path::Path) -> (bool, bool) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let all_at_once = loop {
+        let running = fifos
+            .iter()
+            .filter(|f| !mcp::processes_matching(&format!("cat {}", f.display())).is_empty())
+            .count();
+        if running == fifos.len() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let write_waited = !marker.exists();
+    // Feed each pipe once its reader is there, so a serial run also ends (and fails cleanly).
+    for (index, fifo) in fifos.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut pipe = loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(fifo)
+            {
+                Ok(pipe) => break pipe,
+                // ENXIO: no reader yet.
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(err) => panic!("no reader ever opened {}: {err}", fifo.display()),
+            }
+        };
+        writeln!(pipe, "released {index}").expect("write to the pipe");
+    }
+    (all_at_once, write_waited)
+}
+
+#[test]
+fn read_only_calls_of_one_response_run_concurrently_and_are_recorded_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifos: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("pipe-{i}")))
+        .collect();
+    for fifo in &fifos {
+        let status = std::process::Command::new("mkfifo")
+            .arg(fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+    }
+    let names: Vec<String> = fifos.iter().map(|f| f.display().to_string()).collect();
+    let server = ScriptedModelServer::start_blocking(parallel_script(names)).expect("server");
+    let env = TestEnv::new(&server, Wire::Responses);
+    let marker = env.project.join("written.marker");
+    let feeder = {
+        let fifos = fifos.clone();
+        let marker = marker.clone();
+        std::thread::spawn(move || feed_pipes(&fifos, &marker))
+    };
+    let output = env.run(&["exec", "parallel"]);
+    let (all_at_once, write_waited) = feeder.join().expect("feeder");
+    assert_success(&output);
+    assert!(
+        all_at_once,
+        "the three read-only calls never ran at the same time"
+    );
+    assert!(write_waited, "the write ran before the reads had finished");
+
+    // The transcript and the next request hold calls and outputs in the model's order.
+    let requests = server.requests();
+    assert!(requests[0].body["parallel_tool_calls"] == json!(true));
+    let conversation = requests[1].conversation();
+    let outputs: Vec<&String> = conversation
+        .iter()
+        .filter(|e| e.starts_with("output: "))
+        .collect();
+    assert_eq!(outputs.len(), 5, "{conversation:?}");
+    for (index, output) in outputs[..3].iter().enumerate() {
+        assert!(output.contains(&format!("released {index}")), "{output}");
+    }
+    // The read after the write saw what it wrote.
+    assert!(outputs[4].contains("written"), "{}", outputs[4]);
+    let records = parse_complete_lines(&env.rollout_of(&thread_id_of(&output)));
+    let call_ids: Vec<&str> = records
+        .iter()
+        .filter(|r| r["payload"]["type"] == "function_call")
+        .filter_map(|r| r["payload"]["call_id"].as_str())
+        .collect();
+    let output_ids: Vec<&str> = records
+        .iter()
+        .filter(|r| r["payload"]["type"] == "function_call_output")
+        .filter_map(|r| r["payload"]["call_id"].as_str())
+        .collect();
+    assert_eq!(call_ids.len(), 5);
+    assert_eq!(call_ids, output_ids);
+}
