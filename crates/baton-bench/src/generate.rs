@@ -240,6 +240,7 @@ fn turn_items(
 fn token_count(input_tokens: u64, output_tokens: u64) -> RolloutItem {
     RolloutItem::EventMsg(EventMsg::TokenCount {
         input_tokens,
+        cached_input_tokens: 0,
         output_tokens,
         total_tokens: input_tokens + output_tokens,
     })

@@ -234,7 +234,12 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
             (options, outcome)
         }
     };
-    let TurnResult { thread_id, message } = match outcome {
+    let TurnResult {
+        thread_id,
+        message,
+        usage,
+        plan,
+    } = match outcome {
         Ok(result) => result,
         Err(err) => {
             // The thread exists (its first turn failed): say which, as on success.
@@ -252,7 +257,8 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
     observer.announce(thread_id);
     if options.json {
         print_event(
-            serde_json::json!({"type": "turn.completed", "thread_id": thread_id, "message": message}),
+            serde_json::json!({"type": "turn.completed", "thread_id": thread_id, "message": message,
+                "usage": usage, "plan": plan}),
         );
     } else {
         out(&message)?;

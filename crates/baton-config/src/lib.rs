@@ -24,6 +24,8 @@ pub const CONFIG_FILE_NAME: &str = "config.toml";
 /// Used when neither the config nor a flag names a model.
 pub const DEFAULT_MODEL: &str = "gpt-5.1-codex";
 const DEFAULT_IDLE_THREAD_TTL: Duration = Duration::from_secs(30 * 60);
+/// As Codex: 32 KiB of AGENTS.md text at most.
+const DEFAULT_PROJECT_DOC_MAX_BYTES: usize = 32 * 1024;
 
 /// Why the configuration could not be loaded. Each message names the file (and line) or the
 /// override at fault, so a person can fix it.
@@ -94,6 +96,8 @@ struct ConfigToml {
     model_auto_compact_token_limit: Option<u64>,
     base_instructions: Option<String>,
     developer_instructions: Option<String>,
+    project_doc_max_bytes: Option<usize>,
+    project_doc_fallback_filenames: Option<Vec<String>>,
     /// Accepted for compatibility with Codex configs; baton has no MCP client side.
     mcp_servers: Option<toml::Table>,
 }
@@ -139,6 +143,10 @@ pub struct Config {
     pub model_auto_compact_token_limit: Option<u64>,
     pub base_instructions: Option<String>,
     pub developer_instructions: Option<String>,
+    /// The most bytes of AGENTS.md text sent to the model (0: none are read).
+    pub project_doc_max_bytes: usize,
+    /// Names tried in a directory that has neither `AGENTS.override.md` nor `AGENTS.md`.
+    pub project_doc_fallback_filenames: Vec<String>,
     /// Keys of the file that baton does not know and ignored, for a warning.
     pub ignored_keys: Vec<String>,
 }
@@ -498,6 +506,10 @@ fn resolve(
             .developer_instructions
             .clone()
             .or(toml.developer_instructions),
+        project_doc_max_bytes: toml
+            .project_doc_max_bytes
+            .unwrap_or(DEFAULT_PROJECT_DOC_MAX_BYTES),
+        project_doc_fallback_filenames: toml.project_doc_fallback_filenames.unwrap_or_default(),
         ignored_keys: Vec::new(),
     })
 }
@@ -873,5 +885,18 @@ allow_unix_sockets = ["/run/docker.sock"]
                 let _ = load("", &overrides);
             }
         }
+    }
+
+    #[test]
+    fn project_doc_keys_have_codex_defaults_and_may_be_set() {
+        let config = load("", &ConfigOverrides::default()).expect("valid");
+        assert_eq!(config.project_doc_max_bytes, 32 * 1024);
+        assert!(config.project_doc_fallback_filenames.is_empty());
+        let text =
+            "project_doc_max_bytes = 100\nproject_doc_fallback_filenames = [\"CLAUDE.md\"]\n";
+        let config = load(text, &ConfigOverrides::default()).expect("valid");
+        assert_eq!(config.project_doc_max_bytes, 100);
+        assert_eq!(config.project_doc_fallback_filenames, ["CLAUDE.md"]);
+        assert!(config.ignored_keys.is_empty(), "{:?}", config.ignored_keys);
     }
 }

@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use baton_model::{ModelClient, ModelRequest};
+use baton_model::{ModelClient, ModelRequest, TokenUsage};
 use baton_protocol::{
-    ApprovalPolicy, Compacted, EventMsg, ResponseItem, RolloutItem, SandboxMode, SandboxPolicy,
-    SessionMeta, ThreadId, TurnContext,
+    ApprovalPolicy, Compacted, EventMsg, Plan, ResponseItem, RolloutItem, SandboxMode,
+    SandboxPolicy, SessionMeta, ThreadId, TurnContext,
 };
 use baton_store::RolloutWriter;
 
@@ -21,7 +21,10 @@ use crate::compact;
 use crate::error::CoreError;
 use crate::hooks::{ApprovalDecision, ApprovalRequest, TurnHooks};
 use crate::redact::Secrets;
-use crate::tools::{self, APPLY_PATCH_TOOL, ApplyPatchArgs, CommandPlan, SHELL_TOOL, ShellArgs};
+use crate::tools::{
+    self, APPLY_PATCH_TOOL, ApplyPatchArgs, CommandPlan, SHELL_TOOL, ShellArgs, UPDATE_PLAN_TOOL,
+};
+use crate::usage::TurnUsage;
 
 /// Runs blocking IO (fsync, file locks) on the current thread, first letting the runtime move
 /// its other tasks to another worker when it can, so one slow disk does not stall the server.
@@ -63,6 +66,21 @@ pub(crate) struct ApprovalKey {
     pub unsandboxed: bool,
 }
 
+/// A command's result and how long it ran.
+type TimedRun = (
+    Result<baton_exec::ShellOutput, baton_exec::ExecError>,
+    std::time::Duration,
+);
+
+async fn timed_run(
+    request: baton_exec::ShellRequest,
+    cancel: tokio_util::sync::CancellationToken,
+) -> TimedRun {
+    let started = Instant::now();
+    let result = baton_exec::run_shell(request, cancel).await;
+    (result, started.elapsed())
+}
+
 /// What a command run gives back to the loop.
 struct ExecOutcome {
     text: String,
@@ -82,6 +100,10 @@ pub(crate) struct LiveThread {
     pub file_len: u64,
     /// What the person approved "for this session".
     pub approved_commands: HashSet<ApprovalKey>,
+    /// Token usage of the current (or last) turn.
+    pub turn_usage: TurnUsage,
+    /// The model's newest plan (`update_plan`), read back from the history on rehydration.
+    pub plan: Option<Plan>,
 }
 
 impl LiveThread {
@@ -144,6 +166,7 @@ impl Turn<'_> {
             sink.thread_started(self.thread.id).await;
         }
         self.progress("turn started").await;
+        self.thread.turn_usage = TurnUsage::default();
         let context = self.thread.settings.turn_context();
         self.append(RolloutItem::TurnContext(context))?;
         self.record(ResponseItem::user_message(prompt))?;
@@ -218,13 +241,7 @@ impl Turn<'_> {
                 }
                 Err(err) => return Err(err.into()),
             };
-            if let Some(usage) = &response.usage {
-                self.append(RolloutItem::EventMsg(EventMsg::TokenCount {
-                    input_tokens: usage.input_tokens,
-                    output_tokens: usage.output_tokens,
-                    total_tokens: usage.total_tokens,
-                }))?;
-            }
+            self.record_usage(response.usage.as_ref())?;
             let mut calls = Vec::new();
             let mut final_message = String::new();
             for item in response.items {
@@ -248,22 +265,7 @@ impl Turn<'_> {
             if calls.is_empty() {
                 return Ok(final_message);
             }
-            for (name, arguments, call_id) in calls {
-                if self.hooks.cancel.is_cancelled() {
-                    return Err(CoreError::Cancelled);
-                }
-                let output = self.run_tool(&name, &arguments, &call_id).await;
-                let output = self.secrets.redact(&output);
-                self.record(ResponseItem::FunctionCallOutput {
-                    call_id: call_id.clone(),
-                    output,
-                })?;
-                self.sync()?;
-                self.report_items().await;
-                if self.hooks.cancel.is_cancelled() {
-                    return Err(CoreError::Cancelled);
-                }
-            }
+            self.run_calls(&calls).await?;
         }
         Ok(format!(
             "stopped: the model made {MAX_MODEL_REQUESTS_PER_TURN} requests in one turn without finishing"
@@ -280,7 +282,13 @@ impl Turn<'_> {
                 Ok(args) => self.apply_patch(&args.input, call_id).await,
                 Err(err) => format!("invalid arguments for apply_patch: {err}"),
             },
-            other => format!("unknown tool `{other}`; the tools are `shell` and `apply_patch`"),
+            UPDATE_PLAN_TOOL => match serde_json::from_str::<Plan>(arguments) {
+                Ok(plan) => self.update_plan(plan).await,
+                Err(err) => format!("invalid arguments for update_plan: {err}"),
+            },
+            other => format!(
+                "unknown tool `{other}`; the tools are `shell`, `apply_patch` and `update_plan`"
+            ),
         }
     }
 
@@ -349,14 +357,25 @@ impl Turn<'_> {
         let sandboxed = sandbox.mode != SandboxMode::DangerFullAccess;
         let request = args.request(&self.thread.settings.cwd, sandbox, self.command_env.clone());
         let argv = request.argv.clone();
-        let started = Instant::now();
-        match baton_exec::run_shell(request, self.hooks.cancel.child_token()).await {
+        let run = timed_run(request, self.hooks.cancel.child_token()).await;
+        self.exec_finished(call_id, argv, sandboxed, run)
+    }
+
+    /// Records how a command ended (`exec_command_end`) and what the model is told.
+    fn exec_finished(
+        &mut self,
+        call_id: &str,
+        argv: Vec<String>,
+        sandboxed: bool,
+        (result, elapsed): TimedRun,
+    ) -> Result<ExecOutcome, String> {
+        match result {
             Ok(output) => {
                 self.note(RolloutItem::EventMsg(EventMsg::ExecCommandEnd {
                     call_id: call_id.to_owned(),
                     command: argv,
                     exit_code: output.exit_code.unwrap_or(-1),
-                    duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
                 }));
                 Ok(ExecOutcome {
                     text: output.to_model_text(),
@@ -365,6 +384,119 @@ impl Turn<'_> {
             }
             Err(err) => Err(format!("the command was not run: {err}")),
         }
+    }
+
+    /// Runs the calls of one response and records their outputs in the order the model issued
+    /// them. Consecutive read-only commands run at the same time; anything else runs alone, after
+    /// the calls before it finished and before the calls after it start.
+    async fn run_calls(&mut self, calls: &[(String, String, String)]) -> Result<(), CoreError> {
+        let mut next = 0;
+        while next < calls.len() {
+            if self.hooks.cancel.is_cancelled() {
+                return Err(CoreError::Cancelled);
+            }
+            let read_only: Vec<ShellArgs> = calls[next..]
+                .iter()
+                .map_while(|(name, arguments, _)| self.read_only_shell(name, arguments))
+                .collect();
+            let outputs = if read_only.len() >= 2 {
+                let batch = &calls[next..next + read_only.len()];
+                let call_ids = batch.iter().map(|(_, _, id)| id.as_str());
+                self.run_concurrently(read_only.into_iter().zip(call_ids).collect())
+                    .await
+            } else {
+                let (name, arguments, call_id) = &calls[next];
+                vec![self.run_tool(name, arguments, call_id).await]
+            };
+            for output in outputs {
+                let call_id = calls[next].2.clone();
+                let output = self.secrets.redact(&output);
+                self.record(ResponseItem::FunctionCallOutput { call_id, output })?;
+                next += 1;
+            }
+            self.sync()?;
+            self.report_items().await;
+        }
+        if self.hooks.cancel.is_cancelled() {
+            return Err(CoreError::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// The arguments of a `shell` call that only reads (the known-safe list approvals use) and
+    /// runs without asking; `None` for every other call.
+    fn read_only_shell(&self, name: &str, arguments: &str) -> Option<ShellArgs> {
+        if name != SHELL_TOOL {
+            return None;
+        }
+        let args: ShellArgs = serde_json::from_str(arguments).ok()?;
+        let argv = args.argv();
+        if args.with_escalated_permissions.unwrap_or(false)
+            || !baton_exec::is_known_safe_command(&argv)
+        {
+            return None;
+        }
+        let settings = &self.thread.settings;
+        let approved = self.thread.approved_commands.contains(&ApprovalKey {
+            command: argv.clone(),
+            unsandboxed: false,
+        });
+        let plan = tools::plan_command(
+            settings.approval_policy,
+            &settings.sandbox,
+            &argv,
+            false,
+            None,
+            approved,
+        );
+        matches!(plan, CommandPlan::Run(_)).then_some(args)
+    }
+
+    /// Runs read-only commands at the same time; their outputs in the order given.
+    async fn run_concurrently(&mut self, calls: Vec<(ShellArgs, &str)>) -> Vec<String> {
+        let sandbox = self.thread.settings.sandbox.clone();
+        let sandboxed = sandbox.mode != SandboxMode::DangerFullAccess;
+        let mut running = Vec::with_capacity(calls.len());
+        for (args, call_id) in &calls {
+            self.progress(&format!(
+                "running: {}",
+                tools::describe_command(&args.argv())
+            ))
+            .await;
+            let request = args.request(
+                &self.thread.settings.cwd,
+                sandbox.clone(),
+                self.command_env.clone(),
+            );
+            let argv = request.argv.clone();
+            let task = tokio::spawn(timed_run(request, self.hooks.cancel.child_token()));
+            running.push((task, argv, *call_id));
+        }
+        let mut outputs = Vec::with_capacity(running.len());
+        for (task, argv, call_id) in running {
+            let run = match task.await {
+                Ok(run) => run,
+                Err(err) => {
+                    outputs.push(format!("the command was not run: {err}"));
+                    continue;
+                }
+            };
+            // Read-only commands are not retried outside the sandbox: reading is allowed in it.
+            outputs.push(match self.exec_finished(call_id, argv, sandboxed, run) {
+                Ok(outcome) => outcome.text,
+                Err(text) => text,
+            });
+        }
+        outputs
+    }
+
+    /// Records the plan for people (an event and a progress message) and keeps it as the
+    /// thread's current plan.
+    async fn update_plan(&mut self, plan: Plan) -> String {
+        self.note(RolloutItem::EventMsg(EventMsg::PlanUpdate(plan.clone())));
+        self.progress(&plan.progress_line()).await;
+        self.thread.plan = Some(plan);
+        "Plan updated".to_owned()
     }
 
     /// Appends an event for people and UIs; the conversation does not depend on it, so a
@@ -492,6 +624,7 @@ impl Turn<'_> {
             _ = self.hooks.cancel.cancelled() => return Err(CoreError::Cancelled),
             response = self.model.complete(&request) => response?,
         };
+        self.record_usage(response.usage.as_ref())?;
         let summary = response
             .items
             .iter()
@@ -516,6 +649,20 @@ impl Turn<'_> {
         );
         self.thread.history = replacement;
         Ok(())
+    }
+
+    /// Records a response's token usage as a `token_count` event and adds it to the turn's.
+    fn record_usage(&mut self, usage: Option<&TokenUsage>) -> Result<(), CoreError> {
+        let Some(usage) = usage else {
+            return Ok(());
+        };
+        self.thread.turn_usage.add(usage);
+        self.append(RolloutItem::EventMsg(EventMsg::TokenCount {
+            input_tokens: usage.input_tokens,
+            cached_input_tokens: usage.cached_input_tokens,
+            output_tokens: usage.output_tokens,
+            total_tokens: usage.total_tokens,
+        }))
     }
 
     /// Pairs every call of this thread's history that has no output yet.

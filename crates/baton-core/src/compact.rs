@@ -8,6 +8,8 @@ use std::collections::HashSet;
 
 use baton_protocol::ResponseItem;
 
+use crate::{project_doc, tools};
+
 /// The request for a summary, sent as the last user message of the summarization request.
 pub(crate) const SUMMARY_PROMPT: &str = "Your context window is nearly full. Write a summary of \
 the conversation so far that lets you continue the work without it: the user's goals and \
@@ -57,8 +59,8 @@ pub(crate) fn last_user_index(history: &[ResponseItem]) -> Option<usize> {
         .rposition(|item| matches!(item.message_text(), Some(("user", _))))
 }
 
-/// The history that replaces everything: the developer instructions (they hold for the whole
-/// session), the summary, the last user message when the kept tail starts after it (so the
+/// The history that replaces everything: the developer and project (AGENTS.md) instructions
+/// (they hold for the whole session), the summary, the last user message when the kept tail starts after it (so the
 /// task in progress stays stated), then the tail.
 pub(crate) fn replacement_history(
     history: &[ResponseItem],
@@ -67,19 +69,47 @@ pub(crate) fn replacement_history(
 ) -> Vec<ResponseItem> {
     let mut replacement: Vec<ResponseItem> = history[..cut]
         .iter()
-        .filter(|item| matches!(item.message_text(), Some(("developer", _))))
+        .filter(|item| {
+            matches!(item.message_text(), Some(("developer", _)))
+                || project_doc::is_instructions_message(item)
+        })
         .cloned()
         .collect();
     replacement.push(ResponseItem::user_message(format!(
         "{SUMMARY_HEADER}\n{summary}"
     )));
+    let mut kept: Vec<usize> = Vec::new();
     if let Some(user) = last_user_index(history)
         && user < cut
     {
-        replacement.push(history[user].clone());
+        kept.push(user);
     }
+    kept.extend(latest_plan_pair(&history[..cut]));
+    kept.sort_unstable();
+    kept.dedup();
+    replacement.extend(kept.into_iter().map(|index| history[index].clone()));
     replacement.extend_from_slice(&history[cut..]);
     replacement
+}
+
+/// The newest `update_plan` call of `history` and its output, when both are there: the plan
+/// stays in front of the model, and is still the thread's plan when the transcript is read
+/// back after a restart.
+fn latest_plan_pair(history: &[ResponseItem]) -> Vec<usize> {
+    let call = history.iter().rposition(|item| {
+        matches!(item, ResponseItem::FunctionCall { name, .. } if name == tools::UPDATE_PLAN_TOOL)
+    });
+    let Some(call) = call else {
+        return Vec::new();
+    };
+    let call_id = history[call].call_id();
+    match history[call..]
+        .iter()
+        .position(|item| item.output_call_id().is_some() && item.output_call_id() == call_id)
+    {
+        Some(offset) => vec![call, call + offset],
+        None => Vec::new(),
+    }
 }
 
 /// The conversation sent for summarizing: the newest items that fit in `budget` tokens,
@@ -181,6 +211,58 @@ mod tests {
         );
         assert_eq!(replacement[2], history[3]);
         assert_eq!(replacement.len(), 3);
+    }
+
+    #[test]
+    fn project_instructions_survive_compaction() {
+        let agents = ResponseItem::user_message(format!(
+            "{}/p\n\n<INSTRUCTIONS>\nuse tabs\n</INSTRUCTIONS>",
+            project_doc::HEADER_PREFIX
+        ));
+        let history = vec![
+            agents.clone(),
+            ResponseItem::developer_message("be brief"),
+            ResponseItem::user_message("old"),
+            ResponseItem::assistant_message("done"),
+            ResponseItem::user_message("current"),
+        ];
+        let replacement = replacement_history(&history, 4, "summary");
+        assert_eq!(replacement[..2], history[..2]);
+        assert_eq!(replacement.len(), 4);
+        assert_eq!(replacement[3], history[4]);
+    }
+
+    #[test]
+    fn the_latest_plan_survives_compaction() {
+        let plan_call = |id: &str, step: &str| ResponseItem::FunctionCall {
+            name: tools::UPDATE_PLAN_TOOL.into(),
+            arguments: format!(r#"{{"plan":[{{"step":"{step}","status":"in_progress"}}]}}"#),
+            call_id: id.into(),
+        };
+        let history = vec![
+            ResponseItem::user_message("task"),
+            plan_call("p1", "old"),
+            output("p1", 5),
+            plan_call("p2", "new"),
+            output("p2", 5),
+            call("a"),
+            output("a", 10),
+        ];
+        let replacement = replacement_history(&history, 5, "summary");
+        assert_eq!(
+            &replacement[1..],
+            &[
+                history[0].clone(),
+                history[3].clone(),
+                history[4].clone(),
+                history[5].clone(),
+                history[6].clone()
+            ]
+        );
+        assert_eq!(
+            tools::latest_plan(&replacement).map(|p| p.plan[0].step.clone()),
+            Some("new".to_owned())
+        );
     }
 
     #[test]

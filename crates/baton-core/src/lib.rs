@@ -11,8 +11,10 @@ mod compact;
 mod error;
 mod hooks;
 mod manager;
+mod project_doc;
 mod redact;
 mod tools;
+mod usage;
 
 pub use error::CoreError;
 pub use hooks::{ApprovalDecision, ApprovalRequest, Approver, ProgressSink, TurnHooks};
@@ -20,3 +22,4 @@ pub use manager::{
     HttpModelClientFactory, ModelClientFactory, ReplyToThread, SessionPage, SessionQuery,
     SessionSummary, StartThread, ThreadManager, ThreadManagerOptions, TurnResult,
 };
+pub use usage::TurnUsage;

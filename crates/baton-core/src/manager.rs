@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use baton_config::{Config, ConfigOverrides, TomlValue};
 use baton_model::{HttpModelClient, ModelClient, ModelError};
 use baton_protocol::{
-    ApprovalPolicy, BaseInstructions, CLI_VERSION, ModelProviderInfo, ORIGINATOR, ResponseItem,
-    RolloutItem, SandboxMode, SessionMeta, SessionSource, ThreadId, format_timestamp, history_text,
+    ApprovalPolicy, BaseInstructions, CLI_VERSION, EventMsg, ModelProviderInfo, ORIGINATOR, Plan,
+    ResponseItem, RolloutItem, SandboxMode, SessionMeta, SessionSource, ThreadId, format_timestamp,
+    history_text,
 };
 use baton_store::{
     ListQuery, LoadedRollout, RolloutWriter, Store, ThreadOrigin, ThreadSummary, TurnRecord,
@@ -25,7 +26,10 @@ use crate::agent::{LiveThread, ThreadSettings, Turn, blocking_section, default_b
 use crate::codex_import;
 use crate::error::CoreError;
 use crate::hooks::TurnHooks;
+use crate::project_doc::{self, ProjectDocOptions};
 use crate::redact::Secrets;
+use crate::tools;
+use crate::usage::TurnUsage;
 
 /// Builds model clients; the real one speaks HTTP, tests may script one.
 pub trait ModelClientFactory: Send + Sync {
@@ -95,6 +99,10 @@ pub struct ReplyToThread {
 pub struct TurnResult {
     pub thread_id: ThreadId,
     pub message: String,
+    /// The turn's token usage; `None` for a fork, which asks no model.
+    pub usage: Option<TurnUsage>,
+    /// The thread's newest plan (`update_plan`), from this turn or an earlier one.
+    pub plan: Option<Plan>,
 }
 
 /// Filters for [`ThreadManager::list_sessions`].
@@ -235,9 +243,25 @@ impl ThreadManager {
             history: Vec::new(),
             file_len: writer.len(),
             approved_commands: HashSet::new(),
+            turn_usage: TurnUsage::default(),
+            plan: None,
         };
-        if let Some(text) = &config.developer_instructions {
-            let item = ResponseItem::developer_message(text.clone());
+        // Project instructions first, as Codex sends them; recorded like any item, so a
+        // resumed or forked session keeps the ones it started with.
+        let options = ProjectDocOptions {
+            max_bytes: config.project_doc_max_bytes,
+            fallback_filenames: config.project_doc_fallback_filenames.clone(),
+        };
+        let home = self.options.home.clone();
+        let session_cwd = live.settings.cwd.clone();
+        let project_doc =
+            blocking(move || project_doc::instructions_message(&home, &session_cwd, &options))
+                .await?;
+        let developer = config
+            .developer_instructions
+            .clone()
+            .map(ResponseItem::developer_message);
+        for item in project_doc.into_iter().chain(developer) {
             writer.append(&RolloutItem::ResponseItem(item.clone()))?;
             live.history.push(item);
             live.file_len = writer.len();
@@ -382,9 +406,12 @@ impl ThreadManager {
             Ok(Ok(())) => {}
         }
         let message = outcome?;
+        let window = config.context_window_for(&live.settings.model);
         Ok(TurnResult {
             thread_id: live.id,
             message,
+            usage: Some(live.turn_usage.clone().with_window(window)),
+            plan: live.plan.clone(),
         })
     }
 
@@ -464,9 +491,11 @@ impl ThreadManager {
             path,
             meta,
             settings,
+            plan: tools::latest_plan(&history),
             history,
             file_len,
             approved_commands: HashSet::new(),
+            turn_usage: TurnUsage::default(),
         })
     }
 
@@ -524,7 +553,7 @@ impl ThreadManager {
         meta.timestamp = format_timestamp(Utc::now());
         meta.forked_from = Some(source_id);
         meta.source = self.options.source;
-        self.create_with_history(meta, settings, history).await?;
+        let child = self.create_with_history(meta, settings, history).await?;
         let kept = at_turn.map_or(turns.len(), |n| n as usize);
         Ok(TurnResult {
             thread_id: id,
@@ -532,6 +561,8 @@ impl ThreadManager {
                 "forked thread {source_id} at turn {kept} of {} into thread {id}; continue it by that id",
                 turns.len()
             ),
+            usage: None,
+            plan: child.plan,
         })
     }
 
@@ -599,15 +630,18 @@ impl ThreadManager {
         Ok(blocking(move || baton_store::read_rollout(&path)).await??)
     }
 
-    /// The conversation of a thread as readable text.
+    /// The conversation of a thread as readable text, with each turn's token usage and the
+    /// plan updates where they happened.
     pub async fn transcript_text(&self, thread_id: &str) -> Result<String, CoreError> {
         let loaded = self.read_thread(thread_id).await?;
+        let path = loaded.path.clone();
+        let timeline = blocking(move || baton_store::read_timeline(&path)).await??;
         Ok(format!(
             "thread {}\ncwd: {}\nfile: {}\n\n{}",
             loaded.meta.id,
             loaded.meta.cwd.display(),
             loaded.path.display(),
-            history_text(&loaded.history)
+            timeline_text(&timeline)
         ))
     }
 
@@ -682,9 +716,11 @@ fn rehydrate(loaded: LoadedRollout, config: &Config) -> LiveThread {
         path: loaded.path,
         meta: loaded.meta,
         settings,
+        plan: tools::latest_plan(&loaded.history),
         history: loaded.history,
         file_len: loaded.file_len,
         approved_commands: HashSet::new(),
+        turn_usage: TurnUsage::default(),
     }
 }
 
@@ -723,6 +759,64 @@ fn settings_of(loaded: &LoadedRollout, config: &Config) -> ThreadSettings {
             .and_then(|c| c.effort.clone())
             .or_else(|| config.model_reasoning_effort.clone()),
     }
+}
+
+/// A transcript's lines as text for people: the conversation (as [`history_text`] writes it),
+/// compactions, plan updates, and after each turn the tokens its model requests used.
+fn timeline_text(timeline: &[RolloutItem]) -> String {
+    let mut out = String::new();
+    let mut turn = TurnUsage::default();
+    let mut requests = 0usize;
+    let flush = |out: &mut String, turn: &mut TurnUsage, requests: &mut usize| {
+        if *requests > 0 {
+            out.push_str(&format!(
+                "[usage] {} model requests: input {} tokens ({} cached), output {} tokens\n\n",
+                requests, turn.input_tokens, turn.cached_input_tokens, turn.output_tokens
+            ));
+        }
+        *turn = TurnUsage::default();
+        *requests = 0;
+    };
+    for item in timeline {
+        match item {
+            RolloutItem::TurnContext(_) => flush(&mut out, &mut turn, &mut requests),
+            RolloutItem::ResponseItem(item) => {
+                out.push_str(&history_text(std::slice::from_ref(item)))
+            }
+            RolloutItem::Compacted(compacted) => {
+                out.push_str(&format!("[compacted]\n{}\n\n", compacted.message.trim()))
+            }
+            RolloutItem::EventMsg(EventMsg::TokenCount {
+                input_tokens,
+                cached_input_tokens,
+                output_tokens,
+                total_tokens,
+            }) if *input_tokens > 0 || *output_tokens > 0 => {
+                // Codex writes its counts in another shape; those read as zeros and are left out.
+                requests += 1;
+                turn.add(&baton_model::TokenUsage {
+                    input_tokens: *input_tokens,
+                    cached_input_tokens: *cached_input_tokens,
+                    output_tokens: *output_tokens,
+                    total_tokens: *total_tokens,
+                });
+            }
+            RolloutItem::EventMsg(EventMsg::PlanUpdate(plan)) => out.push_str(&format!(
+                "[plan] {}\n{}\n",
+                plan.progress_line(),
+                plan.checklist()
+            )),
+            RolloutItem::EventMsg(EventMsg::TurnAborted { reason }) => {
+                out.push_str(&format!("[turn aborted: {reason}]\n\n"))
+            }
+            RolloutItem::EventMsg(EventMsg::Error { message }) => {
+                out.push_str(&format!("[error] {message}\n\n"))
+            }
+            RolloutItem::SessionMeta(_) | RolloutItem::EventMsg(_) => {}
+        }
+    }
+    flush(&mut out, &mut turn, &mut requests);
+    out
 }
 
 /// Where each turn starts: the indices of the messages a person typed (not the context and

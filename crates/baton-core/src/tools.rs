@@ -1,5 +1,5 @@
-//! The tools offered to the model (`shell`, `apply_patch`) and the approval rules that decide
-//! whether a command runs, asks first, or is refused.
+//! The tools offered to the model (`shell`, `apply_patch`, `update_plan`) and the approval
+//! rules that decide whether a command runs, asks first, or is refused.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use baton_exec::{OutputCap, ShellRequest};
 use baton_model::ToolSpec;
-use baton_protocol::{ApprovalPolicy, SandboxMode, SandboxPolicy};
+use baton_protocol::{ApprovalPolicy, Plan, ResponseItem, SandboxMode, SandboxPolicy};
 use serde::Deserialize;
 use serde_json::json;
 
 pub(crate) const SHELL_TOOL: &str = "shell";
 pub(crate) const APPLY_PATCH_TOOL: &str = "apply_patch";
+pub(crate) const UPDATE_PLAN_TOOL: &str = "update_plan";
 const DEFAULT_SHELL_TIMEOUT: Duration = Duration::from_millis(60_000);
 
 pub(crate) fn tool_specs() -> Vec<ToolSpec> {
@@ -51,7 +52,44 @@ pub(crate) fn tool_specs() -> Vec<ToolSpec> {
                 "additionalProperties": false
             }),
         },
+        ToolSpec {
+            name: UPDATE_PLAN_TOOL.to_owned(),
+            description: "Sets the plan of the task: its steps, each pending, in_progress or \
+                          completed (at most one in_progress). Send the whole plan each time a \
+                          step starts or ends; the person following the task sees it."
+                .to_owned(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "explanation": {"type": "string", "description": "why the plan changed, if it did"},
+                    "plan": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "step": {"type": "string"},
+                                "status": {"type": "string", "enum": ["pending", "in_progress", "completed"]}
+                            },
+                            "required": ["step", "status"],
+                            "additionalProperties": false
+                        }
+                    }
+                },
+                "required": ["plan"],
+                "additionalProperties": false
+            }),
+        },
     ]
+}
+
+/// The newest plan in a history: the arguments of its last valid `update_plan` call.
+pub(crate) fn latest_plan(history: &[ResponseItem]) -> Option<Plan> {
+    history.iter().rev().find_map(|item| match item {
+        ResponseItem::FunctionCall {
+            name, arguments, ..
+        } if name == UPDATE_PLAN_TOOL => serde_json::from_str(arguments).ok(),
+        _ => None,
+    })
 }
 
 /// The `shell` tool's arguments. `command` may also be a single string, run with `bash -lc`.
@@ -312,6 +350,24 @@ mod tests {
     fn patch_targets_lists_every_file_header() {
         let patch = "*** Begin Patch\n*** Add File: a.txt\n+x\n*** Update File: b.rs\n*** Move to: c.rs\n@@\n-x\n+y\n*** Delete File: d\n*** End Patch";
         assert_eq!(patch_targets(patch), ["a.txt", "b.rs", "c.rs", "d"]);
+    }
+
+    #[test]
+    fn the_latest_valid_plan_call_is_the_plan() {
+        let call = |arguments: &str| ResponseItem::FunctionCall {
+            name: UPDATE_PLAN_TOOL.into(),
+            arguments: arguments.into(),
+            call_id: "c".into(),
+        };
+        let history = vec![
+            call(r#"{"plan":[{"step":"old","status":"pending"}]}"#),
+            call(r#"{"plan":[{"step":"new","status":"in_progress"}]}"#),
+            call(r#"{"plan":"not a plan"}"#),
+            ResponseItem::user_message("go on"),
+        ];
+        let plan = latest_plan(&history).expect("a plan");
+        assert_eq!(plan.plan[0].step, "new");
+        assert_eq!(latest_plan(&history[..0]), None);
     }
 
     #[test]

@@ -147,6 +147,62 @@ pub(crate) struct TurnOutput {
     pub thread_id: String,
     /// The agent's final message.
     pub content: String,
+    /// Tokens this turn used, summed over its model requests, and how much of the model's
+    /// context window is left (the session is compacted when it runs low).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageOutput>,
+    /// The agent's newest plan (it keeps one for work of several steps), if it made one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanOutput>,
+}
+
+/// `structuredContent.plan` of a turn: the steps and where the work is.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub(crate) struct PlanOutput {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+    pub plan: Vec<PlanStepOutput>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub(crate) struct PlanStepOutput {
+    pub step: String,
+    /// `pending`, `in_progress` or `completed`.
+    pub status: String,
+}
+
+impl From<baton_protocol::Plan> for PlanOutput {
+    fn from(plan: baton_protocol::Plan) -> Self {
+        Self {
+            explanation: plan.explanation,
+            plan: plan
+                .plan
+                .into_iter()
+                .map(|step| PlanStepOutput {
+                    step: step.step,
+                    status: match step.status {
+                        baton_protocol::StepStatus::Pending => "pending",
+                        baton_protocol::StepStatus::InProgress => "in_progress",
+                        baton_protocol::StepStatus::Completed => "completed",
+                    }
+                    .to_owned(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `structuredContent.usage` of a turn.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub(crate) struct UsageOutput {
+    pub input_tokens: u64,
+    /// Of `input_tokens`, how many the provider served from its prompt cache.
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    /// The model's context window in tokens, when known.
+    pub context_window: Option<u64>,
+    /// The share of the context window still free, 0 to 100, when the window is known.
+    pub context_left_percent: Option<u64>,
 }
 
 /// One session in `baton-sessions`.

@@ -18,7 +18,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router
 
 use crate::args::{
     ForkArgs, ReplyArgs, SessionEntry, SessionsArgs, SessionsOutput, StartArgs, StrictParams,
-    TurnOutput, input_schema,
+    TurnOutput, UsageOutput, input_schema,
 };
 use crate::hooks::turn_hooks;
 use crate::order::Ticket;
@@ -306,10 +306,23 @@ fn sessions_text(output: &SessionsOutput) -> String {
 
 fn turn_result(outcome: Result<TurnResult, CoreError>) -> CallToolResult {
     match outcome {
-        Ok(TurnResult { thread_id, message }) => {
+        Ok(TurnResult {
+            thread_id,
+            message,
+            usage,
+            plan,
+        }) => {
             let output = TurnOutput {
                 thread_id: thread_id.to_string(),
                 content: message.clone(),
+                usage: usage.map(|u| UsageOutput {
+                    input_tokens: u.input_tokens,
+                    cached_input_tokens: u.cached_input_tokens,
+                    output_tokens: u.output_tokens,
+                    context_window: u.context_window,
+                    context_left_percent: u.context_left_percent,
+                }),
+                plan: plan.map(Into::into),
             };
             structured(message, serde_json::to_value(&output))
         }

@@ -207,7 +207,12 @@ impl ChatCollector {
 }
 
 fn usage(value: &Value) -> Option<TokenUsage> {
-    TokenUsage::from_wire(value, "prompt_tokens", "completion_tokens")
+    TokenUsage::from_wire(
+        value,
+        "prompt_tokens",
+        "completion_tokens",
+        "/prompt_tokens_details/cached_tokens",
+    )
 }
 
 #[cfg(test)]
@@ -283,6 +288,7 @@ mod tests {
             response.usage,
             Some(TokenUsage {
                 input_tokens: u64::MAX,
+                cached_input_tokens: 0,
                 output_tokens: u64::MAX,
                 total_tokens: u64::MAX,
             })

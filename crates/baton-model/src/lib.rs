@@ -50,23 +50,31 @@ pub struct ModelRequest {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TokenUsage {
     pub input_tokens: u64,
+    /// Of `input_tokens`, how many were served from the provider's prompt cache.
+    pub cached_input_tokens: u64,
     pub output_tokens: u64,
     pub total_tokens: u64,
 }
 
 impl TokenUsage {
     /// Reads a usage object whose wire names the input and output counts `input_key` and
-    /// `output_key`; `None` without an input count.
+    /// `output_key`, and the cached part of the input `cached_pointer` (a JSON pointer);
+    /// `None` without an input count.
     pub(crate) fn from_wire(
         value: &serde_json::Value,
         input_key: &str,
         output_key: &str,
+        cached_pointer: &str,
     ) -> Option<Self> {
         let count = |key: &str| value.get(key).and_then(serde_json::Value::as_u64);
         let input_tokens = count(input_key)?;
         let output_tokens = count(output_key).unwrap_or(0);
         Some(Self {
             input_tokens,
+            cached_input_tokens: value
+                .pointer(cached_pointer)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
             output_tokens,
             total_tokens: count("total_tokens")
                 .unwrap_or_else(|| input_tokens.saturating_add(output_tokens)),

@@ -164,7 +164,12 @@ fn output_item(value: &Value) -> Option<ResponseItem> {
 }
 
 fn usage(value: &Value) -> Option<TokenUsage> {
-    TokenUsage::from_wire(value, "input_tokens", "output_tokens")
+    TokenUsage::from_wire(
+        value,
+        "input_tokens",
+        "output_tokens",
+        "/input_tokens_details/cached_tokens",
+    )
 }
 
 #[cfg(test)]
@@ -177,7 +182,8 @@ mod tests {
         let event = SseEvent {
             event: None,
             data: json!({"type": "response.completed", "response": {"output": [],
-                "usage": {"input_tokens": u64::MAX, "output_tokens": 1}}})
+                "usage": {"input_tokens": u64::MAX, "output_tokens": 1,
+                    "input_tokens_details": {"cached_tokens": 7}}}})
             .to_string(),
         };
         assert!(matches!(
@@ -188,6 +194,7 @@ mod tests {
             collector.finish().usage,
             Some(TokenUsage {
                 input_tokens: u64::MAX,
+                cached_input_tokens: 7,
                 output_tokens: 1,
                 total_tokens: u64::MAX,
             })

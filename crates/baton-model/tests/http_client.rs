@@ -80,6 +80,12 @@ async fn text_answer_on_both_wires() {
             "{usage:?}"
         );
         assert_eq!(usage.total_tokens, usage.input_tokens + usage.output_tokens);
+        // The scripted server reports half the input as cached, on both wires.
+        assert_eq!(
+            usage.cached_input_tokens,
+            usage.input_tokens / 2,
+            "{wire:?}"
+        );
     }
 }
 

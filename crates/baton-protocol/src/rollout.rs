@@ -156,14 +156,20 @@ pub enum EventMsg {
         #[serde(default)]
         files: Vec<String>,
     },
+    /// The token usage one model response reported.
     TokenCount {
         #[serde(default)]
         input_tokens: u64,
+        /// Of `input_tokens`, how many the provider served from its prompt cache.
+        #[serde(default)]
+        cached_input_tokens: u64,
         #[serde(default)]
         output_tokens: u64,
         #[serde(default)]
         total_tokens: u64,
     },
+    /// The model's plan, as it last set it with the `update_plan` tool.
+    PlanUpdate(Plan),
     TurnAborted {
         reason: String,
     },
@@ -172,6 +178,67 @@ pub enum EventMsg {
     },
     #[serde(other)]
     Other,
+}
+
+/// A plan the model keeps with the `update_plan` tool: the steps of its work and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+    pub plan: Vec<PlanStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanStep {
+    pub step: String,
+    pub status: StepStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    InProgress,
+    Completed,
+}
+
+impl Plan {
+    /// Where the work is, in a few words: "plan 2/5: run the tests". The current step is the
+    /// one in progress, else the first not completed; a finished plan says so.
+    pub fn progress_line(&self) -> String {
+        let total = self.plan.len();
+        let current = self
+            .plan
+            .iter()
+            .position(|s| s.status == StepStatus::InProgress)
+            .or_else(|| {
+                self.plan
+                    .iter()
+                    .position(|s| s.status != StepStatus::Completed)
+            });
+        match current {
+            Some(index) => format!("plan {}/{total}: {}", index + 1, self.plan[index].step),
+            None => format!("plan {total}/{total}: all steps completed"),
+        }
+    }
+
+    /// The plan as lines for people: `[x]` completed, `[>]` in progress, `[ ]` pending.
+    pub fn checklist(&self) -> String {
+        let mut out = String::new();
+        if let Some(explanation) = self.explanation.as_deref().filter(|e| !e.is_empty()) {
+            out.push_str(explanation);
+            out.push('\n');
+        }
+        for step in &self.plan {
+            let mark = match step.status {
+                StepStatus::Completed => "[x]",
+                StepStatus::InProgress => "[>]",
+                StepStatus::Pending => "[ ]",
+            };
+            out.push_str(&format!("{mark} {}\n", step.step));
+        }
+        out
+    }
 }
 
 /// A compaction: `replacement_history` replaces everything before it.
@@ -249,6 +316,39 @@ mod tests {
             Some(BaseInstructions {
                 text: "be brief".into()
             })
+        );
+    }
+
+    #[test]
+    fn plan_progress_names_the_current_step() {
+        let step = |step: &str, status| PlanStep {
+            step: step.into(),
+            status,
+        };
+        let mut plan = Plan {
+            explanation: None,
+            plan: vec![
+                step("read the code", StepStatus::Completed),
+                step("run the tests", StepStatus::InProgress),
+                step("fix", StepStatus::Pending),
+                step("rerun", StepStatus::Pending),
+                step("report", StepStatus::Pending),
+            ],
+        };
+        assert_eq!(plan.progress_line(), "plan 2/5: run the tests");
+        plan.plan[1].status = StepStatus::Completed;
+        assert_eq!(plan.progress_line(), "plan 3/5: fix");
+        for step in &mut plan.plan {
+            step.status = StepStatus::Completed;
+        }
+        assert_eq!(plan.progress_line(), "plan 5/5: all steps completed");
+        let item = RolloutItem::EventMsg(EventMsg::PlanUpdate(plan.clone()));
+        let value = serde_json::to_value(&item).expect("serialize");
+        assert_eq!(value["payload"]["type"], "plan_update");
+        assert_eq!(value["payload"]["plan"][0]["status"], "completed");
+        assert_eq!(
+            serde_json::from_value::<RolloutItem>(value).expect("read back"),
+            item
         );
     }
 

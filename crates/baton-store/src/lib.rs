@@ -21,6 +21,7 @@ mod parallel;
 mod reader;
 mod store;
 mod summary;
+mod timeline;
 mod writer;
 
 pub use api::{ListPage, ListQuery, TurnRecord};
@@ -36,4 +37,5 @@ pub use summary::{
     SEARCH_TEXT_LIMIT, SUMMARY_TEXT_LIMIT, ThreadOrigin, ThreadSummary, is_context_message,
     push_search_text, summarize_rollout, summarize_rollout_with,
 };
+pub use timeline::read_timeline;
 pub use writer::RolloutWriter;

@@ -31,8 +31,10 @@
 //! are unique per request and the reply stays a pure function of the request.
 //!
 //! Token usage is reported in every completed response: `input_tokens` is the request body's
-//! length in bytes divided by 4 (rounded up), `output_tokens` the reply's text length in bytes
-//! divided by 4 (rounded up) plus 1.
+//! length in bytes divided by 4 (rounded up), of which half (rounded down) are reported as
+//! cached (`input_tokens_details.cached_tokens`, `prompt_tokens_details.cached_tokens` on the
+//! Chat wire), `output_tokens` the reply's text length in bytes divided by 4 (rounded up)
+//! plus 1.
 //!
 //! # Example
 //!
@@ -222,6 +224,14 @@ impl RecordedRequest {
                 conversation::Entry::User(text) if !is_context_message(&text) => Some(text),
                 _ => None,
             })
+    }
+
+    /// The usage object (`input_tokens`, `input_tokens_details.cached_tokens`,
+    /// `output_tokens`, `total_tokens`) the server reports when it answers this request with
+    /// `reply`, e.g. `request.reported_usage(&default_script(&request))`: a script is a pure
+    /// function of the request, so a test can recompute what each response reported.
+    pub fn reported_usage(&self, reply: &Reply) -> Option<Value> {
+        sse::reported_usage(self, reply)
     }
 
     /// The output of the last input item, if that item is a tool output.

@@ -261,6 +261,7 @@ impl<'a> Encoder<'a> {
             let usage = self.usage(&text, items);
             let chat_usage = json!({
                 "prompt_tokens": usage["input_tokens"],
+                "prompt_tokens_details": {"cached_tokens": usage["input_tokens_details"]["cached_tokens"]},
                 "completion_tokens": usage["output_tokens"],
                 "total_tokens": usage["total_tokens"],
             });
@@ -276,22 +277,7 @@ impl<'a> Encoder<'a> {
     }
 
     fn usage(&self, text: &str, items: &[ReplyItem]) -> Value {
-        let call_bytes: usize = items
-            .iter()
-            .map(|item| match item {
-                ReplyItem::ToolCall { name, arguments } => name.len() + arguments.to_string().len(),
-                ReplyItem::Text(_) => 0,
-            })
-            .sum();
-        let input_tokens = self.request.body.to_string().len().div_ceil(4);
-        let output_tokens = (text.len() + call_bytes).div_ceil(4) + 1;
-        json!({
-            "input_tokens": input_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": output_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": input_tokens + output_tokens,
-        })
+        usage(self.request, text, items)
     }
 
     fn response_object(&self, status: &str, output: Vec<Value>, usage: Value) -> Value {
@@ -336,6 +322,52 @@ impl<'a> Encoder<'a> {
 
     fn data(&mut self, data: &str) {
         self.steps.push(Step::Write(format!("data: {data}\n\n")));
+    }
+}
+
+/// The usage the server reports for `items` answering `request` (see the crate docs); `text`
+/// is the text the stream carries.
+fn usage(request: &RecordedRequest, text: &str, items: &[ReplyItem]) -> Value {
+    let call_bytes: usize = items
+        .iter()
+        .map(|item| match item {
+            ReplyItem::ToolCall { name, arguments } => name.len() + arguments.to_string().len(),
+            ReplyItem::Text(_) => 0,
+        })
+        .sum();
+    let input_tokens = request.body.to_string().len().div_ceil(4);
+    let output_tokens = (text.len() + call_bytes).div_ceil(4) + 1;
+    json!({
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": input_tokens / 2},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + output_tokens,
+    })
+}
+
+/// The Responses-shaped usage object the server reports when it answers `request` with
+/// `reply`; `None` for replies that report none (errors, dropped streams).
+pub(crate) fn reported_usage(request: &RecordedRequest, reply: &Reply) -> Option<Value> {
+    match reply {
+        Reply::Stall { then, .. } => reported_usage(request, then),
+        Reply::Items(items) | Reply::StallMidStream { items, .. } => {
+            let texts: Vec<&str> = items
+                .iter()
+                .filter_map(|item| match item {
+                    ReplyItem::Text(text) => Some(text.as_str()),
+                    ReplyItem::ToolCall { .. } => None,
+                })
+                .collect();
+            // The Responses stream concatenates the texts; the Chat stream joins them with
+            // newlines (one message per choice).
+            let text = match request.wire {
+                Wire::Responses => texts.concat(),
+                Wire::Chat => texts.join("\n"),
+            };
+            Some(usage(request, &text, items))
+        }
+        _ => None,
     }
 }
 
