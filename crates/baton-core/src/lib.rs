@@ -5,6 +5,7 @@
 //! home), rehydrated from its transcript, and continued with the same id. Every item of a turn
 //! is appended to the transcript before anything depends on it.
 
+mod access;
 mod agent;
 mod codex_import;
 mod compact;
@@ -13,6 +14,7 @@ mod hooks;
 mod manager;
 mod tools;
 
+pub use access::{Access, Confinement};
 pub use error::CoreError;
 pub use hooks::{ApprovalDecision, ApprovalRequest, Approver, ProgressSink, TurnHooks};
 pub use manager::{

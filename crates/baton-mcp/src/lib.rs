@@ -7,6 +7,7 @@
 
 mod args;
 mod hooks;
+pub mod http;
 mod order;
 mod server;
 mod shutdown;
@@ -21,6 +22,7 @@ use rmcp::transport::{IntoTransport, stdio_pipes};
 use rmcp::{RoleServer, ServiceExt};
 use tokio_util::sync::CancellationToken;
 
+pub use http::{HttpOptions, serve_http};
 pub use server::BatonServer;
 
 /// Why the server stopped abnormally.

@@ -60,6 +60,8 @@ pub struct ListQuery {
     pub limit: usize,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only threads with this `session_meta.owner` (a caller over HTTP with a token).
+    pub owner: Option<String>,
 }
 
 impl ListQuery {
@@ -83,6 +85,7 @@ impl Default for ListQuery {
             updated_before: None,
             limit: Self::DEFAULT_LIMIT,
             cursor: None,
+            owner: None,
         }
     }
 }
@@ -154,6 +157,7 @@ impl Store {
             turns: 0,
             source: ThreadOrigin::of(meta),
             search_text: String::new(),
+            owner: meta.owner.clone(),
         })?;
         Ok(writer)
     }
