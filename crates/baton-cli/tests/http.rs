@@ -65,7 +65,9 @@ async fn without_a_valid_token_the_answer_is_401_and_the_token_is_never_stored_o
     let token = add_token(&env, "alice");
     let tokens_file = env.home.join("tokens");
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&tokens_file).expect("tokens file").permissions(),
+        &std::fs::metadata(&tokens_file)
+            .expect("tokens file")
+            .permissions(),
     );
     assert_eq!(mode & 0o077, 0, "tokens file mode {mode:o}");
     let stored = std::fs::read_to_string(&tokens_file).expect("tokens");
@@ -120,7 +122,12 @@ async fn a_foreign_host_or_origin_gets_403() {
     let evil_host = format!("evil.example:{port}");
     let own_origin = format!("http://localhost:{port}");
     let localhost = format!("localhost:{port}");
-    assert_eq!(server.initialize_status(&[("host", evil_host.as_str())]).await, 403);
+    assert_eq!(
+        server
+            .initialize_status(&[("host", evil_host.as_str())])
+            .await,
+        403
+    );
     assert_eq!(
         server
             .initialize_status(&[("origin", "http://evil.example")])
@@ -129,7 +136,10 @@ async fn a_foreign_host_or_origin_gets_403() {
     );
     assert_eq!(
         server
-            .initialize_status(&[("host", localhost.as_str()), ("origin", own_origin.as_str())])
+            .initialize_status(&[
+                ("host", localhost.as_str()),
+                ("origin", own_origin.as_str())
+            ])
             .await,
         200
     );
@@ -166,5 +176,126 @@ fn a_tokens_file_others_can_read_is_refused_at_start() {
     assert!(
         message.contains("chmod 600") && message.contains(&tokens_file.display().to_string()),
         "{message}"
+    );
+}
+
+/// The message of a resource read that must fail.
+async fn resource_error(client: &common::http::HttpClient, thread_id: &str) -> String {
+    let uri = format!("baton://sessions/{thread_id}");
+    match client
+        .service
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(uri.clone()))
+        .await
+    {
+        Ok(result) => panic!("{uri} should not be readable: {result:?}"),
+        Err(rmcp::service::ServiceError::McpError(error)) => error.message.to_string(),
+        Err(other) => panic!("{uri}: unexpected error {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_owners_session_is_answered_exactly_like_an_unknown_id() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model server");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let alice_token = add_token(&env, "alice");
+    let bob_token = add_token(&env, "bob");
+    let server = HttpServerProcess::spawn(&env, &[]);
+    let alice = server.client(Era::Sessions2025, Some(&alice_token)).await;
+    let bob = server.client(Era::Stateless2026, Some(&bob_token)).await;
+
+    let (alice_thread, _) = alice
+        .start(json!({"prompt": "alice's secret plan", "cwd": env.project}))
+        .await;
+    // The owner is recorded in the transcript and in the index.
+    let first_line = std::fs::read_to_string(env.rollout_of(&alice_thread))
+        .expect("transcript")
+        .lines()
+        .next()
+        .map(str::to_owned)
+        .expect("session_meta");
+    let meta: serde_json::Value = serde_json::from_str(&first_line).expect("json");
+    assert_eq!(meta["payload"]["owner"], "alice", "{first_line}");
+    let index = rusqlite::Connection::open(env.home.join("state.sqlite")).expect("index");
+    let indexed: Option<String> = index
+        .query_row(
+            "SELECT owner FROM threads WHERE id = ?1",
+            [&alice_thread],
+            |row| row.get(0),
+        )
+        .expect("index row");
+    assert_eq!(indexed.as_deref(), Some("alice"));
+
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let same_as_unknown = |for_alice: String, for_unknown: String, what: &str| {
+        assert!(for_unknown.contains(&unknown), "{what}: {for_unknown}");
+        assert_eq!(
+            for_alice.replace(&alice_thread, "<id>"),
+            for_unknown.replace(&unknown, "<id>"),
+            "{what}: another owner's session must look unknown"
+        );
+    };
+    for tool in ["baton-reply", "baton-fork"] {
+        let arguments = |id: &str| json!({"threadId": id, "prompt": "let me in"});
+        let arguments = |id: &str| {
+            let mut args = arguments(id);
+            if tool == "baton-fork" {
+                args.as_object_mut().expect("object").remove("prompt");
+            }
+            args
+        };
+        same_as_unknown(
+            bob.tool_error(tool, arguments(&alice_thread)).await,
+            bob.tool_error(tool, arguments(&unknown)).await,
+            tool,
+        );
+    }
+    same_as_unknown(
+        resource_error(&bob, &alice_thread).await,
+        resource_error(&bob, &unknown).await,
+        "resources/read",
+    );
+
+    let listed = |result: rmcp::model::CallToolResult| -> Vec<String> {
+        result.structured_content.expect("structured")["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .map(|s| s["threadId"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let (bob_thread, _) = bob
+        .start(json!({"prompt": "bob's own", "cwd": env.project}))
+        .await;
+    assert_eq!(
+        listed(bob.call("baton-sessions", json!({})).await),
+        vec![bob_thread.clone()]
+    );
+    assert_eq!(
+        listed(alice.call("baton-sessions", json!({})).await),
+        vec![alice_thread.clone()]
+    );
+    let resources = bob.service.list_all_resources().await.expect("resources");
+    assert!(
+        resources.iter().all(|r| !r.uri.contains(&alice_thread)),
+        "{resources:?}"
+    );
+
+    // The owner continues, forks and reads her own session.
+    assert_eq!(
+        alice.reply(&alice_thread, "RECALL").await,
+        "recall: alice's secret plan (0 tool outputs)"
+    );
+    alice
+        .start(json!({"prompt": "x", "cwd": env.project}))
+        .await;
+    let forked = alice
+        .call("baton-fork", json!({"threadId": alice_thread}))
+        .await;
+    assert_ne!(forked.is_error, Some(true));
+    // Local use (the CLI) sees every session.
+    let ids = env.listed_ids();
+    assert!(
+        ids.contains(&alice_thread) && ids.contains(&bob_thread),
+        "{ids:?}"
     );
 }
