@@ -299,3 +299,97 @@ async fn another_owners_session_is_answered_exactly_like_an_unknown_id() {
         "{ids:?}"
     );
 }
+
+fn append_config(env: &TestEnv, text: &str) {
+    let path = env.home.join("config.toml");
+    let mut config = std::fs::read_to_string(&path).expect("config");
+    config.push('\n');
+    config.push_str(text);
+    std::fs::write(&path, config).expect("config");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cwd_outside_the_workspace_roots_is_refused_over_http() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model server");
+    let env = TestEnv::new(&model, Wire::Responses);
+    append_config(
+        &env,
+        "[profiles.wild]\nsandbox_mode = \"danger-full-access\"\n",
+    );
+    let outside = env.root.join("outside");
+    std::fs::create_dir_all(&outside).expect("outside dir");
+    let inside = env.project.join("sub");
+    std::fs::create_dir_all(&inside).expect("inside dir");
+    std::os::unix::fs::symlink(&outside, env.project.join("link")).expect("symlink");
+    // A session started locally elsewhere: its recorded cwd is outside the roots.
+    let output = env.run(&[
+        "exec",
+        "--cd",
+        outside.to_str().expect("utf-8"),
+        "local work",
+    ]);
+    assert_success(&output);
+    let local_thread = thread_id_of(&output);
+
+    // The server starts in the project: that is its only root.
+    let server = HttpServerProcess::spawn(&env, &[]);
+    let client = server.client(Era::Sessions2025, None).await;
+    let root = env.project.display().to_string();
+    for cwd in [
+        outside.clone(),
+        env.project.join("link"),
+        env.project.join("sub/../.."),
+    ] {
+        let message = client
+            .tool_error("baton", json!({"prompt": "hi", "cwd": cwd}))
+            .await;
+        assert!(
+            message.contains("outside this server's workspace roots") && message.contains(&root),
+            "{cwd:?}: {message}"
+        );
+    }
+    for (tool, arguments) in [
+        (
+            "baton-reply",
+            json!({"threadId": local_thread, "prompt": "continue"}),
+        ),
+        ("baton-fork", json!({"threadId": local_thread})),
+    ] {
+        let message = client.tool_error(tool, arguments).await;
+        assert!(message.contains(&root), "{tool}: {message}");
+    }
+    // A recorded cwd outside may be replaced by one inside.
+    let moved = client
+        .call(
+            "baton-reply",
+            json!({"threadId": local_thread, "prompt": "moved", "cwd": inside}),
+        )
+        .await;
+    assert_ne!(moved.is_error, Some(true), "{moved:?}");
+    client
+        .start(json!({"prompt": "inside", "cwd": inside}))
+        .await;
+
+    // danger-full-access: by argument, config override or profile, refused.
+    for arguments in [
+        json!({"prompt": "x", "cwd": inside, "sandbox": "danger-full-access"}),
+        json!({"prompt": "x", "cwd": inside, "config": {"sandbox_mode": "danger-full-access"}}),
+        json!({"prompt": "x", "cwd": inside, "profile": "wild"}),
+    ] {
+        let message = client.tool_error("baton", arguments.clone()).await;
+        assert!(
+            message.contains("danger-full-access"),
+            "{arguments}: {message}"
+        );
+    }
+    drop(client);
+    drop(server);
+
+    // Allowed when the server says so.
+    append_config(&env, "[server]\nallow_danger_full_access = true\n");
+    let server = HttpServerProcess::spawn(&env, &[]);
+    let client = server.client(Era::Stateless2026, None).await;
+    client
+        .start(json!({"prompt": "x", "cwd": inside, "sandbox": "danger-full-access"}))
+        .await;
+}
