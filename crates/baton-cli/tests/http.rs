@@ -393,3 +393,171 @@ async fn a_cwd_outside_the_workspace_roots_is_refused_over_http() {
         .start(json!({"prompt": "x", "cwd": inside, "sandbox": "danger-full-access"}))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_gets_413_and_the_next_request_works() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model server");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let server = HttpServerProcess::spawn(&env, &[]);
+    // A 5 MiB POST announced with `Expect: 100-continue`: the server must refuse it from the
+    // headers, before the client sends the body (a refusal mid-upload would reach a client
+    // as a broken pipe, not as a status).
+    let mut stream = tokio::net::TcpStream::connect(&server.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        server.addr,
+        5 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await.expect("read answer");
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let status_line = String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .map(str::to_owned);
+    assert_eq!(
+        status_line.as_deref(),
+        Some("HTTP/1.1 413 Payload Too Large")
+    );
+    drop(stream);
+    assert_eq!(server.initialize_status(&[]).await, 200);
+}
+
+/// A prompt whose turn runs a command that marks its start in `dir` and waits for
+/// `dir/release` to appear.
+fn held_turn(dir: &std::path::Path) -> String {
+    format!(
+        "shell: cd {} && touch started-$$ && while [ ! -e release ]; do sleep 0.05; done && echo released",
+        dir.display()
+    )
+}
+
+/// Waits until `count` turns have marked their start in `dir`.
+async fn wait_for_started(dir: &std::path::Path, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let started = std::fs::read_dir(dir)
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("started-"))
+            .count();
+        if started >= count {
+            assert_eq!(started, count, "more turns started than expected");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {started} of {count} turns started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_running_turns_a_call_gets_the_capacity_error_at_once() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model server");
+    let env = TestEnv::new(&model, Wire::Responses);
+    append_config(&env, "[server]\nmax_running_turns = 16\n");
+    let server = HttpServerProcess::spawn(&env, &["-c", "approval_policy=\"never\""]);
+    let client = std::sync::Arc::new(server.client(Era::Stateless2026, None).await);
+    let prompt = held_turn(&env.project);
+    let mut running = Vec::new();
+    for _ in 0..16 {
+        let client = client.clone();
+        let arguments = json!({"prompt": prompt, "cwd": env.project});
+        running.push(tokio::spawn(async move {
+            client.call("baton", arguments).await
+        }));
+    }
+    wait_for_started(&env.project, 16).await;
+    let refused = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client.tool_error("baton", json!({"prompt": "one more", "cwd": env.project})),
+    )
+    .await
+    .expect("the 17th call is answered at once, not queued");
+    assert!(refused.contains("at capacity"), "{refused}");
+
+    std::fs::write(env.project.join("release"), "").expect("release");
+    for call in running {
+        let result = tokio::time::timeout(std::time::Duration::from_secs(120), call)
+            .await
+            .expect("every held turn finishes")
+            .expect("task");
+        let (_, answer) = common::http::turn_output(&result);
+        assert!(answer.ends_with("released"), "{answer}");
+    }
+    // Slots are free again.
+    client
+        .start(json!({"prompt": "after", "cwd": env.project}))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_accepting_and_lets_a_running_turn_finish_within_the_grace() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model server");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let mut server = HttpServerProcess::spawn(&env, &["-c", "approval_policy=\"never\""]);
+    let client = std::sync::Arc::new(server.client(Era::Sessions2025, None).await);
+    let call = tokio::spawn({
+        let client = client.clone();
+        let arguments = json!({"prompt": held_turn(&env.project), "cwd": env.project});
+        async move { client.call("baton", arguments).await }
+    });
+    wait_for_started(&env.project, 1).await;
+    server.signal("TERM");
+    // The listener closes at once, while the turn still runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(&server.addr).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!call.is_finished());
+    std::fs::write(env.project.join("release"), "").expect("release");
+    let result = tokio::time::timeout(std::time::Duration::from_secs(60), call)
+        .await
+        .expect("the turn finishes")
+        .expect("task");
+    let answer = common::http::turn_output(&result).1;
+    assert!(answer.ends_with("released"), "{answer}");
+    let status =
+        tokio::task::block_in_place(|| server.wait_exit(std::time::Duration::from_secs(30)))
+            .expect("the server exits after the drain");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_aborts_a_turn_still_running_after_the_grace_and_records_it() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model server");
+    let env = TestEnv::new(&model, Wire::Responses);
+    append_config(&env, "[server]\nshutdown_grace = \"300ms\"\n");
+    let mut server = HttpServerProcess::spawn(&env, &["-c", "approval_policy=\"never\""]);
+    let client = std::sync::Arc::new(server.client(Era::Stateless2026, None).await);
+    let _call = tokio::spawn({
+        let client = client.clone();
+        let arguments = json!({"prompt": held_turn(&env.project), "cwd": env.project});
+        async move { client.try_call("baton", arguments).await }
+    });
+    wait_for_started(&env.project, 1).await;
+    server.signal("TERM");
+    let status =
+        tokio::task::block_in_place(|| server.wait_exit(std::time::Duration::from_secs(60)))
+            .expect("the server exits after the grace");
+    assert!(status.success(), "{status:?}");
+    let files = env.rollout_files();
+    assert_eq!(files.len(), 1);
+    let transcript = std::fs::read_to_string(&files[0]).expect("transcript");
+    assert!(transcript.contains("\"turn_aborted\""), "{transcript}");
+}
