@@ -561,3 +561,58 @@ async fn sigterm_aborts_a_turn_still_running_after_the_grace_and_records_it() {
     let transcript = std::fs::read_to_string(&files[0]).expect("transcript");
     assert!(transcript.contains("\"turn_aborted\""), "{transcript}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_one_thread_over_http_run_one_after_another_in_arrival_order() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model server");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let server = std::sync::Arc::new(HttpServerProcess::spawn(
+        &env,
+        &["-c", "approval_policy=\"never\""],
+    ));
+    let client = std::sync::Arc::new(server.client(Era::Stateless2026, None).await);
+    let (thread_id, _) = client
+        .start(json!({"prompt": "first", "cwd": env.project}))
+        .await;
+    let queued = |server: &HttpServerProcess| {
+        server
+            .stderr_text()
+            .matches("baton-reply call queued in arrival order")
+            .count()
+    };
+    let held = held_turn(&env.project);
+    let mut calls = Vec::new();
+    for (n, prompt) in [held.as_str(), "A", "B", "C"].into_iter().enumerate() {
+        let client = client.clone();
+        let arguments = json!({"threadId": thread_id, "prompt": prompt});
+        calls.push(tokio::spawn(async move {
+            client.call("baton-reply", arguments).await
+        }));
+        // The next call is sent once the server has taken this one in line.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while queued(&server) < n + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "call {n} never queued"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if n == 0 {
+            wait_for_started(&env.project, 1).await;
+        }
+    }
+    std::fs::write(env.project.join("release"), "").expect("release");
+    for call in calls {
+        let result = tokio::time::timeout(std::time::Duration::from_secs(120), call)
+            .await
+            .expect("every call finishes")
+            .expect("task");
+        common::http::turn_output(&result);
+    }
+    let recalled = client.reply(&thread_id, "RECALL").await;
+    assert!(
+        recalled.starts_with("recall: first | shell:")
+            && recalled.ends_with("| A | B | C (1 tool outputs)"),
+        "{recalled}"
+    );
+}

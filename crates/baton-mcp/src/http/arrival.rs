@@ -42,6 +42,7 @@ pub async fn take_tickets(
             reply_thread(tool, params.get("arguments").and_then(|a| a.as_object()))
     {
         parts.extensions.insert(order.ticket(thread));
+        tracing::info!(%thread, "baton-reply call queued in arrival order");
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
