@@ -119,6 +119,7 @@ pub fn session_meta(id: ThreadId, started: DateTime<Utc>, cwd: &Path) -> Session
         git: None,
         imported_from: None,
         forked_from: None,
+        owner: None,
     }
 }
 

@@ -41,8 +41,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve baton over MCP on stdio (tools baton, baton-reply, baton-sessions, baton-fork).
-    McpServer,
+    /// Serve baton over MCP on stdio (tools baton, baton-reply, baton-sessions, baton-fork),
+    /// or over Streamable HTTP with `--listen`.
+    McpServer(McpServerArgs),
     /// Run one turn of a new session, or continue one with `exec resume`.
     Exec(ExecArgs),
     /// List, show, fork and reindex sessions.
@@ -51,6 +52,27 @@ enum Command {
     /// Sandbox tools.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// Manage the HTTP server's access tokens.
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+#[derive(Debug, Args)]
+struct McpServerArgs {
+    /// Serve Streamable HTTP at http://HOST:PORT/mcp instead of stdio (port 0 picks a free
+    /// one). Without tokens only loopback addresses are allowed.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerCommand {
+    /// Create an access token for OWNER: printed once on stdout; only its hash is stored in
+    /// the tokens file (`[server] tokens_file`, default $BATON_HOME/tokens).
+    AddToken {
+        /// Who the token belongs to; sessions started with it are visible only to this owner.
+        owner: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -105,7 +127,7 @@ struct UsageError(String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::McpServer));
+    init_logging(matches!(cli.command, Command::McpServer(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,9 +170,34 @@ fn init_logging(server: bool) {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let overrides = global_overrides(&cli)?;
     match cli.command {
-        Command::McpServer => {
+        Command::McpServer(McpServerArgs { listen: None }) => {
             let manager = manager(overrides, SessionSource::Mcp)?;
             baton_mcp::serve_stdio(manager).await?;
+            Ok(())
+        }
+        Command::McpServer(McpServerArgs {
+            listen: Some(listen),
+        }) => {
+            let manager = manager(overrides, SessionSource::Mcp)?;
+            let options = http_options(&manager, &listen).await?;
+            baton_mcp::serve_http(manager, options).await?;
+            Ok(())
+        }
+        Command::Server(ServerCommand::AddToken { owner }) => {
+            let home = baton_config::find_baton_home()?;
+            let config = baton_config::Config::load(&home, &overrides)?;
+            let path = &config.server.tokens_file;
+            let token = baton_mcp::http::add_token(path, &owner).map_err(|err| match err {
+                baton_mcp::http::TokensError::InvalidOwner(_) => {
+                    anyhow::Error::new(UsageError(err.to_string()))
+                }
+                err => err.into(),
+            })?;
+            out(&token)?;
+            eprintln!(
+                "added a token for {owner} to {}; it is shown only now: give it to {owner} and keep it secret",
+                path.display()
+            );
             Ok(())
         }
         Command::Exec(args) => exec(overrides, args).await,
@@ -162,6 +209,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out(&baton_exec::sandbox_capabilities().to_string())
         }
     }
+}
+
+/// The HTTP server's settings: `--listen` and `[server]` in config.toml.
+async fn http_options(
+    manager: &ThreadManager,
+    listen: &str,
+) -> anyhow::Result<baton_mcp::HttpOptions> {
+    let listen_addr = tokio::net::lookup_host(listen)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--listen {listen}: expected HOST:PORT, e.g. 127.0.0.1:8080 (port 0 picks a free one)"
+            ))
+        })?;
+    let server = manager.config(None)?.server;
+    let tokens = baton_mcp::http::TokenTable::load(&server.tokens_file)?;
+    let roots = match server.workspace_roots {
+        Some(roots) => roots,
+        None => vec![std::env::current_dir().context("cannot read the current directory")?],
+    };
+    let mut workspace_roots = Vec::new();
+    for root in roots {
+        workspace_roots.push(std::fs::canonicalize(&root).map_err(|err| {
+            UsageError(format!(
+                "workspace root {} under [server] cannot be used: {err}",
+                root.display()
+            ))
+        })?);
+    }
+    let options = baton_mcp::HttpOptions {
+        listen: listen_addr,
+        tokens,
+        allowed_hosts: server.allowed_hosts,
+        allowed_origins: server.allowed_origins,
+        workspace_roots,
+        allow_danger_full_access: server.allow_danger_full_access,
+        max_request_bytes: server.max_request_bytes,
+        max_running_turns: server.max_running_turns,
+        shutdown_grace: server.shutdown_grace,
+    };
+    baton_mcp::http::check_listen(&options).map_err(|err| UsageError(err.to_string()))?;
+    Ok(options)
 }
 
 fn global_overrides(cli: &Cli) -> anyhow::Result<ConfigOverrides> {
@@ -216,6 +307,7 @@ async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> 
                 prompt,
                 cwd: options.cd.clone(),
                 compact,
+                access: Default::default(),
             };
             let outcome = manager.reply(request, hooks).await;
             (options, outcome)
@@ -353,6 +445,7 @@ fn exit_status(err: &anyhow::Error) -> u8 {
     let core = err.downcast_ref::<CoreError>();
     if err.downcast_ref::<UsageError>().is_some()
         || err.downcast_ref::<baton_config::ConfigError>().is_some()
+        || err.downcast_ref::<baton_mcp::http::TokensError>().is_some()
         || matches!(core, Some(CoreError::Config(_)))
         || matches!(core, Some(CoreError::Model(model)) if model.is_misconfiguration())
     {

@@ -72,6 +72,55 @@ pub struct SandboxWorkspaceWrite {
     pub allow_unix_sockets: Vec<PathBuf>,
 }
 
+/// `[server]`: how `baton mcp-server --listen` serves a team (SPEC §8.1). Read once when the
+/// server starts; a per-call `config` override cannot loosen it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerToml {
+    pub tokens_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    pub workspace_roots: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    pub allow_danger_full_access: bool,
+    pub max_request_bytes: Option<usize>,
+    pub max_running_turns: Option<usize>,
+    #[serde(default, with = "duration::option")]
+    pub shutdown_grace: Option<Duration>,
+}
+
+/// The resolved `[server]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Default `$BATON_HOME/tokens`.
+    pub tokens_file: PathBuf,
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    /// `None`: the directory the server was started in.
+    pub workspace_roots: Option<Vec<PathBuf>>,
+    pub allow_danger_full_access: bool,
+    pub max_request_bytes: usize,
+    pub max_running_turns: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    fn resolve(home: &Path, toml: ServerToml) -> Self {
+        Self {
+            tokens_file: toml.tokens_file.unwrap_or_else(|| home.join("tokens")),
+            allowed_hosts: toml.allowed_hosts,
+            allowed_origins: toml.allowed_origins,
+            workspace_roots: toml.workspace_roots,
+            allow_danger_full_access: toml.allow_danger_full_access,
+            max_request_bytes: toml.max_request_bytes.unwrap_or(4 * 1024 * 1024),
+            max_running_turns: toml.max_running_turns.unwrap_or(16).max(1),
+            shutdown_grace: toml.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+        }
+    }
+}
+
 /// The keys that may appear at the top level and inside `[profiles.<name>]`. Other keys are
 /// ignored with a warning, as Codex ignores them, so a `config.toml` copied from Codex (with
 /// its `[tui]`, `notify`, `[features]` …) works.
@@ -100,6 +149,7 @@ struct ConfigToml {
     project_doc_fallback_filenames: Option<Vec<String>>,
     /// Accepted for compatibility with Codex configs; baton has no MCP client side.
     mcp_servers: Option<toml::Table>,
+    server: Option<ServerToml>,
 }
 
 /// The profiles of a file, each checked against the top-level keys (with line numbers).
@@ -147,6 +197,7 @@ pub struct Config {
     pub project_doc_max_bytes: usize,
     /// Names tried in a directory that has neither `AGENTS.override.md` nor `AGENTS.md`.
     pub project_doc_fallback_filenames: Vec<String>,
+    pub server: ServerConfig,
     /// Keys of the file that baton does not know and ignored, for a warning.
     pub ignored_keys: Vec<String>,
 }
@@ -510,6 +561,7 @@ fn resolve(
             .project_doc_max_bytes
             .unwrap_or(DEFAULT_PROJECT_DOC_MAX_BYTES),
         project_doc_fallback_filenames: toml.project_doc_fallback_filenames.unwrap_or_default(),
+        server: ServerConfig::resolve(home, toml.server.unwrap_or_default()),
         ignored_keys: Vec::new(),
     })
 }

@@ -30,6 +30,14 @@ pub enum CoreError {
         requested: u32,
         turns: usize,
     },
+    #[error(
+        "the working directory {cwd} is outside this server's workspace roots ({roots}); use a directory inside one of them"
+    )]
+    OutsideWorkspaceRoots { cwd: PathBuf, roots: String },
+    #[error(
+        "danger-full-access is not allowed over HTTP on this server (set `allow_danger_full_access = true` under [server] in config.toml to allow it); use workspace-write or read-only"
+    )]
+    DangerFullAccessRefused,
     #[error("the turn was cancelled; the thread stays usable")]
     Cancelled,
     #[error(transparent)]

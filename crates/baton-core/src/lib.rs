@@ -5,6 +5,7 @@
 //! home), rehydrated from its transcript, and continued with the same id. Every item of a turn
 //! is appended to the transcript before anything depends on it.
 
+mod access;
 mod agent;
 mod codex_import;
 mod compact;
@@ -16,6 +17,7 @@ mod redact;
 mod tools;
 mod usage;
 
+pub use access::{Access, Confinement};
 pub use error::CoreError;
 pub use hooks::{ApprovalDecision, ApprovalRequest, Approver, ProgressSink, TurnHooks};
 pub use manager::{

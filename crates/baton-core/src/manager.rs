@@ -22,6 +22,7 @@ use baton_store::{
 };
 use chrono::Utc;
 
+use crate::access::Access;
 use crate::agent::{LiveThread, ThreadSettings, Turn, blocking_section, default_base_instructions};
 use crate::codex_import;
 use crate::error::CoreError;
@@ -81,6 +82,7 @@ pub struct StartThread {
     pub base_instructions: Option<String>,
     pub developer_instructions: Option<String>,
     pub config: Vec<(String, TomlValue)>,
+    pub access: Access,
 }
 
 /// A request to continue a thread (the `baton-reply` tool, `baton exec resume`).
@@ -93,6 +95,7 @@ pub struct ReplyToThread {
     pub cwd: Option<PathBuf>,
     /// Compact the conversation before this turn.
     pub compact: bool,
+    pub access: Access,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +119,7 @@ pub struct SessionQuery {
     pub updated_before: Option<chrono::DateTime<Utc>>,
     pub limit: usize,
     pub cursor: Option<String>,
+    pub access: Access,
 }
 
 pub type SessionSummary = ThreadSummary;
@@ -202,6 +206,8 @@ impl ThreadManager {
                 CoreError::Internal(format!("cannot read the current directory: {err}"))
             })?,
         };
+        request.access.check_cwd(&cwd)?;
+        request.access.check_sandbox(config.sandbox_mode)?;
         // A provider that cannot be used fails before a session exists.
         self.models.client(&config.model_provider)?;
         let id = ThreadId::new();
@@ -224,6 +230,7 @@ impl ThreadManager {
             git: None,
             imported_from: None,
             forked_from: None,
+            owner: request.access.owner.clone(),
         };
         let store = self.store.clone();
         let meta_for_store = meta.clone();
@@ -292,6 +299,11 @@ impl ThreadManager {
     ) -> Result<TurnResult, CoreError> {
         let id = ThreadId::parse(&request.thread_id)?;
         let config = self.config(None)?;
+        if request.access.owner.is_some() {
+            // Before the slot and the lock: another owner's thread must not even look busy.
+            self.read_visible(&request.thread_id, &request.access)
+                .await?;
+        }
         let slot = self.slot(id);
         // A call cancelled while it waited for an earlier one on this thread writes nothing.
         let mut guard = tokio::select! {
@@ -330,16 +342,19 @@ impl ThreadManager {
             *live = self.load_thread(id, &config).await?;
             live.approved_commands = approved;
         }
-        match request.cwd {
-            Some(cwd) => live.settings.cwd = existing_dir(&cwd)?,
+        let cwd = match request.cwd {
+            Some(cwd) => existing_dir(&cwd)?,
             None if !live.settings.cwd.is_dir() => {
                 return Err(CoreError::RecordedCwdMissing {
                     id,
                     cwd: live.settings.cwd.clone(),
                 });
             }
-            None => {}
-        }
+            None => live.settings.cwd.clone(),
+        };
+        request.access.check_cwd(&cwd)?;
+        request.access.check_sandbox(live.settings.sandbox.mode)?;
+        live.settings.cwd = cwd;
         let outcome = self
             .run_turn(
                 live,
@@ -521,10 +536,22 @@ impl ThreadManager {
         thread_id: &str,
         at_turn: Option<u32>,
     ) -> Result<TurnResult, CoreError> {
-        let source = self.read_thread(thread_id).await?;
+        self.fork_as(thread_id, at_turn, &Access::default()).await
+    }
+
+    /// [`ThreadManager::fork`] within a caller's reach: the source must be visible to it and
+    /// its recorded cwd inside its workspace roots; the fork belongs to the caller.
+    pub async fn fork_as(
+        &self,
+        thread_id: &str,
+        at_turn: Option<u32>,
+        access: &Access,
+    ) -> Result<TurnResult, CoreError> {
+        let source = self.read_visible(thread_id, access).await?;
         let config = self.config(None)?;
         let source_id = source.meta.id;
         let settings = settings_of(&source, &config);
+        access.check_cwd(&settings.cwd)?;
         // A Codex session not yet imported is converted first, as `baton-reply` would.
         let (mut meta, history) = if source.meta.imported_from.is_none()
             && ThreadOrigin::of(&source.meta) == ThreadOrigin::Codex
@@ -553,6 +580,9 @@ impl ThreadManager {
         meta.timestamp = format_timestamp(Utc::now());
         meta.forked_from = Some(source_id);
         meta.source = self.options.source;
+        if access.owner.is_some() {
+            meta.owner = access.owner.clone();
+        }
         let child = self.create_with_history(meta, settings, history).await?;
         let kept = at_turn.map_or(turns.len(), |n| n as usize);
         Ok(TurnResult {
@@ -583,10 +613,12 @@ impl ThreadManager {
             updated_before: query.updated_before,
             limit: query.limit,
             cursor: query.cursor.clone(),
+            owner: query.access.owner.clone(),
         };
         let page = blocking(move || store.list(&list_query)).await??;
         let mut sessions = page.threads;
-        if query.include_codex && query.cursor.is_none() {
+        // Codex's sessions have no owner: a caller with one never sees them.
+        if query.include_codex && query.cursor.is_none() && query.access.owner.is_none() {
             let text = query.text.as_deref().map(str::to_lowercase);
             let codex = self.codex_sessions().await?.into_iter().filter(|s| {
                 cwd.as_ref().is_none_or(|dir| &s.cwd == dir)
@@ -630,10 +662,37 @@ impl ThreadManager {
         Ok(blocking(move || baton_store::read_rollout(&path)).await??)
     }
 
+    /// [`ThreadManager::read_thread`] for a caller: a thread it may not see is answered
+    /// exactly like an unknown id, so ids cannot be probed.
+    async fn read_visible(
+        &self,
+        thread_id: &str,
+        access: &Access,
+    ) -> Result<LoadedRollout, CoreError> {
+        let loaded = self.read_thread(thread_id).await?;
+        if access.sees(loaded.meta.owner.as_deref()) {
+            return Ok(loaded);
+        }
+        Err(CoreError::UnknownThread {
+            id: loaded.meta.id,
+            baton_sessions: self.store.sessions_dir(),
+            codex_home: self.config(None)?.codex_home,
+        })
+    }
+
     /// The conversation of a thread as readable text, with each turn's token usage and the
     /// plan updates where they happened.
     pub async fn transcript_text(&self, thread_id: &str) -> Result<String, CoreError> {
-        let loaded = self.read_thread(thread_id).await?;
+        self.transcript_text_as(thread_id, &Access::default()).await
+    }
+
+    /// [`ThreadManager::transcript_text`] within a caller's reach.
+    pub async fn transcript_text_as(
+        &self,
+        thread_id: &str,
+        access: &Access,
+    ) -> Result<String, CoreError> {
+        let loaded = self.read_visible(thread_id, access).await?;
         let path = loaded.path.clone();
         let timeline = blocking(move || baton_store::read_timeline(&path)).await??;
         Ok(format!(

@@ -7,6 +7,7 @@
 
 mod args;
 mod hooks;
+pub mod http;
 mod order;
 mod oversize;
 mod server;
@@ -22,6 +23,7 @@ use rmcp::transport::{IntoTransport, stdio_pipes};
 use rmcp::{RoleServer, ServiceExt};
 use tokio_util::sync::CancellationToken;
 
+pub use http::{HttpOptions, serve_http};
 pub use server::BatonServer;
 
 /// Why the server stopped abnormally.

@@ -6,6 +6,9 @@
 //! gets a ticket for its thread there, carried in the request's extensions; the handler waits
 //! for its ticket's turn. A ticket is released when its last copy is dropped, whether the call
 //! ran, failed to parse, or was cancelled while waiting, so one bad call never blocks the next.
+//!
+//! Over HTTP every request is its own stream, and the order is where the server reads them:
+//! the HTTP layer in `http::arrival` hands out the same tickets from one shared queue.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,7 +22,7 @@ use tokio::sync::Notify;
 
 /// The queue of `baton-reply` calls per thread.
 #[derive(Default)]
-struct ArrivalOrder {
+pub(crate) struct ArrivalOrder {
     lines: Mutex<HashMap<ThreadId, Line>>,
     changed: Notify,
 }
@@ -33,7 +36,7 @@ struct Line {
 }
 
 impl ArrivalOrder {
-    fn ticket(self: &Arc<Self>, thread: ThreadId) -> Ticket {
+    pub(crate) fn ticket(self: &Arc<Self>, thread: ThreadId) -> Ticket {
         let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         let line = lines.entry(thread).or_default();
         let number = line.next;
@@ -100,6 +103,21 @@ impl Ticket {
     }
 }
 
+/// The thread a `tools/call` waits in line for: that of a `baton-reply` with a valid id.
+pub(crate) fn reply_thread(
+    tool: &str,
+    arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Option<ThreadId> {
+    if tool != "baton-reply" {
+        return None;
+    }
+    arguments?
+        .get("threadId")
+        .or_else(|| arguments?.get("conversationId"))
+        .and_then(|id| id.as_str())
+        .and_then(|id| ThreadId::parse(id).ok())
+}
+
 /// A transport that hands out tickets to `baton-reply` calls as they arrive.
 pub(crate) struct OrderedTransport<T> {
     inner: T,
@@ -129,13 +147,7 @@ impl<T: Transport<RoleServer>> Transport<RoleServer> for OrderedTransport<T> {
         let mut message = self.inner.receive().await?;
         if let JsonRpcMessage::Request(request) = &mut message
             && let ClientRequest::CallToolRequest(call) = &mut request.request
-            && call.params.name == "baton-reply"
-            && let Some(thread) = call.params.arguments.as_ref().and_then(|args| {
-                args.get("threadId")
-                    .or_else(|| args.get("conversationId"))
-                    .and_then(|id| id.as_str())
-                    .and_then(|id| ThreadId::parse(id).ok())
-            })
+            && let Some(thread) = reply_thread(&call.params.name, call.params.arguments.as_ref())
         {
             call.extensions.insert(self.order.ticket(thread));
         }

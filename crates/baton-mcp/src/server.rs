@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use baton_core::{CoreError, ReplyToThread, SessionQuery, StartThread, ThreadManager, TurnResult};
+use baton_core::{
+    Access, CoreError, ReplyToThread, SessionQuery, StartThread, ThreadManager, TurnResult,
+};
 use baton_protocol::shorten;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::schema_for_output;
@@ -21,6 +23,7 @@ use crate::args::{
     TurnOutput, UsageOutput, input_schema,
 };
 use crate::hooks::turn_hooks;
+use crate::http::{Caller, HttpPolicy, abort_with};
 use crate::order::Ticket;
 
 const SESSION_URI_PREFIX: &str = "baton://sessions/";
@@ -30,8 +33,16 @@ const MAX_PAGE: u32 = 200;
 #[derive(Clone)]
 pub struct BatonServer {
     manager: Arc<ThreadManager>,
+    /// Set when serving HTTP: every call is then confined and counted.
+    http: Option<Arc<HttpPolicy>>,
     /// Built once; `#[tool_handler(router = …)]` reads it.
     tool_router: ToolRouter<Self>,
+}
+
+/// What a turn-running call holds while it runs over HTTP.
+struct TurnAdmission {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _abort_link: tokio_util::sync::DropGuard,
 }
 
 #[tool_router]
@@ -39,7 +50,15 @@ impl BatonServer {
     pub fn new(manager: Arc<ThreadManager>) -> Self {
         Self {
             manager,
+            http: None,
             tool_router: Self::tool_router(),
+        }
+    }
+
+    pub(crate) fn for_http(manager: Arc<ThreadManager>, policy: Arc<HttpPolicy>) -> Self {
+        Self {
+            http: Some(policy),
+            ..Self::new(manager)
         }
     }
 
@@ -63,7 +82,12 @@ impl BatonServer {
             }
             None => Vec::new(),
         };
+        let access = match self.access(&ctx) {
+            Ok(access) => access,
+            Err(message) => return tool_error(message),
+        };
         let request = StartThread {
+            access,
             prompt: args.prompt,
             cwd: args.cwd.map(PathBuf::from),
             model: args.model,
@@ -75,6 +99,10 @@ impl BatonServer {
             config,
         };
         let (hooks, _heartbeat) = turn_hooks(&ctx);
+        let _admission = match self.admit(&hooks) {
+            Ok(admission) => admission,
+            Err(message) => return tool_error(message),
+        };
         turn_result(self.manager.start_thread(request, hooks).await)
     }
 
@@ -89,15 +117,28 @@ impl BatonServer {
         StrictParams(args): StrictParams<ReplyArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
+        let access = match self.access(&ctx) {
+            Ok(access) => access,
+            Err(message) => return tool_error(message),
+        };
         let request = ReplyToThread {
             thread_id: args.thread_id,
             prompt: args.prompt,
             cwd: args.cwd.map(PathBuf::from),
             compact: args.compact,
+            access,
         };
         // Calls on one thread run in the order they arrived (see `order`); the ticket is held
-        // until this call is done.
-        let ticket = ctx.extensions.get::<Ticket>().cloned();
+        // until this call is done. Over HTTP it comes with the request's parts.
+        let ticket = ctx
+            .extensions
+            .get::<Ticket>()
+            .or_else(|| {
+                ctx.extensions
+                    .get::<http::request::Parts>()
+                    .and_then(|parts| parts.extensions.get::<Ticket>())
+            })
+            .cloned();
         if let Some(ticket) = &ticket {
             tokio::select! {
                 _ = ticket.wait_turn() => {}
@@ -107,6 +148,10 @@ impl BatonServer {
             }
         }
         let (hooks, _heartbeat) = turn_hooks(&ctx);
+        let _admission = match self.admit(&hooks) {
+            Ok(admission) => admission,
+            Err(message) => return tool_error(message),
+        };
         turn_result(self.manager.reply(request, hooks).await)
     }
 
@@ -116,8 +161,20 @@ impl BatonServer {
         input_schema = input_schema::<ForkArgs>(),
         output_schema = schema_for_output::<TurnOutput>()
     )]
-    async fn fork(&self, StrictParams(args): StrictParams<ForkArgs>) -> CallToolResult {
-        turn_result(self.manager.fork(&args.thread_id, args.at_turn).await)
+    async fn fork(
+        &self,
+        StrictParams(args): StrictParams<ForkArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let access = match self.access(&ctx) {
+            Ok(access) => access,
+            Err(message) => return tool_error(message),
+        };
+        turn_result(
+            self.manager
+                .fork_as(&args.thread_id, args.at_turn, &access)
+                .await,
+        )
     }
 
     #[tool(
@@ -126,7 +183,15 @@ impl BatonServer {
         input_schema = input_schema::<SessionsArgs>(),
         output_schema = schema_for_output::<SessionsOutput>()
     )]
-    async fn sessions(&self, StrictParams(args): StrictParams<SessionsArgs>) -> CallToolResult {
+    async fn sessions(
+        &self,
+        StrictParams(args): StrictParams<SessionsArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let access = match self.access(&ctx) {
+            Ok(access) => access,
+            Err(message) => return tool_error(message),
+        };
         let (updated_after, updated_before) = match (
             parse_time("updatedAfter", args.updated_after.as_deref()),
             parse_time("updatedBefore", args.updated_before.as_deref()),
@@ -146,6 +211,7 @@ impl BatonServer {
                 .unwrap_or(DEFAULT_PAGE)
                 .min(MAX_PAGE) as usize,
             cursor: args.cursor,
+            access,
         };
         let page = match self.manager.list_sessions(query).await {
             Ok(page) => page,
@@ -168,6 +234,38 @@ impl BatonServer {
             next_cursor: page.next_cursor,
         };
         structured(sessions_text(&output), serde_json::to_value(&output))
+    }
+}
+
+impl BatonServer {
+    /// The caller's reach: everything on stdio; over HTTP its token's owner and the server's
+    /// confinement. A request that came over HTTP without a caller is refused (fail closed).
+    fn access(&self, ctx: &RequestContext<RoleServer>) -> Result<Access, String> {
+        let Some(policy) = &self.http else {
+            return Ok(Access::default());
+        };
+        let caller = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Caller>())
+            .ok_or_else(|| "internal error: an HTTP request without a caller".to_owned())?;
+        Ok(Access {
+            owner: caller.owner.clone(),
+            confinement: Some(policy.confinement.clone()),
+        })
+    }
+
+    /// Over HTTP a turn needs one of `max_running_turns` slots (refused at once when none is
+    /// free) and ends when the server's shutdown grace is over.
+    fn admit(&self, hooks: &baton_core::TurnHooks) -> Result<Option<TurnAdmission>, String> {
+        let Some(policy) = &self.http else {
+            return Ok(None);
+        };
+        let permit = policy.turns.try_enter()?;
+        Ok(Some(TurnAdmission {
+            _permit: permit,
+            _abort_link: abort_with(&hooks.cancel, policy.turns.abort_token()),
+        }))
     }
 }
 
@@ -221,13 +319,17 @@ impl ServerHandler for BatonServer {
     async fn list_resources(
         &self,
         request: Option<PaginatedRequestParams>,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
+        let access = self
+            .access(&ctx)
+            .map_err(|message| ErrorData::internal_error(message, None))?;
         let page = self
             .manager
             .list_sessions(SessionQuery {
                 limit: MAX_PAGE as usize,
                 cursor: request.and_then(|r| r.cursor),
+                access,
                 ..Default::default()
             })
             .await
@@ -254,8 +356,11 @@ impl ServerHandler for BatonServer {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        let access = self
+            .access(&ctx)
+            .map_err(|message| ErrorData::internal_error(message, None))?;
         let Some(id) = request.uri.strip_prefix(SESSION_URI_PREFIX) else {
             return Err(ErrorData::resource_not_found(
                 format!(
@@ -265,7 +370,7 @@ impl ServerHandler for BatonServer {
                 None,
             ));
         };
-        match self.manager.transcript_text(id).await {
+        match self.manager.transcript_text_as(id, &access).await {
             Ok(text) => Ok(ReadResourceResult::new(vec![
                 ResourceContents::text(text, request.uri).with_mime_type("text/plain"),
             ])

@@ -23,6 +23,8 @@ pub struct ListQuery {
     pub limit: usize,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only threads with this `session_meta.owner` (a caller over HTTP with a token).
+    pub owner: Option<String>,
 }
 
 impl ListQuery {
@@ -46,6 +48,7 @@ impl Default for ListQuery {
             updated_before: None,
             limit: Self::DEFAULT_LIMIT,
             cursor: None,
+            owner: None,
         }
     }
 }

@@ -16,8 +16,17 @@ use crate::api::{ListPage, ListQuery, TurnRecord};
 use crate::summary::clip;
 use crate::{StoreError, ThreadOrigin, ThreadSummary, push_search_text};
 
-/// Bumped whenever the table layout changes; an index with another version is rebuilt.
-const SCHEMA_VERSION: i64 = 2;
+/// Bumped whenever the table layout changes; an index with another version is rebuilt,
+/// except for the versions [`MIGRATIONS`] brings forward in place.
+const SCHEMA_VERSION: i64 = 3;
+
+/// In-place upgrades, append-only: `(from_version, sql)`. Each runs in the transaction that
+/// sets the next version.
+const MIGRATIONS: &[(i64, &str)] = &[
+    // Version 3: the owner of threads started over HTTP with a token (SPEC §8.1). Threads
+    // indexed before had no owner, so NULL is their true value.
+    (2, "ALTER TABLE threads ADD COLUMN owner TEXT;"),
+];
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS threads (
@@ -31,7 +40,8 @@ const SCHEMA: &str = "
         model TEXT,
         turns INTEGER,
         source TEXT,
-        search_text TEXT
+        search_text TEXT,
+        owner TEXT
     );
     CREATE INDEX IF NOT EXISTS threads_updated_at ON threads(updated_at DESC, id DESC);
     CREATE TABLE IF NOT EXISTS store_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -109,6 +119,10 @@ impl Index {
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version == SCHEMA_VERSION {
+            return Ok(connection);
+        }
+        if let Some(position) = MIGRATIONS.iter().position(|(from, _)| *from == version) {
+            migrate(&connection, version, &MIGRATIONS[position..])?;
             return Ok(connection);
         }
         let tables: i64 = connection.query_row(
@@ -206,6 +220,30 @@ pub(crate) fn rollout_path_of(
         )
         .optional()
         .map(|path| path.map(PathBuf::from))
+}
+
+/// Applies `steps` (starting at `version`) in one transaction. A concurrent process doing the
+/// same is harmless: the version is re-read inside the write lock.
+fn migrate(connection: &Connection, version: i64, steps: &[(i64, &str)]) -> rusqlite::Result<()> {
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let current: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if current != version {
+            return Ok(());
+        }
+        for (from, sql) in steps {
+            connection.execute_batch(sql)?;
+            connection.pragma_update(None, "user_version", from + 1)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => connection.execute_batch("COMMIT"),
+        Err(err) => {
+            let _ = connection.execute_batch("ROLLBACK");
+            Err(err)
+        }
+    }
 }
 
 /// The index only holds what the transcripts hold, but those are private too.
@@ -318,15 +356,16 @@ fn upsert(connection: &Connection, summary: &ThreadSummary) -> rusqlite::Result<
     connection
         .prepare_cached(
             "INSERT INTO threads (id, rollout_path, cwd, created_at, updated_at,
-                 first_user_message, last_agent_message, model, turns, source, search_text)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 first_user_message, last_agent_message, model, turns, source, search_text,
+                 owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT(id) DO UPDATE SET
                  rollout_path = excluded.rollout_path, cwd = excluded.cwd,
                  created_at = excluded.created_at, updated_at = excluded.updated_at,
                  first_user_message = excluded.first_user_message,
                  last_agent_message = excluded.last_agent_message,
                  model = excluded.model, turns = excluded.turns, source = excluded.source,
-                 search_text = excluded.search_text",
+                 search_text = excluded.search_text, owner = excluded.owner",
         )?
         .execute(params![
             summary.id.to_string(),
@@ -340,6 +379,7 @@ fn upsert(connection: &Connection, summary: &ThreadSummary) -> rusqlite::Result<
             summary.turns,
             summary.source.as_str(),
             summary.search_text,
+            summary.owner,
         ])?;
     Ok(())
 }
@@ -387,7 +427,7 @@ pub(crate) fn list(
     let text = query.text.as_deref().filter(|text| !text.is_empty());
     let mut statement = connection.prepare_cached(
         "SELECT id, rollout_path, cwd, created_at, updated_at, first_user_message,
-                last_agent_message, model, turns, source
+                last_agent_message, model, turns, source, owner
          FROM threads
          WHERE (?1 IS NULL OR cwd = ?1)
            AND (?2 IS NULL
@@ -397,6 +437,7 @@ pub(crate) fn list(
            AND (?3 IS NULL OR updated_at < ?3 OR (updated_at = ?3 AND id < ?4))
            AND (?6 IS NULL OR updated_at >= ?6)
            AND (?7 IS NULL OR updated_at < ?7)
+           AND (?8 IS NULL OR owner = ?8)
          ORDER BY updated_at DESC, id DESC
          LIMIT ?5",
     )?;
@@ -409,6 +450,7 @@ pub(crate) fn list(
             i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1),
             query.updated_after.map(|t| t.timestamp_millis()),
             query.updated_before.map(|t| t.timestamp_millis()),
+            query.owner.as_deref(),
         ],
         row_to_summary,
     )?;
@@ -464,5 +506,6 @@ fn row_to_summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<ThreadSumm
             .unwrap_or(ThreadOrigin::Baton),
         // Listing does not need it; search reads it in SQL.
         search_text: String::new(),
+        owner: row.get(10)?,
     }))
 }

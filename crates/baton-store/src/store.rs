@@ -106,6 +106,7 @@ impl Store {
             turns: 0,
             source: ThreadOrigin::of(meta),
             search_text: String::new(),
+            owner: meta.owner.clone(),
         })?;
         Ok(writer)
     }

@@ -62,6 +62,8 @@ pub struct ThreadSummary {
     /// Every prompt and answer, joined by newlines and cut at [`SEARCH_TEXT_LIMIT`]: what
     /// text search looks in.
     pub search_text: String,
+    /// `session_meta.owner`: who may see the thread over HTTP.
+    pub owner: Option<String>,
 }
 
 /// Messages kept in the index are cut to this many bytes: enough to recognise and search a
@@ -312,6 +314,7 @@ impl SummaryBuilder {
             turns,
             source: ThreadOrigin::of(&meta),
             search_text: self.search_text,
+            owner: meta.owner.clone(),
         })
     }
 }

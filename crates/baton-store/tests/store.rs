@@ -300,6 +300,7 @@ fn point_index_at(store: &Store, id: ThreadId, path: &Path) {
             turns: 0,
             source: ThreadOrigin::Baton,
             search_text: String::new(),
+            owner: None,
         })
         .expect("record");
 }
@@ -393,6 +394,7 @@ fn summary_at(store: &Store, id: ThreadId, cwd: &str, minutes: i64, first: &str,
             turns: 1,
             source: ThreadOrigin::Baton,
             search_text: format!("{first}\nmiddle answer of {cwd} {minutes}\n{last}"),
+            owner: None,
         })
         .expect("record");
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod http;
 pub mod mcp;
 
 use std::path::{Path, PathBuf};

@@ -25,6 +25,7 @@ pub fn meta(id: ThreadId, cwd: &Path) -> SessionMeta {
         git: None,
         imported_from: None,
         forked_from: None,
+        owner: None,
     }
 }
 
