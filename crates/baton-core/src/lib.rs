@@ -13,7 +13,7 @@ mod hooks;
 mod manager;
 mod tools;
 
-pub use error::CoreError;
+pub use error::{CoreError, ErrorKind};
 pub use hooks::{ApprovalDecision, ApprovalRequest, Approver, ProgressSink, TurnHooks};
 pub use manager::{
     HttpModelClientFactory, ModelClientFactory, ReplyToThread, SessionPage, SessionQuery,

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use baton_core::{CoreError, ReplyToThread, SessionQuery, StartThread, ThreadManager, TurnResult};
+use baton_core::{
+    CoreError, ErrorKind, ReplyToThread, SessionQuery, StartThread, ThreadManager, TurnResult,
+};
 use baton_protocol::shorten;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::schema_for_output;
@@ -270,7 +272,8 @@ impl ServerHandler for BatonServer {
                 ResourceContents::text(text, request.uri).with_mime_type("text/plain"),
             ])
             .into()),
-            Err(err @ (CoreError::UnknownThread { .. } | CoreError::MalformedThreadId(_))) => {
+            // A malformed id names no resource either.
+            Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::BadInput) => {
                 Err(ErrorData::resource_not_found(err.to_string(), None))
             }
             Err(err) => Err(ErrorData::internal_error(err.to_string(), None)),
