@@ -166,14 +166,10 @@ async fn cancelling_a_turn_records_the_abort_and_the_thread_stays_usable() {
         )
         .await;
     assert!(matches!(outcome, Err(CoreError::Cancelled)), "{outcome:?}");
-    let text = std::fs::read_to_string(
-        manager
-            .store()
-            .locate(started.thread_id)
-            .expect("locate")
-            .path,
-    )
-    .expect("read");
+    let text = manager
+        .store()
+        .export_thread(started.thread_id)
+        .expect("export");
     assert!(text.contains("\"turn_aborted\""), "{text}");
 
     let next = manager

@@ -17,18 +17,24 @@ mod fsutil;
 mod index;
 mod lines;
 mod lock;
+#[cfg(feature = "test-support")]
+mod memory;
 mod parallel;
 mod reader;
 mod store;
 mod summary;
 mod writer;
 
-pub use api::{ListPage, ListQuery, TurnRecord};
+pub use api::{
+    ListPage, ListQuery, ReindexReport, Store, ThreadGuard, TranscriptWriter, TurnRecord,
+};
 pub use codex::{find_codex_rollout, list_codex_sessions};
 pub use error::StoreError;
 pub use lock::ThreadLock;
+#[cfg(feature = "test-support")]
+pub use memory::MemoryStore;
 pub use reader::{ABORTED_CALL_OUTPUT, LoadedRollout, parse_rollout, read_rollout};
-pub use store::{Located, LookupMethod, ReindexReport, Store};
+pub use store::{FileStore, Located, LookupMethod};
 pub use summary::{
     SEARCH_TEXT_LIMIT, SUMMARY_TEXT_LIMIT, ThreadOrigin, ThreadSummary, is_context_message,
     push_search_text, summarize_rollout,

@@ -87,9 +87,18 @@ pub fn push_search_text(search_text: &mut String, text: &str) {
 /// Summarises one transcript by reading all of it (used by reindex).
 pub fn summarize_rollout(path: &Path) -> Result<ThreadSummary, StoreError> {
     let bytes = std::fs::read(path).map_err(StoreError::io("read the transcript", path))?;
+    summarize_bytes(path, &bytes, file_mtime(path))
+}
+
+/// [`summarize_rollout`] of a transcript already in memory, last written at `updated`.
+pub(crate) fn summarize_bytes(
+    path: &Path,
+    bytes: &[u8],
+    updated: Option<DateTime<Utc>>,
+) -> Result<ThreadSummary, StoreError> {
     let mut builder = SummaryBuilder::default();
-    builder.feed(&bytes, 0);
-    builder.finish(path, file_mtime(path))
+    builder.feed(bytes, 0);
+    builder.finish(path, updated)
 }
 
 /// Summarises a transcript from at most its first and last `QUICK_WINDOW` bytes.
