@@ -1,6 +1,9 @@
 //! baton's session store: the rollout transcripts under `BATON_HOME/sessions`, the SQLite
 //! index over them, and the per-thread locks that keep one writer per thread.
 //!
+//! The rest of baton reaches them through the [`Store`] trait; [`FileStore`] is the files and
+//! SQLite implementation, `MemoryStore` (feature `test-support`) an in-memory one for tests.
+//!
 //! Architecture invariant: this crate owns every byte under `BATON_HOME`; nothing else opens
 //! a transcript file. The index is a cache: it may be deleted or corrupted at any time, and
 //! every lookup then falls back to the files (and refills the index).
