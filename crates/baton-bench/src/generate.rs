@@ -1,5 +1,5 @@
 //! Generated transcripts, written directly in the layout and byte format of
-//! `Store::create_thread` + `RolloutWriter::append`, so a store of 100 000 sessions takes
+//! `FileStore::create_thread` + `RolloutWriter::append`, so a store of 100 000 sessions takes
 //! seconds instead of the minutes that going through the store (fsync per file) would.
 
 use std::io::Write;
@@ -65,7 +65,7 @@ pub fn thread_id_at(at: DateTime<Utc>, rng: &mut Rng) -> anyhow::Result<ThreadId
 }
 
 /// `sessions/YYYY/MM/DD/rollout-YYYY-MM-DDThh-mm-ss-<id>.jsonl` in local time, as
-/// `Store::create_thread` names it.
+/// `FileStore::create_thread` names it.
 pub fn rollout_path(sessions: &Path, started: DateTime<Utc>, id: ThreadId) -> PathBuf {
     let local = started.with_timezone(&Local);
     day_folder(sessions, local.date_naive()).join(format!(
@@ -418,12 +418,12 @@ pub fn epoch() -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_store::{LookupMethod, Store, read_rollout, summarize_rollout};
+    use baton_store::{FileStore, LookupMethod, read_rollout, summarize_rollout};
 
     #[test]
     fn session_meta_line_is_byte_for_byte_what_the_store_writes() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("home")).expect("store");
+        let store = FileStore::open(&dir.path().join("home")).expect("store");
         let mut rng = Rng::new(1);
         let started = epoch();
         let id = thread_id_at(started, &mut rng).expect("id");
@@ -451,7 +451,7 @@ mod tests {
     #[test]
     fn small_session_is_found_by_its_day_folder_and_reads_back() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("home")).expect("store");
+        let store = FileStore::open(&dir.path().join("home")).expect("store");
         let mut rng = Rng::new(7);
         let started = epoch() + Duration::days(40);
         let id = thread_id_at(started, &mut rng).expect("id");

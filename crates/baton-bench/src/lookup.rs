@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use baton_protocol::ThreadId;
-use baton_store::{ListQuery, LookupMethod, Store};
+use baton_store::{FileStore, ListQuery, LookupMethod};
 use chrono::{DateTime, Utc};
 
 use crate::Bench;
@@ -122,7 +122,7 @@ fn sample(count: usize, wanted: usize, seed: u64) -> Vec<usize> {
 
 /// Times `locate` for each id and checks how it was found.
 fn time_locate(
-    store: &Store,
+    store: &FileStore,
     ids: &[ThreadId],
     expected: LookupMethod,
 ) -> anyhow::Result<Vec<Duration>> {
@@ -178,7 +178,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     );
 
     // With the index.
-    let store = Store::open(home)?;
+    let store = FileStore::open(home)?;
     store.locate(id_of(0)?)?; // opens the index
     let ids: Vec<ThreadId> = sample(count, 1_000, 1)
         .into_iter()
@@ -261,7 +261,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
 
     // Without the index: the UUID v7 day hint.
     remove_index(home)?;
-    let store = Store::open(home)?;
+    let store = FileStore::open(home)?;
     let ids: Vec<ThreadId> = sample(count, 200, 3)
         .into_iter()
         .map(id_of)
@@ -332,13 +332,13 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     );
 
     // Leave the cached store indexed for the next run; the library call is a second figure.
-    let store = Store::open(home)?;
+    let store = FileStore::open(home)?;
     let started = Instant::now();
     let reindexed = store.reindex()?;
     report.info(
         SECTION,
         format!(
-            "`Store::reindex` of {} sessions (library call)",
+            "`FileStore::reindex` of {} sessions (library call)",
             reindexed.found
         ),
         duration(started.elapsed()),
@@ -402,7 +402,7 @@ mod tests {
     fn strays_are_found_only_by_the_full_scan() {
         let dir = tempfile::tempdir().expect("temp dir");
         let home = dir.path().join("home");
-        let store = Store::open(&home).expect("store");
+        let store = FileStore::open(&home).expect("store");
         let ids = write_strays(&home, dir.path(), 2).expect("strays");
         let times = time_locate(&store, &ids, LookupMethod::FullScan).expect("locate");
         assert_eq!(times.len(), 2);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use baton_protocol::ThreadId;
-use baton_store::Store;
+use baton_store::FileStore;
 use serde_json::{Value, json};
 
 use crate::Bench;
@@ -205,7 +205,7 @@ fn touch_threads(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let project = bench.scratch.join("mcp-project");
     fs_err::create_dir_all(&project)?;
     let ids = write_threads(&home, &project, THREADS)?;
-    Store::open(&home)?.reindex()?;
+    FileStore::open(&home)?.reindex()?;
 
     let ttl = format!("idle_thread_ttl=\"{IDLE_TTL}\"");
     let mut server = Server::spawn(bench, &home, &[&ttl])?;

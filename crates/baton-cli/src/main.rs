@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use baton_config::{ConfigOverrides, parse_cli_override};
 use baton_core::{
-    CoreError, HttpModelClientFactory, ReplyToThread, StartThread, ThreadManager,
+    CoreError, ErrorKind, HttpModelClientFactory, ReplyToThread, StartThread, ThreadManager,
     ThreadManagerOptions, TurnHooks, TurnResult,
 };
 use baton_protocol::SessionSource;
@@ -442,12 +442,12 @@ fn one_line(err: &anyhow::Error) -> String {
 
 /// 2 for input the user must fix (a broken config, a bad flag), 1 for everything else.
 fn exit_status(err: &anyhow::Error) -> u8 {
-    let core = err.downcast_ref::<CoreError>();
     if err.downcast_ref::<UsageError>().is_some()
         || err.downcast_ref::<baton_config::ConfigError>().is_some()
         || err.downcast_ref::<baton_mcp::http::TokensError>().is_some()
-        || matches!(core, Some(CoreError::Config(_)))
-        || matches!(core, Some(CoreError::Model(model)) if model.is_misconfiguration())
+        || err
+            .downcast_ref::<CoreError>()
+            .is_some_and(|core| core.kind() == ErrorKind::Config)
     {
         2
     } else {

@@ -15,7 +15,7 @@ use baton_protocol::{
     ApprovalPolicy, Compacted, EventMsg, Plan, ResponseItem, RolloutItem, SandboxMode,
     SandboxPolicy, SessionMeta, ThreadId, TurnContext,
 };
-use baton_store::RolloutWriter;
+use baton_store::TranscriptWriter;
 
 use crate::compact;
 use crate::error::CoreError;
@@ -144,7 +144,7 @@ pub(crate) fn default_base_instructions() -> &'static str {
 /// Runs one turn and returns the final agent message.
 pub(crate) struct Turn<'a> {
     pub thread: &'a mut LiveThread,
-    pub writer: &'a mut RolloutWriter,
+    pub writer: &'a mut dyn TranscriptWriter,
     pub model: Arc<dyn ModelClient>,
     pub hooks: &'a TurnHooks,
     /// Compact before a request estimated at this many tokens or more; `None`: only when the

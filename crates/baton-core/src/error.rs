@@ -60,8 +60,116 @@ pub enum CoreError {
     Internal(String),
 }
 
+/// What kind of failure an error is, for the callers that must decide what to do with it
+/// (the CLI's exit status, the MCP error code). Decided here, once, from the variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// No thread has that id.
+    NotFound,
+    /// Another process is running a turn on the thread.
+    Busy,
+    /// The request itself is wrong: a malformed id, a missing folder, a turn out of range.
+    BadInput,
+    /// The configuration (config.toml, overrides, the provider settings) must be fixed.
+    Config,
+    /// The model server failed or refused.
+    Model,
+    /// Reading or writing the session store failed.
+    Store,
+    /// The caller cancelled the turn.
+    Cancelled,
+    /// A bug or an unexpected failure of the runtime.
+    Internal,
+}
+
+impl CoreError {
+    pub fn kind(&self) -> ErrorKind {
+        use baton_store::StoreError;
+        match self {
+            Self::UnknownThread { .. } | Self::Store(StoreError::NotFound { .. }) => {
+                ErrorKind::NotFound
+            }
+            Self::Store(StoreError::Busy { .. }) => ErrorKind::Busy,
+            Self::MalformedThreadId(_)
+            | Self::RecordedCwdMissing { .. }
+            | Self::CwdMissing { .. }
+            | Self::TurnOutOfRange { .. }
+            | Self::OutsideWorkspaceRoots { .. }
+            | Self::DangerFullAccessRefused
+            | Self::Store(StoreError::InvalidCursor { .. }) => ErrorKind::BadInput,
+            Self::Config(_) => ErrorKind::Config,
+            Self::Model(model) if model.is_misconfiguration() => ErrorKind::Config,
+            Self::Model(_) => ErrorKind::Model,
+            Self::Store(_) => ErrorKind::Store,
+            Self::Cancelled => ErrorKind::Cancelled,
+            Self::FirstTurnFailed { source, .. } => source.kind(),
+            Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 impl From<baton_model::ModelError> for CoreError {
     fn from(err: baton_model::ModelError) -> Self {
         Self::Model(Box::new(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use baton_protocol::ThreadId;
+    use baton_store::StoreError;
+
+    use super::{CoreError, ErrorKind};
+
+    #[test]
+    fn kinds_see_through_store_errors_and_failed_first_turns() {
+        let id = ThreadId::new();
+        let busy = || {
+            CoreError::Store(StoreError::Busy {
+                id,
+                pid: Some(42),
+                since: None,
+            })
+        };
+        let cases = [
+            (busy(), ErrorKind::Busy),
+            (
+                CoreError::FirstTurnFailed {
+                    id,
+                    source: Box::new(busy()),
+                },
+                ErrorKind::Busy,
+            ),
+            (
+                CoreError::Store(StoreError::NotFound {
+                    id,
+                    searched: PathBuf::from("/home/sessions"),
+                }),
+                ErrorKind::NotFound,
+            ),
+            (
+                CoreError::UnknownThread {
+                    id,
+                    baton_sessions: PathBuf::new(),
+                    codex_home: PathBuf::new(),
+                },
+                ErrorKind::NotFound,
+            ),
+            (
+                CoreError::Store(StoreError::InvalidCursor { cursor: "x".into() }),
+                ErrorKind::BadInput,
+            ),
+            (
+                CoreError::MalformedThreadId(ThreadId::parse("nope").unwrap_err()),
+                ErrorKind::BadInput,
+            ),
+            (CoreError::Cancelled, ErrorKind::Cancelled),
+            (CoreError::Internal("x".into()), ErrorKind::Internal),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+        }
     }
 }

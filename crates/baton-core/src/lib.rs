@@ -18,7 +18,7 @@ mod tools;
 mod usage;
 
 pub use access::{Access, Confinement};
-pub use error::CoreError;
+pub use error::{CoreError, ErrorKind};
 pub use hooks::{ApprovalDecision, ApprovalRequest, Approver, ProgressSink, TurnHooks};
 pub use manager::{
     HttpModelClientFactory, ModelClientFactory, ReplyToThread, SessionPage, SessionQuery,

@@ -18,7 +18,8 @@ use baton_protocol::{
     history_text,
 };
 use baton_store::{
-    ListQuery, LoadedRollout, RolloutWriter, Store, ThreadOrigin, ThreadSummary, TurnRecord,
+    FileStore, ListQuery, LoadedRollout, Store, StoreError, ThreadOrigin, ThreadSummary,
+    TranscriptWriter, TurnRecord,
 };
 use chrono::Utc;
 
@@ -139,7 +140,7 @@ struct ThreadSlot {
 
 pub struct ThreadManager {
     options: ThreadManagerOptions,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     models: Arc<dyn ModelClientFactory>,
     slots: Mutex<HashMap<ThreadId, Arc<ThreadSlot>>>,
     idle_ttl: Duration,
@@ -151,6 +152,23 @@ impl ThreadManager {
         options: ThreadManagerOptions,
         models: Arc<dyn ModelClientFactory>,
     ) -> Result<Self, CoreError> {
+        Self::open(options, models, None)
+    }
+
+    /// Like [`ThreadManager::new`], on another store (tests use an in-memory one).
+    pub fn with_store(
+        options: ThreadManagerOptions,
+        models: Arc<dyn ModelClientFactory>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, CoreError> {
+        Self::open(options, models, Some(store))
+    }
+
+    fn open(
+        options: ThreadManagerOptions,
+        models: Arc<dyn ModelClientFactory>,
+        store: Option<Arc<dyn Store>>,
+    ) -> Result<Self, CoreError> {
         let config = Config::load(&options.home, &options.overrides)?;
         for key in &config.ignored_keys {
             tracing::warn!(
@@ -158,7 +176,10 @@ impl ThreadManager {
                 config.config_file.display()
             );
         }
-        let store = Arc::new(Store::open(&options.home)?);
+        let store: Arc<dyn Store> = match store {
+            Some(store) => store,
+            None => Arc::new(FileStore::open(&options.home)?),
+        };
         Ok(Self {
             idle_ttl: config.idle_thread_ttl,
             options,
@@ -168,7 +189,7 @@ impl ThreadManager {
         })
     }
 
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
@@ -313,11 +334,9 @@ impl ThreadManager {
         };
         let lock = blocking_section(|| self.store.lock_thread(id))?;
 
+        let store = self.store.clone();
         let mut writer = match guard.as_ref() {
-            Some(live) => {
-                let path = live.path.clone();
-                blocking(move || RolloutWriter::open_append(&path)).await??
-            }
+            Some(_) => blocking(move || store.append_to(id)).await??,
             None => {
                 let live = match self.load_thread(id, &config).await {
                     Ok(live) => live,
@@ -327,9 +346,8 @@ impl ThreadManager {
                     }
                     Err(err) => return Err(err),
                 };
-                let path = live.path.clone();
                 *guard = Some(live);
-                blocking(move || RolloutWriter::open_append(&path)).await??
+                blocking(move || store.append_to(id)).await??
             }
         };
         let Some(live) = guard.as_mut() else {
@@ -373,7 +391,7 @@ impl ThreadManager {
     async fn run_turn(
         &self,
         live: &mut LiveThread,
-        writer: &mut RolloutWriter,
+        writer: &mut dyn TranscriptWriter,
         config: &Config,
         prompt: &str,
         hooks: &TurnHooks,
@@ -434,13 +452,10 @@ impl ThreadManager {
     async fn load_thread(&self, id: ThreadId, config: &Config) -> Result<LiveThread, CoreError> {
         let store = self.store.clone();
         let codex_home = config.codex_home.clone();
-        let located = blocking(move || store.locate(id)).await?;
-        let loaded = match located {
-            Ok(located) => {
-                let path = located.path;
-                blocking(move || baton_store::read_rollout(&path)).await??
-            }
-            Err(baton_store::StoreError::NotFound { .. }) => {
+        let read = blocking(move || store.read_thread(id)).await?;
+        let loaded = match read {
+            Ok(loaded) => loaded,
+            Err(StoreError::NotFound { searched, .. }) => {
                 let codex_home_for_search = codex_home.clone();
                 let found =
                     blocking(move || baton_store::find_codex_rollout(&codex_home_for_search, id))
@@ -448,7 +463,7 @@ impl ThreadManager {
                 let Some(codex_path) = found else {
                     return Err(CoreError::UnknownThread {
                         id,
-                        baton_sessions: self.store.sessions_dir(),
+                        baton_sessions: searched,
                         codex_home,
                     });
                 };
@@ -498,12 +513,12 @@ impl ThreadManager {
         items.extend(history.iter().cloned().map(RolloutItem::ResponseItem));
         let store = self.store.clone();
         let meta_for_store = meta.clone();
-        let path =
+        let writer =
             blocking(move || store.create_thread_with_history(&meta_for_store, &items)).await??;
-        let file_len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let file_len = writer.len();
         Ok(LiveThread {
             id: meta.id,
-            path,
+            path: writer.path().to_path_buf(),
             meta,
             settings,
             plan: tools::latest_plan(&history),
@@ -520,7 +535,7 @@ impl ThreadManager {
         let codex_home = self.config(None)?.codex_home;
         let store = self.store.clone();
         blocking(move || {
-            let imported = store.thread_ids_on_disk();
+            let imported = store.thread_ids();
             baton_store::list_codex_sessions(&codex_home)
                 .into_iter()
                 .filter(|summary| !imported.contains(&summary.id))
@@ -643,17 +658,17 @@ impl ThreadManager {
         let id = ThreadId::parse(thread_id)?;
         let config = self.config(None)?;
         let store = self.store.clone();
-        let located = blocking(move || store.locate(id)).await?;
-        let path = match located {
-            Ok(located) => located.path,
-            Err(baton_store::StoreError::NotFound { .. }) => {
+        let read = blocking(move || store.read_thread(id)).await?;
+        let path = match read {
+            Ok(loaded) => return Ok(loaded),
+            Err(StoreError::NotFound { searched, .. }) => {
                 let codex_home = config.codex_home.clone();
                 let search_home = codex_home.clone();
                 blocking(move || baton_store::find_codex_rollout(&search_home, id))
                     .await??
                     .ok_or_else(|| CoreError::UnknownThread {
                         id,
-                        baton_sessions: self.store.sessions_dir(),
+                        baton_sessions: searched,
                         codex_home,
                     })?
             }
@@ -675,7 +690,7 @@ impl ThreadManager {
         }
         Err(CoreError::UnknownThread {
             id: loaded.meta.id,
-            baton_sessions: self.store.sessions_dir(),
+            baton_sessions: self.store.searched_location(),
             codex_home: self.config(None)?.codex_home,
         })
     }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use baton_core::{
-    Access, CoreError, ReplyToThread, SessionQuery, StartThread, ThreadManager, TurnResult,
+    Access, CoreError, ErrorKind, ReplyToThread, SessionQuery, StartThread, ThreadManager,
+    TurnResult,
 };
 use baton_protocol::shorten;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -375,7 +376,8 @@ impl ServerHandler for BatonServer {
                 ResourceContents::text(text, request.uri).with_mime_type("text/plain"),
             ])
             .into()),
-            Err(err @ (CoreError::UnknownThread { .. } | CoreError::MalformedThreadId(_))) => {
+            // A malformed id names no resource either.
+            Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::BadInput) => {
                 Err(ErrorData::resource_not_found(err.to_string(), None))
             }
             Err(err) => Err(ErrorData::internal_error(err.to_string(), None)),

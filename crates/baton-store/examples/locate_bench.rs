@@ -4,13 +4,13 @@
 use std::time::Instant;
 
 use baton_protocol::ThreadId;
-use baton_store::Store;
+use baton_store::FileStore;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let home = std::path::PathBuf::from(args.next().expect("HOME argument"));
     let start = Instant::now();
-    let store = Store::open(&home).expect("open");
+    let store = FileStore::open(&home).expect("open");
     println!("open: {:.2} ms", start.elapsed().as_secs_f64() * 1e3);
     for id in args {
         if id == "reindex" {

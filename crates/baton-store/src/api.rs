@@ -1,12 +1,130 @@
-//! The vocabulary of the store: what a caller asks for (a listing, a finished turn) and
-//! what it gets back. Both the store and its index use these; neither owns them.
+//! The [`Store`] trait, the one way the rest of baton reaches transcripts, the index of
+//! threads and the per-thread locks, and its vocabulary: what a caller asks for (a listing, a
+//! finished turn) and what it gets back. The store and its index both use these; neither
+//! owns them.
+//!
+//! [`crate::FileStore`] (JSONL files and SQLite under `BATON_HOME`) is the implementation
+//! baton runs on; with the `test-support` feature, [`crate::MemoryStore`] keeps everything in
+//! memory for tests. Codex's files are not behind this trait: they are a separate, read-only
+//! source ([`crate::find_codex_rollout`], [`crate::list_codex_sessions`]).
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
-use baton_protocol::ThreadId;
+use baton_protocol::{RolloutItem, SessionMeta, ThreadId};
 use chrono::{DateTime, Utc};
 
-use crate::{ThreadOrigin, ThreadSummary};
+use crate::{LoadedRollout, StoreError, ThreadOrigin, ThreadSummary};
+
+/// Where threads are kept. Object-safe: callers hold an `Arc<dyn Store>`.
+///
+/// Every method blocks (files, SQLite, a network database): async callers run them with
+/// `spawn_blocking` or `block_in_place`. A thread is named by its id only; the `path` a store
+/// hands out (in a [`LoadedRollout`], a [`ThreadSummary`], [`TranscriptWriter::path`]) is for
+/// showing to people and for giving back in a [`TurnRecord`], never for building on.
+pub trait Store: Send + Sync {
+    /// Creates a thread whose transcript starts with `meta` and records it for listing. The
+    /// `session_meta` line is durable when this returns. Continue with the returned writer.
+    fn create_thread(&self, meta: &SessionMeta) -> Result<Box<dyn TranscriptWriter>, StoreError>;
+
+    /// Creates a thread that starts with a whole history (a Codex import, a fork), all or
+    /// nothing: a crash part-way leaves no thread that [`Store::read_thread`] would find.
+    fn create_thread_with_history(
+        &self,
+        meta: &SessionMeta,
+        items: &[RolloutItem],
+    ) -> Result<Box<dyn TranscriptWriter>, StoreError>;
+
+    /// Opens an existing thread for appending; hold its [`Store::lock_thread`] first. A torn
+    /// last line (a crash mid-append) is fenced off so the next line starts whole.
+    fn append_to(&self, id: ThreadId) -> Result<Box<dyn TranscriptWriter>, StoreError>;
+
+    /// Reads a thread back from its newest compaction on, every tool call paired with an
+    /// output. [`StoreError::NotFound`] when the store has no thread `id`.
+    fn read_thread(&self, id: ThreadId) -> Result<LoadedRollout, StoreError>;
+
+    /// Every whole line of a thread's transcript, as written (JSONL, each line ending in a
+    /// newline); a torn last line is left out.
+    fn export_thread(&self, id: ThreadId) -> Result<String, StoreError>;
+
+    /// Lists threads, newest update first, filtered and paged by `query`.
+    fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
+
+    /// The ids of every thread in the store, for telling which Codex sessions it already has.
+    fn thread_ids(&self) -> HashSet<ThreadId>;
+
+    /// Takes the thread's writer lock without waiting, across processes; released when the
+    /// guard is dropped. [`StoreError::Busy`] names the holder's pid when known.
+    fn lock_thread(&self, id: ThreadId) -> Result<Box<dyn ThreadGuard>, StoreError>;
+
+    /// Updates the thread's listing after a turn. The listing is a cache: a failure to update
+    /// it is logged by the store, and only a failure that matters is returned.
+    fn record_turn(&self, turn: &TurnRecord) -> Result<(), StoreError>;
+
+    /// Rebuilds the listing from the transcripts.
+    fn reindex(&self) -> Result<ReindexReport, StoreError>;
+
+    /// Where the store looks for threads, as [`StoreError::NotFound`] names it: a thread a
+    /// caller may not see is reported exactly like one that is not there.
+    fn searched_location(&self) -> PathBuf;
+}
+
+/// Appends lines to one thread's transcript, one whole line per item.
+pub trait TranscriptWriter: Send + Sync {
+    /// Appends one item. On failure the transcript still ends with a whole line.
+    fn append(&mut self, item: &RolloutItem) -> Result<(), StoreError>;
+
+    /// The durability point: when this returns, every line appended so far survives a crash.
+    /// The agent calls it after each tool output and at the end of each turn.
+    fn sync(&mut self) -> Result<(), StoreError>;
+
+    /// How far the transcript reaches after our last append. It also grows when another
+    /// writer appends, so a reader that remembers it notices a transcript that changed.
+    fn len(&self) -> u64;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Where the transcript is, as the store shows it (see [`Store`]).
+    fn path(&self) -> &Path;
+}
+
+// So a `Box<dyn TranscriptWriter>` passes where a `&mut dyn TranscriptWriter` is wanted.
+impl<W: TranscriptWriter + ?Sized> TranscriptWriter for Box<W> {
+    fn append(&mut self, item: &RolloutItem) -> Result<(), StoreError> {
+        (**self).append(item)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        (**self).sync()
+    }
+
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+
+    fn path(&self) -> &Path {
+        (**self).path()
+    }
+}
+
+/// Holds a thread for one writer; the lock is released when the guard is dropped.
+pub trait ThreadGuard: Send + fmt::Debug {
+    /// Releases the lock and forgets it: for an id that turned out to name no thread, so a
+    /// typo leaves nothing behind.
+    fn release_unused(self: Box<Self>);
+}
+
+/// What [`Store::reindex`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReindexReport {
+    /// Transcripts read into the index.
+    pub found: usize,
+    /// Files that could not be read, with the reason.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
 
 /// What to list: newest update first, optionally filtered.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,9 @@
 //! baton's session store: the rollout transcripts under `BATON_HOME/sessions`, the SQLite
 //! index over them, and the per-thread locks that keep one writer per thread.
 //!
+//! The rest of baton reaches them through the [`Store`] trait; [`FileStore`] is the files and
+//! SQLite implementation, `MemoryStore` (feature `test-support`) an in-memory one for tests.
+//!
 //! Architecture invariant: this crate owns every byte under `BATON_HOME`; nothing else opens
 //! a transcript file. The index is a cache: it may be deleted or corrupted at any time, and
 //! every lookup then falls back to the files (and refills the index).
@@ -17,6 +20,8 @@ mod fsutil;
 mod index;
 mod lines;
 mod lock;
+#[cfg(feature = "test-support")]
+mod memory;
 mod parallel;
 mod reader;
 mod store;
@@ -24,15 +29,19 @@ mod summary;
 mod timeline;
 mod writer;
 
-pub use api::{ListPage, ListQuery, TurnRecord};
+pub use api::{
+    ListPage, ListQuery, ReindexReport, Store, ThreadGuard, TranscriptWriter, TurnRecord,
+};
 pub use codex::{find_codex_rollout, list_codex_sessions};
 pub use error::StoreError;
 pub use lines::MAX_LINE_BYTES;
 pub use lock::ThreadLock;
+#[cfg(feature = "test-support")]
+pub use memory::MemoryStore;
 pub use reader::{
     ABORTED_CALL_OUTPUT, LoadedRollout, ReadLimits, parse_rollout, read_rollout, read_rollout_with,
 };
-pub use store::{Located, LookupMethod, ReindexReport, Store};
+pub use store::{FileStore, Located, LookupMethod};
 pub use summary::{
     SEARCH_TEXT_LIMIT, SUMMARY_TEXT_LIMIT, ThreadOrigin, ThreadSummary, is_context_message,
     push_search_text, summarize_rollout, summarize_rollout_with,

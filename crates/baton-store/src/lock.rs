@@ -56,6 +56,12 @@ impl ThreadLock {
     }
 }
 
+impl crate::ThreadGuard for ThreadLock {
+    fn release_unused(self: Box<Self>) {
+        ThreadLock::release_unused(*self);
+    }
+}
+
 pub(crate) fn try_lock(locks_dir: &Path, id: ThreadId) -> Result<ThreadLock, StoreError> {
     let path = locks_dir.join(format!("{id}.lock"));
     let mut file = OpenOptions::new()

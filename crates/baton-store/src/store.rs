@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use baton_protocol::{RolloutItem, SessionMeta, ThreadId};
 use chrono::{DateTime, Local, Utc};
 
-use crate::api::{ListPage, ListQuery, TurnRecord};
+use crate::api::{
+    ListPage, ListQuery, ReindexReport, Store, ThreadGuard, TranscriptWriter, TurnRecord,
+};
 use crate::find::{
     NameSuffix, all_transcripts, day_folder, find_by_scan, find_in_day_folders, thread_id_of_file,
 };
@@ -15,13 +17,15 @@ use crate::parallel::summarize_in_parallel;
 use crate::summary::summarize_rollout_quick;
 use crate::writer::write_whole_transcript;
 use crate::{
-    RolloutWriter, StoreError, ThreadLock, ThreadOrigin, ThreadSummary, summarize_rollout,
+    LoadedRollout, RolloutWriter, StoreError, ThreadLock, ThreadOrigin, ThreadSummary,
+    read_rollout, summarize_rollout,
 };
 
-/// The session store under one `BATON_HOME`: transcripts, their index, thread locks.
+/// The session store under one `BATON_HOME`: JSONL transcripts under `sessions/`, their
+/// SQLite index `state.sqlite`, thread locks under `locks/`. The [`Store`] baton runs on.
 ///
 /// Plain blocking IO; async callers use `spawn_blocking`. `Send + Sync`: share it in an `Arc`.
-pub struct Store {
+pub struct FileStore {
     home: PathBuf,
     sessions: PathBuf,
     /// `sessions` with symlinks resolved, to check that a path from the index stays inside.
@@ -46,22 +50,14 @@ pub enum LookupMethod {
     FullScan,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReindexReport {
-    /// Transcripts read into the index.
-    pub found: usize,
-    /// Files that could not be read, with the reason.
-    pub unreadable: Vec<(PathBuf, String)>,
-}
-
-impl Store {
+impl FileStore {
     /// Opens the store at `home`, creating `home` and `home/sessions` (mode 0700) if missing.
     /// The index is opened on first use.
-    pub fn open(home: &Path) -> Result<Store, StoreError> {
+    pub fn open(home: &Path) -> Result<FileStore, StoreError> {
         create_private_dir_all(home, "create the baton home folder")?;
         let sessions = home.join("sessions");
         create_private_dir_all(&sessions, "create the sessions folder")?;
-        Ok(Store {
+        Ok(FileStore {
             home: home.to_path_buf(),
             sessions_canonical: canonical_or_same(&sessions),
             sessions,
@@ -264,7 +260,7 @@ impl Store {
     ///
     /// When the index has no row for the thread (it was deleted or rebuilt while the thread
     /// was open), the row is summarised from the transcript instead, which already holds
-    /// the turn. Like [`Store::record_thread`], an unusable index is logged, not returned.
+    /// the turn. Like [`FileStore::record_thread`], an unusable index is logged, not returned.
     pub fn record_turn(&self, turn: &TurnRecord) -> Result<(), StoreError> {
         match self.index.record_turn(turn, Utc::now()) {
             Ok(true) => {}
@@ -343,7 +339,70 @@ impl Store {
     }
 }
 
-/// Where [`Store::new_transcript_place`] puts a new transcript.
+// The inherent methods of the same names return the concrete types (`RolloutWriter`,
+// `ThreadLock`) that the store's own tests look into; these box them.
+impl Store for FileStore {
+    fn create_thread(&self, meta: &SessionMeta) -> Result<Box<dyn TranscriptWriter>, StoreError> {
+        Ok(Box::new(FileStore::create_thread(self, meta)?))
+    }
+
+    fn create_thread_with_history(
+        &self,
+        meta: &SessionMeta,
+        items: &[RolloutItem],
+    ) -> Result<Box<dyn TranscriptWriter>, StoreError> {
+        let path = FileStore::create_thread_with_history(self, meta, items)?;
+        Ok(Box::new(RolloutWriter::open_append(&path)?))
+    }
+
+    fn append_to(&self, id: ThreadId) -> Result<Box<dyn TranscriptWriter>, StoreError> {
+        let located = self.locate(id)?;
+        Ok(Box::new(RolloutWriter::open_append(&located.path)?))
+    }
+
+    fn read_thread(&self, id: ThreadId) -> Result<LoadedRollout, StoreError> {
+        read_rollout(&self.locate(id)?.path)
+    }
+
+    fn export_thread(&self, id: ThreadId) -> Result<String, StoreError> {
+        let path = self.locate(id)?.path;
+        let bytes = std::fs::read(&path).map_err(StoreError::io("read the transcript", &path))?;
+        Ok(whole_lines(&bytes))
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        FileStore::list(self, query)
+    }
+
+    fn thread_ids(&self) -> HashSet<ThreadId> {
+        self.thread_ids_on_disk()
+    }
+
+    fn lock_thread(&self, id: ThreadId) -> Result<Box<dyn ThreadGuard>, StoreError> {
+        Ok(Box::new(FileStore::lock_thread(self, id)?))
+    }
+
+    fn record_turn(&self, turn: &TurnRecord) -> Result<(), StoreError> {
+        FileStore::record_turn(self, turn)
+    }
+
+    fn reindex(&self) -> Result<ReindexReport, StoreError> {
+        FileStore::reindex(self)
+    }
+
+    fn searched_location(&self) -> PathBuf {
+        self.sessions_dir()
+    }
+}
+
+/// The text of every whole line of a transcript: a torn last line (no newline yet) is left
+/// out, as readers leave it out.
+pub(crate) fn whole_lines(bytes: &[u8]) -> String {
+    let end = memchr::memrchr(b'\n', bytes).map_or(0, |i| i + 1);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Where [`FileStore::new_transcript_place`] puts a new transcript.
 struct NewTranscript {
     folder: PathBuf,
     path: PathBuf,

@@ -112,6 +112,19 @@ pub fn summarize_rollout_with(
     builder.finish(path, file_mtime(path))
 }
 
+/// [`summarize_rollout`] of a transcript already in memory, last written at `updated`.
+pub(crate) fn summarize_bytes(
+    path: &Path,
+    bytes: &[u8],
+    updated: Option<DateTime<Utc>>,
+) -> Result<ThreadSummary, StoreError> {
+    let mut builder = SummaryBuilder::default();
+    builder
+        .feed(bytes, 0, MAX_LINE_BYTES)
+        .map_err(StoreError::io("read the transcript", path))?;
+    builder.finish(path, updated)
+}
+
 /// Summarises a transcript from at most its first and last `QUICK_WINDOW` bytes.
 ///
 /// Used when a lookup found a file the index did not know, right before the caller reads

@@ -148,8 +148,30 @@ impl RolloutWriter {
     }
 }
 
+impl crate::TranscriptWriter for RolloutWriter {
+    fn append(&mut self, item: &RolloutItem) -> Result<(), StoreError> {
+        RolloutWriter::append(self, item)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        RolloutWriter::sync(self)
+    }
+
+    fn len(&self) -> u64 {
+        RolloutWriter::len(self)
+    }
+
+    fn path(&self) -> &Path {
+        RolloutWriter::path(self)
+    }
+}
+
 /// Serialises one transcript line (with its trailing newline) onto `out`.
-fn serialize_line(out: &mut Vec<u8>, item: &RolloutItem, path: &Path) -> Result<(), StoreError> {
+pub(crate) fn serialize_line(
+    out: &mut Vec<u8>,
+    item: &RolloutItem,
+    path: &Path,
+) -> Result<(), StoreError> {
     let line = Line {
         timestamp: format_timestamp(Utc::now()),
         item,

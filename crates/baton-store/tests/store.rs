@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use baton_protocol::{EventMsg, ResponseItem, RolloutItem, ThreadId};
 use baton_store::{
-    ListQuery, LookupMethod, RolloutWriter, Store, StoreError, ThreadOrigin, ThreadSummary,
+    FileStore, ListQuery, LookupMethod, RolloutWriter, StoreError, ThreadOrigin, ThreadSummary,
     read_rollout,
 };
 use chrono::{DateTime, Utc};
@@ -19,13 +19,13 @@ fn mode(path: &Path) -> u32 {
         & 0o777
 }
 
-fn new_store() -> (tempfile::TempDir, Store) {
+fn new_store() -> (tempfile::TempDir, FileStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("home")).expect("open store");
+    let store = FileStore::open(&dir.path().join("home")).expect("open store");
     (dir, store)
 }
 
-fn create(store: &Store, cwd: &str) -> (ThreadId, PathBuf) {
+fn create(store: &FileStore, cwd: &str) -> (ThreadId, PathBuf) {
     let id = ThreadId::new();
     let writer = store
         .create_thread(&meta(id, Path::new(cwd)))
@@ -212,7 +212,7 @@ fn lookup_via_day_folder_with_the_index_deleted_then_index_again() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(home.join(format!("state.sqlite{suffix}")));
     }
-    let store = Store::open(&home).expect("reopen");
+    let store = FileStore::open(&home).expect("reopen");
     let located = store.locate(id).expect("locate");
     assert_eq!(located.path, path);
     assert_eq!(located.via, LookupMethod::DayFolder);
@@ -255,7 +255,7 @@ fn garbage_index_is_replaced_and_the_thread_still_found() {
     let home = store.home().to_path_buf();
     drop(store);
     std::fs::write(home.join("state.sqlite"), vec![0x42u8; 8192]).expect("garbage");
-    let store = Store::open(&home).expect("reopen");
+    let store = FileStore::open(&home).expect("reopen");
     let located = store.locate(id).expect("locate");
     assert_eq!(located.path, path);
     assert_eq!(located.via, LookupMethod::DayFolder);
@@ -278,7 +278,7 @@ fn an_index_with_a_foreign_schema_is_replaced() {
         .execute_batch("CREATE TABLE threads (id TEXT, something_else TEXT);")
         .expect("foreign schema");
     drop(connection);
-    let store = Store::open(&home).expect("reopen");
+    let store = FileStore::open(&home).expect("reopen");
     assert_eq!(
         store.locate(id).expect("locate").via,
         LookupMethod::DayFolder
@@ -286,7 +286,7 @@ fn an_index_with_a_foreign_schema_is_replaced() {
     assert_eq!(store.locate(id).expect("again").via, LookupMethod::Index);
 }
 
-fn point_index_at(store: &Store, id: ThreadId, path: &Path) {
+fn point_index_at(store: &FileStore, id: ThreadId, path: &Path) {
     store
         .record_thread(&ThreadSummary {
             id,
@@ -379,7 +379,7 @@ fn lock_is_exclusive_even_within_one_process_and_names_the_pid() {
     store.lock_thread(ThreadId::new()).expect("other thread");
 }
 
-fn summary_at(store: &Store, id: ThreadId, cwd: &str, minutes: i64, first: &str, last: &str) {
+fn summary_at(store: &FileStore, id: ThreadId, cwd: &str, minutes: i64, first: &str, last: &str) {
     let path = store.locate(id).expect("locate").path;
     store
         .record_thread(&ThreadSummary {
@@ -555,7 +555,7 @@ fn listing_after_the_index_was_lost_rebuilds_it_from_the_files() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(home.join(format!("state.sqlite{suffix}")));
     }
-    let store = Store::open(&home).expect("reopen");
+    let store = FileStore::open(&home).expect("reopen");
     let page = store.list(&ListQuery::default()).expect("list");
     let mut listed: Vec<ThreadId> = page.threads.iter().map(|t| t.id).collect();
     listed.sort();
@@ -567,7 +567,7 @@ fn listing_after_the_index_was_lost_rebuilds_it_from_the_files() {
 #[test]
 fn store_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
-    assert_send_sync::<Store>();
+    assert_send_sync::<FileStore>();
     assert_send_sync::<RolloutWriter>();
 }
 

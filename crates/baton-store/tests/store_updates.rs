@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 
 use baton_protocol::{EventMsg, ResponseItem, RolloutItem, ThreadId};
 use baton_store::{
-    ListQuery, LookupMethod, RolloutWriter, Store, StoreError, ThreadOrigin, TurnRecord,
+    FileStore, ListQuery, LookupMethod, RolloutWriter, StoreError, ThreadOrigin, TurnRecord,
     is_context_message, read_rollout, summarize_rollout,
 };
 use common::{assistant_item, meta, meta_line, user_item, write_file};
 
-fn new_store() -> (tempfile::TempDir, Store) {
+fn new_store() -> (tempfile::TempDir, FileStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("home")).expect("open store");
+    let store = FileStore::open(&dir.path().join("home")).expect("open store");
     (dir, store)
 }
 
@@ -35,7 +35,7 @@ fn file_names(folder: &Path) -> Vec<String> {
     names
 }
 
-fn listed_ids(store: &Store) -> Vec<ThreadId> {
+fn listed_ids(store: &FileStore) -> Vec<ThreadId> {
     let mut ids: Vec<ThreadId> = store
         .list(&ListQuery::default())
         .expect("list")
@@ -195,7 +195,7 @@ fn a_temporary_copy_left_by_a_crash_is_ignored_and_then_replaced() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(home.join(format!("state.sqlite{suffix}")));
     }
-    let store = Store::open(&home).expect("reopen");
+    let store = FileStore::open(&home).expect("reopen");
     assert!(matches!(
         store.locate(crashed),
         Err(StoreError::NotFound { .. })
@@ -276,7 +276,7 @@ struct Row {
     search_text: String,
 }
 
-fn stored_row(store: &Store, id: ThreadId) -> Option<Row> {
+fn stored_row(store: &FileStore, id: ThreadId) -> Option<Row> {
     let connection = rusqlite::Connection::open(store.index_path()).expect("open index");
     let mut statement = connection
         .prepare(
@@ -300,7 +300,7 @@ fn stored_row(store: &Store, id: ThreadId) -> Option<Row> {
     rows.next().map(|row| row.expect("row"))
 }
 
-fn assert_row_matches_the_file(store: &Store, id: ThreadId, path: &Path) {
+fn assert_row_matches_the_file(store: &FileStore, id: ThreadId, path: &Path) {
     let row = stored_row(store, id).expect("a row");
     let summary = summarize_rollout(path).expect("summary");
     assert_eq!(row.first_user_message, summary.first_user_message);
@@ -397,7 +397,7 @@ fn record_turn_without_a_row_summarises_the_file_instead() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(home.join(format!("state.sqlite{suffix}")));
     }
-    let store = Store::open(&home).expect("reopen");
+    let store = FileStore::open(&home).expect("reopen");
     let turn = write_turn(&mut writer, id, "third prompt", Some("third answer"));
     store.record_turn(&turn).expect("record turn");
 
@@ -425,7 +425,7 @@ fn record_turn_with_an_unusable_index_is_not_an_error() {
         let _ = std::fs::remove_file(home.join(format!("state.sqlite{suffix}")));
     }
     std::fs::create_dir(&index).expect("block the index path");
-    let store = Store::open(&home).expect("reopen");
+    let store = FileStore::open(&home).expect("reopen");
     store.record_turn(&turn).expect("the index is only a cache");
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use baton_protocol::{ResponseItem, RolloutItem, ThreadId};
-use baton_store::{Store, read_rollout};
+use baton_store::{FileStore, read_rollout};
 use common::meta;
 
 const TEST_NAME: &str = "a_write_that_fails_part_way_is_cut_off_before_the_next_record";
@@ -49,7 +49,7 @@ fn a_write_that_fails_part_way_is_cut_off_before_the_next_record() {
 }
 
 fn run_child(dir: &Path) {
-    let store = Store::open(&dir.join("home")).expect("open store");
+    let store = FileStore::open(&dir.join("home")).expect("open store");
     let id = ThreadId::new();
     let mut writer = store
         .create_thread(&meta(id, Path::new("/p")))
