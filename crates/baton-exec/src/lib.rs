@@ -1,5 +1,6 @@
 //! Runs the agent's tools: shell commands (in their own process group, with a timeout, bounded
-//! output and an OS sandbox) and `apply_patch` (Codex's patch format), plus the classification
+//! output, a filtered environment and an OS sandbox) and `apply_patch` (Codex's patch format),
+//! plus the classification
 //! of commands that only read and so need no approval, and the guess whether a failed command
 //! was stopped by the sandbox (for `on-failure`).
 //!

@@ -8,8 +8,12 @@
 //! * `workspace-write`: writes allowed under the workspace (the session cwd, never the working
 //!   directory the model picked for the command), the configured writable roots and a private
 //!   temporary directory (exported as `TMPDIR`), which is removed afterwards.
-//! * network (both modes, unless `network_access`): a seccomp filter refuses every socket except
-//!   `AF_UNIX`; where Landlock ABI ≥ 4 is available TCP bind/connect is refused by Landlock too.
+//! * network (both modes, unless `network_access`): a seccomp filter refuses every socket, Unix
+//!   sockets included unless `allow_unix_sockets` lists some; where Landlock ABI ≥ 4 is
+//!   available TCP bind/connect is refused by Landlock too. Without seccomp the command is
+//!   refused (Landlock alone cannot refuse UDP).
+//! * both modes: no capabilities (`child`), and a PID namespace per command where this machine
+//!   allows one (`pid_namespace`), so nothing the command starts outlives it.
 //!
 //! * `.git` directly inside a writable root stays read-only under `workspace-write`, through a
 //!   private mount namespace (see `git_protection`) where this machine allows one. Where it does

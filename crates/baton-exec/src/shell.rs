@@ -20,7 +20,8 @@ use crate::sandbox;
 
 /// How long we keep reading after the command's process group is gone. Output still in the
 /// pipe arrives at once; only a process that left the group (setsid, daemonised) keeps the
-/// pipe open longer, and we do not wait for it.
+/// pipe open longer, and we do not wait for it. (A sandboxed command's escaped processes die
+/// with its PID namespace; an unsandboxed one's may outlive it.)
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
 /// One command to run.
