@@ -157,16 +157,15 @@ pub(super) fn write_file(dir: BorrowedFd<'_>, name: &OsStr, contents: &[u8]) -> 
         Err(error) if error.kind() == io::ErrorKind::NotFound => None,
         Err(error) => return Err(error),
     };
-    let temp = TempFile::create(dir)?;
-    let mut file = File::from(temp.fd.try_clone()?);
-    file.write_all(contents)?;
+    let mut temp = TempFile::create(dir)?;
+    temp.file.write_all(contents)?;
     if let Some(mode) = existing_mode {
         // SAFETY: plain syscall on an open descriptor.
-        if unsafe { libc::fchmod(file.as_raw_fd(), mode) } != 0 {
+        if unsafe { libc::fchmod(temp.file.as_raw_fd(), mode) } != 0 {
             return Err(io::Error::last_os_error());
         }
     }
-    file.sync_all()?;
+    temp.file.sync_all()?;
     temp.rename_to(name)
 }
 
@@ -188,7 +187,7 @@ pub(super) fn remove_file(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
 struct TempFile<'dir> {
     dir: BorrowedFd<'dir>,
     name: CString,
-    fd: OwnedFd,
+    file: File,
     renamed: bool,
 }
 
@@ -212,7 +211,7 @@ impl<'dir> TempFile<'dir> {
                     return Ok(Self {
                         dir,
                         name,
-                        fd,
+                        file: File::from(fd),
                         renamed: false,
                     });
                 }
