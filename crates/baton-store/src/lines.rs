@@ -47,6 +47,9 @@ pub const MAX_LINE_BYTES: usize = 64 << 20;
 /// How much of a transcript is read at a time.
 pub(crate) const BLOCK_BYTES: usize = 1 << 20;
 
+/// The first read when looking at one line found by a search.
+const FIRST_STEP: usize = 16 << 10;
+
 #[cfg(not(test))]
 fn block_bytes() -> usize {
     BLOCK_BYTES
@@ -165,9 +168,14 @@ pub(crate) struct LineReader<'s, S: Source + ?Sized> {
 impl<'s, S: Source + ?Sized> LineReader<'s, S> {
     /// Reads from `start`, which must be the start of a line.
     pub fn new(source: &'s S, start: u64, max_line: usize) -> Self {
+        Self::with_block(source, start, max_line, block_bytes())
+    }
+
+    /// Reads with a smaller block: for one line, most often short.
+    fn with_block(source: &'s S, start: u64, max_line: usize, block: usize) -> Self {
         let block = usize::try_from(source.len().saturating_sub(start))
             .unwrap_or(usize::MAX)
-            .min(block_bytes());
+            .min(block);
         Self {
             source,
             block: vec![0; block.max(1)],
@@ -292,8 +300,11 @@ fn line_start<S: Source + ?Sized>(
 ) -> io::Result<Option<u64>> {
     let limit = pos.saturating_sub(max_back).max(floor);
     let mut hi = pos;
+    // Lines are mostly short: start small, grow to a block.
+    let mut step = FIRST_STEP.min(block_bytes());
     while hi > limit {
-        let lo = hi.saturating_sub(block_bytes() as u64).max(limit);
+        let lo = hi.saturating_sub(step as u64).max(limit);
+        step = (step * 4).min(block_bytes());
         let want = usize::try_from(hi - lo).unwrap_or(usize::MAX);
         block.resize(want, 0);
         let read = source.read_at(block, lo)?;
@@ -342,7 +353,8 @@ pub(crate) fn rfind_line_of_type<S: Source + ?Sized, T>(
             end = hit.saturating_sub(max_line as u64).max(floor);
             continue;
         };
-        let mut reader = LineReader::new(source, start, max_line);
+        let mut reader =
+            LineReader::with_block(source, start, max_line, FIRST_STEP.min(block_bytes()));
         if let Some(NextLine::Line(line)) = reader.next_line()?
             && let Some(value) = accept(line.bytes)
         {

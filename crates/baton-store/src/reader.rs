@@ -545,8 +545,6 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200))]
-
         /// Never panics, and reads the same whatever the block seams: small blocks put a seam
         /// inside every line, every marker and every search.
         #[test]

@@ -307,8 +307,8 @@ fn content_other_parts_do_not_break_messages() {
     );
 }
 
-/// A transcript larger than the tail-read threshold (32 MB), so `read_rollout` reads it from
-/// the end.
+/// A transcript of many read blocks (36 MB), so the searches from the end cross many block
+/// seams.
 fn big_transcript(compaction_at_end: bool) -> (String, usize) {
     let filler_output = "x".repeat(4000);
     let mut contents = meta_line(ThreadId::new(), "/p");
