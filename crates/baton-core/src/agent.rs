@@ -35,8 +35,17 @@ pub(crate) fn blocking_section<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-/// The serialized size of the tool specs sent with each request, for token estimates.
-const TOOL_SPECS_BYTES: u64 = 2_000;
+/// The serialized size of the tool specs sent with each request, for token estimates (with
+/// room for the wire's own keys around each).
+fn tool_specs_bytes() -> u64 {
+    tools::tool_specs()
+        .iter()
+        .map(|tool| {
+            (tool.name.len() + tool.description.len() + tool.parameters.to_string().len() + 80)
+                as u64
+        })
+        .sum()
+}
 
 /// A model that keeps calling tools forever is stopped after this many requests in one turn.
 const MAX_MODEL_REQUESTS_PER_TURN: usize = 256;
@@ -586,7 +595,7 @@ impl Turn<'_> {
 
     /// The size of the next request: instructions, tool specs and history.
     fn estimated_request_tokens(&self) -> u64 {
-        let fixed = (self.thread.instructions().len() as u64 + TOOL_SPECS_BYTES).div_ceil(4);
+        let fixed = (self.thread.instructions().len() as u64 + tool_specs_bytes()).div_ceil(4);
         fixed + compact::estimate_tokens(&self.thread.history)
     }
 
@@ -596,7 +605,7 @@ impl Turn<'_> {
         self.progress("compacting the conversation").await;
         let history_tokens = compact::estimate_tokens(&self.thread.history);
         let limit = self.compact_limit.unwrap_or(history_tokens / 2).max(1);
-        let fixed = (self.thread.instructions().len() as u64 + TOOL_SPECS_BYTES).div_ceil(4);
+        let fixed = (self.thread.instructions().len() as u64 + tool_specs_bytes()).div_ceil(4);
         // The summary request and the kept tail must both leave room in the window.
         let summary_budget = (limit * 3 / 4).saturating_sub(fixed).max(1);
         let request = ModelRequest {
