@@ -320,28 +320,44 @@ impl Turn<'_> {
             Err(reason) => return format!("command not run: {description}: {reason}"),
         };
         self.progress(&format!("running: {description}")).await;
-        let mut output = self.exec(&args, sandbox, call_id).await;
-        if let Ok(first) = &output
-            && let Some(plan) = tools::retry_after_failure(
+        let output = self.exec(&args, sandbox, call_id).await;
+        self.retry_if_sandbox_stopped(&args, call_id, output).await
+    }
+
+    /// Under `on-failure`, offers to run a command the sandbox stopped again without it; the
+    /// text for the model either way.
+    async fn retry_if_sandbox_stopped(
+        &mut self,
+        args: &ShellArgs,
+        call_id: &str,
+        output: Result<ExecOutcome, String>,
+    ) -> String {
+        let argv = args.argv();
+        let settings = &self.thread.settings;
+        let retry = match &output {
+            Ok(first) => tools::retry_after_failure(
                 settings.approval_policy,
                 &settings.sandbox,
                 first.denied_by_sandbox,
-            )
-            && let Ok(sandbox) = self
-                .resolve_plan(
-                    plan,
-                    &argv,
-                    ApprovalKey {
-                        command: argv.clone(),
-                        unsandboxed: true,
-                    },
-                )
-                .await
-        {
-            self.progress(&format!("running without sandbox: {description}"))
-                .await;
-            output = self.exec(&args, sandbox, call_id).await;
-        }
+            ),
+            Err(_) => None,
+        };
+        let unsandboxed = ApprovalKey {
+            command: argv.clone(),
+            unsandboxed: true,
+        };
+        let output = match retry {
+            Some(plan) => match self.resolve_plan(plan, &argv, unsandboxed).await {
+                Ok(sandbox) => {
+                    let description = tools::describe_command(&argv);
+                    self.progress(&format!("running without sandbox: {description}"))
+                        .await;
+                    self.exec(args, sandbox, call_id).await
+                }
+                Err(_) => output,
+            },
+            None => output,
+        };
         match output {
             Ok(outcome) => outcome.text,
             Err(text) => text,
@@ -470,7 +486,7 @@ impl Turn<'_> {
             running.push((task, argv, *call_id));
         }
         let mut outputs = Vec::with_capacity(running.len());
-        for (task, argv, call_id) in running {
+        for ((task, argv, call_id), (args, _)) in running.into_iter().zip(&calls) {
             let run = match task.await {
                 Ok(run) => run,
                 Err(err) => {
@@ -478,11 +494,8 @@ impl Turn<'_> {
                     continue;
                 }
             };
-            // Read-only commands are not retried outside the sandbox: reading is allowed in it.
-            outputs.push(match self.exec_finished(call_id, argv, sandboxed, run) {
-                Ok(outcome) => outcome.text,
-                Err(text) => text,
-            });
+            let outcome = self.exec_finished(call_id, argv, sandboxed, run);
+            outputs.push(self.retry_if_sandbox_stopped(args, call_id, outcome).await);
         }
         outputs
     }
