@@ -37,8 +37,17 @@ pub(crate) fn blocking_section<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-/// The serialized size of the tool specs sent with each request, for token estimates.
-const TOOL_SPECS_BYTES: u64 = 2_000;
+/// The serialized size of the tool specs sent with each request, for token estimates (with
+/// room for the wire's own keys around each).
+fn tool_specs_bytes() -> u64 {
+    tools::tool_specs()
+        .iter()
+        .map(|tool| {
+            (tool.name.len() + tool.description.len() + tool.parameters.to_string().len() + 80)
+                as u64
+        })
+        .sum()
+}
 
 /// A model that keeps calling tools forever is stopped after this many requests in one turn.
 const MAX_MODEL_REQUESTS_PER_TURN: usize = 256;
@@ -318,28 +327,44 @@ impl Turn<'_> {
             Err(reason) => return format!("command not run: {description}: {reason}"),
         };
         self.progress(&format!("running: {description}")).await;
-        let mut output = self.exec(&args, sandbox, call_id).await;
-        if let Ok(first) = &output
-            && let Some(plan) = tools::retry_after_failure(
+        let output = self.exec(&args, sandbox, call_id).await;
+        self.retry_if_sandbox_stopped(&args, call_id, output).await
+    }
+
+    /// Under `on-failure`, offers to run a command the sandbox stopped again without it; the
+    /// text for the model either way.
+    async fn retry_if_sandbox_stopped(
+        &mut self,
+        args: &ShellArgs,
+        call_id: &str,
+        output: Result<ExecOutcome, String>,
+    ) -> String {
+        let argv = args.argv();
+        let settings = &self.thread.settings;
+        let retry = match &output {
+            Ok(first) => tools::retry_after_failure(
                 settings.approval_policy,
                 &settings.sandbox,
                 first.denied_by_sandbox,
-            )
-            && let Ok(sandbox) = self
-                .resolve_plan(
-                    plan,
-                    &argv,
-                    ApprovalKey {
-                        command: argv.clone(),
-                        unsandboxed: true,
-                    },
-                )
-                .await
-        {
-            self.progress(&format!("running without sandbox: {description}"))
-                .await;
-            output = self.exec(&args, sandbox, call_id).await;
-        }
+            ),
+            Err(_) => None,
+        };
+        let unsandboxed = ApprovalKey {
+            command: argv.clone(),
+            unsandboxed: true,
+        };
+        let output = match retry {
+            Some(plan) => match self.resolve_plan(plan, &argv, unsandboxed).await {
+                Ok(sandbox) => {
+                    let description = tools::describe_command(&argv);
+                    self.progress(&format!("running without sandbox: {description}"))
+                        .await;
+                    self.exec(args, sandbox, call_id).await
+                }
+                Err(_) => output,
+            },
+            None => output,
+        };
         match output {
             Ok(outcome) => outcome.text,
             Err(text) => text,
@@ -473,7 +498,7 @@ impl Turn<'_> {
             running.push((task, argv, *call_id));
         }
         let mut outputs = Vec::with_capacity(running.len());
-        for (task, argv, call_id) in running {
+        for ((task, argv, call_id), (args, _)) in running.into_iter().zip(&calls) {
             let run = match task.await {
                 Ok(run) => run,
                 Err(err) => {
@@ -481,11 +506,8 @@ impl Turn<'_> {
                     continue;
                 }
             };
-            // Read-only commands are not retried outside the sandbox: reading is allowed in it.
-            outputs.push(match self.exec_finished(call_id, argv, sandboxed, run) {
-                Ok(outcome) => outcome.text,
-                Err(text) => text,
-            });
+            let outcome = self.exec_finished(call_id, argv, sandboxed, run);
+            outputs.push(self.retry_if_sandbox_stopped(args, call_id, outcome).await);
         }
         outputs
     }
@@ -598,7 +620,7 @@ impl Turn<'_> {
 
     /// The size of the next request: instructions, tool specs and history.
     fn estimated_request_tokens(&self) -> u64 {
-        let fixed = (self.thread.instructions().len() as u64 + TOOL_SPECS_BYTES).div_ceil(4);
+        let fixed = (self.thread.instructions().len() as u64 + tool_specs_bytes()).div_ceil(4);
         fixed + compact::estimate_tokens(&self.thread.history)
     }
 
@@ -608,7 +630,7 @@ impl Turn<'_> {
         self.progress("compacting the conversation").await;
         let history_tokens = compact::estimate_tokens(&self.thread.history);
         let limit = self.compact_limit.unwrap_or(history_tokens / 2).max(1);
-        let fixed = (self.thread.instructions().len() as u64 + TOOL_SPECS_BYTES).div_ceil(4);
+        let fixed = (self.thread.instructions().len() as u64 + tool_specs_bytes()).div_ceil(4);
         // The summary request and the kept tail must both leave room in the window.
         let summary_budget = (limit * 3 / 4).saturating_sub(fixed).max(1);
         let request = ModelRequest {

@@ -55,7 +55,11 @@ fn collect(baton_home: &Path, cwd: &Path, options: &ProjectDocOptions) -> Option
     }
     let mut names: Vec<&str> = vec![OVERRIDE_NAME, DEFAULT_NAME];
     names.extend(options.fallback_filenames.iter().map(String::as_str));
-    for dir in dirs_from_root(cwd) {
+    // A repository may hold BATON_HOME itself; its file is read once, as the home's.
+    for dir in dirs_from_root(cwd)
+        .into_iter()
+        .filter(|dir| dir != baton_home)
+    {
         if let Some(part) = first_readable(&dir, &names) {
             parts.push(part);
         }
@@ -174,6 +178,9 @@ mod tests {
         write(&cwd.join("AGENTS.md"), "b rules");
         let text = collect(&home, &cwd, &options()).expect("instructions");
         assert_eq!(text, "home rules\n\nroot rules\n\na override\n\nb rules");
+        // A home inside the repository is not read twice.
+        let text = collect(&repo.join("a"), &cwd, &options()).expect("instructions");
+        assert_eq!(text, "a override\n\nroot rules\n\nb rules");
     }
 
     #[test]

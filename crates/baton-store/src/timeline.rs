@@ -59,9 +59,11 @@ fn parse_timeline<S: Source + ?Sized>(
                 "response_item" => {
                     Some(RolloutItem::ResponseItem(ResponseItem::from_json(payload)?))
                 }
-                "event_msg" => Some(RolloutItem::EventMsg(serde_json::from_str::<EventMsg>(
-                    payload,
-                )?)),
+                // Events are for people; another writer's event of a shape baton does not
+                // know (Codex's exec_command_end has other fields) is left out quietly.
+                "event_msg" => serde_json::from_str::<EventMsg>(payload)
+                    .ok()
+                    .map(RolloutItem::EventMsg),
                 "compacted" => Some(RolloutItem::Compacted(serde_json::from_str::<Compacted>(
                     payload,
                 )?)),
@@ -100,6 +102,8 @@ mod tests {
             r#"{"timestamp":"2026-01-01T00:00:00.000Z","type":"event_msg","payload":{"type":"token_count","input_tokens":10,"cached_input_tokens":4,"output_tokens":2,"total_tokens":12}}"#,
             "\n",
             r#"{"timestamp":"2026-01-01T00:00:00.000Z","type":"event_msg","payload":{"type":"plan_update","plan":[{"step":"a","status":"in_progress"}]}}"#,
+            "\n",
+            r#"{"timestamp":"2026-01-01T00:00:00.000Z","type":"event_msg","payload":{"type":"exec_command_end","stdout":""}}"#,
             "\n",
             r#"{"timestamp":"2026-01-01T00:00:00.000Z","type":"event_msg","pay"#,
         );
