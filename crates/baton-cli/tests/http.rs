@@ -616,3 +616,79 @@ async fn calls_on_one_thread_over_http_run_one_after_another_in_arrival_order() 
         "{recalled}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_approvals_and_cancellation_work_over_http_as_on_stdio() {
+    use common::mcp::{Elicit, await_call, call_params};
+    use rmcp::model::{CallToolRequest, ClientRequest};
+    use rmcp::service::PeerRequestOptions;
+
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model server");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let server = HttpServerProcess::spawn(&env, &[]);
+    let (service, client) = server.recording_client(Elicit::Answer("approve")).await;
+
+    // An approval asked by elicitation over the session's SSE stream, and progress.
+    let call = |arguments: serde_json::Value| {
+        ClientRequest::CallToolRequest(CallToolRequest::new(call_params("baton", arguments)))
+    };
+    let handle = service
+        .send_cancellable_request(
+            call(
+                json!({"prompt": "shell: touch approved.txt", "cwd": env.project,
+                        "approval-policy": "untrusted"}),
+            ),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("send");
+    let result = await_call(handle).await.expect("result");
+    let (thread_id, _) = common::http::turn_output(&result);
+    assert_eq!(client.elicitations().len(), 1, "one approval asked");
+    assert!(env.project.join("approved.txt").exists());
+    assert!(
+        client
+            .progress_messages()
+            .iter()
+            .any(|m| m.contains("touch approved.txt")),
+        "{:?}",
+        client.progress_messages()
+    );
+
+    // Cancellation aborts the turn (recorded) and the thread stays usable.
+    let handle = service
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(CallToolRequest::new(call_params(
+                "baton-reply",
+                json!({"threadId": thread_id, "prompt": held_turn(&env.project)}),
+            ))),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("send");
+    wait_for_started(&env.project, 1).await;
+    handle
+        .cancel(Some("test cancels".into()))
+        .await
+        .expect("cancel");
+    let path = env.rollout_of(&thread_id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&path)
+        .expect("transcript")
+        .contains("\"turn_aborted\"")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no turn_aborted recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let after = service
+        .call_tool(call_params(
+            "baton-reply",
+            json!({"threadId": thread_id, "prompt": "still here?"}),
+        ))
+        .await
+        .expect("reply after cancel");
+    assert_eq!(common::http::turn_output(&after).1, "echo: still here?");
+}

@@ -320,11 +320,8 @@ impl ThreadManager {
     ) -> Result<TurnResult, CoreError> {
         let id = ThreadId::parse(&request.thread_id)?;
         let config = self.config(None)?;
-        if request.access.owner.is_some() {
-            // Before the slot and the lock: another owner's thread must not even look busy.
-            self.read_visible(&request.thread_id, &request.access)
-                .await?;
-        }
+        // Before the slot and the lock: another owner's thread must not even look busy.
+        self.check_owner(id, &request.access).await?;
         let slot = self.slot(id);
         // A call cancelled while it waited for an earlier one on this thread writes nothing.
         let mut guard = tokio::select! {
@@ -675,6 +672,39 @@ impl ThreadManager {
             Err(err) => return Err(err.into()),
         };
         Ok(blocking(move || baton_store::read_rollout(&path)).await??)
+    }
+
+    /// Refuses a thread the caller may not see, like an unknown id. Reads only the first
+    /// line of the transcript (`session_meta`); a thread baton's store does not hold (a Codex
+    /// session) has no owner, so no caller with an owner sees it.
+    async fn check_owner(&self, id: ThreadId, access: &Access) -> Result<(), CoreError> {
+        if access.owner.is_none() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let owner = blocking(move || -> Option<String> {
+            use std::io::{BufRead, Read};
+            let located = store.locate(id).ok()?;
+            let file = std::fs::File::open(&located.path).ok()?;
+            let mut line = String::new();
+            // A session_meta line longer than this is not baton's: no owner (fail closed).
+            std::io::BufReader::new(file.take(1 << 20))
+                .read_line(&mut line)
+                .ok()?;
+            let first: serde_json::Value = serde_json::from_str(&line).ok()?;
+            (first["type"] == "session_meta")
+                .then(|| first["payload"]["owner"].as_str().map(str::to_owned))
+                .flatten()
+        })
+        .await?;
+        if access.sees(owner.as_deref()) {
+            return Ok(());
+        }
+        Err(CoreError::UnknownThread {
+            id,
+            baton_sessions: self.store.sessions_dir(),
+            codex_home: self.config(None)?.codex_home,
+        })
     }
 
     /// [`ThreadManager::read_thread`] for a caller: a thread it may not see is answered

@@ -17,7 +17,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
 use super::TestEnv;
-use super::mcp::{call_params, text_of};
+use super::mcp::{Elicit, RecordingClient, call_params, text_of};
 
 /// Which protocol era the client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +118,26 @@ impl HttpServerProcess {
                 .expect("connect within 20 s")
                 .unwrap_or_else(|err| panic!("connect failed: {err}\n{}", self.stderr_text()));
         HttpClient { service }
+    }
+
+    /// An rmcp client of the 2025-11-25 era (an `Mcp-Session-Id` session, so the server can
+    /// ask it for approvals) that records progress and answers elicitation as `elicit` says.
+    pub async fn recording_client(
+        &self,
+        elicit: Elicit,
+    ) -> (RunningService<RoleClient, RecordingClient>, RecordingClient) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(self.url.clone())
+                .max_concurrent_requests(8),
+        );
+        let client = RecordingClient::new(elicit);
+        let service =
+            tokio::time::timeout(Duration::from_secs(20), client.clone().serve(transport))
+                .await
+                .expect("connect within 20 s")
+                .unwrap_or_else(|err| panic!("connect failed: {err}\n{}", self.stderr_text()));
+        (service, client)
     }
 
     /// `kill -9`, then waits for the process to be gone.

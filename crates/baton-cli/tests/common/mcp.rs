@@ -82,6 +82,30 @@ impl ClientHandler for RecordingClient {
     }
 }
 
+impl RecordingClient {
+    pub fn new(elicit: Elicit) -> Self {
+        Self {
+            elicit,
+            progress: Arc::default(),
+            elicitations: Arc::default(),
+        }
+    }
+
+    /// The messages of the progress notifications received so far.
+    pub fn progress_messages(&self) -> Vec<String> {
+        let progress = self.progress.lock().expect("progress lock");
+        progress
+            .iter()
+            .filter_map(|(_, p)| p.message.clone())
+            .collect()
+    }
+
+    /// Every `elicitation/create` the server sent, as JSON.
+    pub fn elicitations(&self) -> Vec<Value> {
+        self.elicitations.lock().expect("elicitations lock").clone()
+    }
+}
+
 /// The command line of `baton mcp-server` in `env`, logging at info level.
 fn server_command(env: &TestEnv) -> tokio::process::Command {
     let mut command = env.baton();

@@ -63,3 +63,68 @@ fn unauthorized() -> Response {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::middleware::from_fn_with_state;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// The layer alone, around a handler that echoes the caller it was given.
+    fn app(tokens: TokenTable) -> Router {
+        Router::new()
+            .route(
+                "/",
+                get(|request: Request| async move {
+                    format!(
+                        "{:?}",
+                        request.extensions().get::<Caller>().map(|c| &c.owner)
+                    )
+                }),
+            )
+            .layer(from_fn_with_state(Arc::new(tokens), authenticate))
+    }
+
+    async fn call(app: Router, authorization: Option<&str>) -> (StatusCode, String) {
+        let mut request = axum::http::Request::get("/");
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_owner_of_a_valid_token_reaches_the_handler_and_others_get_401() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("tokens");
+        let token = super::super::tokens::add_token(&path, "alice").expect("token");
+        let tokens = TokenTable::load(&path).expect("load");
+        let bearer = format!("Bearer {token}");
+        assert_eq!(
+            call(app(tokens.clone()), Some(&bearer)).await,
+            (StatusCode::OK, "Some(Some(\"alice\"))".to_owned())
+        );
+        for wrong in [None, Some("Bearer nope"), Some(token.as_str())] {
+            let (status, body) = call(app(tokens.clone()), wrong).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{wrong:?}");
+            assert!(!body.contains(&token));
+        }
+        // No tokens configured: everyone is a caller without an owner.
+        assert_eq!(
+            call(app(TokenTable::default()), None).await,
+            (StatusCode::OK, "Some(None)".to_owned())
+        );
+    }
+}
