@@ -682,27 +682,17 @@ impl ThreadManager {
             return Ok(());
         }
         let store = self.store.clone();
-        let owner = blocking(move || -> Option<String> {
-            use std::io::{BufRead, Read};
-            let located = store.locate(id).ok()?;
-            let file = std::fs::File::open(&located.path).ok()?;
-            let mut line = String::new();
-            // A session_meta line longer than this is not baton's: no owner (fail closed).
-            std::io::BufReader::new(file.take(1 << 20))
-                .read_line(&mut line)
-                .ok()?;
-            let first: serde_json::Value = serde_json::from_str(&line).ok()?;
-            (first["type"] == "session_meta")
-                .then(|| first["payload"]["owner"].as_str().map(str::to_owned))
-                .flatten()
-        })
-        .await?;
+        // A thread the store cannot read has no owner to match (fail closed: not found).
+        let owner = blocking(move || store.thread_meta(id))
+            .await?
+            .ok()
+            .and_then(|meta| meta.owner);
         if access.sees(owner.as_deref()) {
             return Ok(());
         }
         Err(CoreError::UnknownThread {
             id,
-            baton_sessions: self.store.sessions_dir(),
+            baton_sessions: self.store.searched_location(),
             codex_home: self.config(None)?.codex_home,
         })
     }

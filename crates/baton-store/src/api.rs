@@ -44,6 +44,9 @@ pub trait Store: Send + Sync {
     /// output. [`StoreError::NotFound`] when the store has no thread `id`.
     fn read_thread(&self, id: ThreadId) -> Result<LoadedRollout, StoreError>;
 
+    /// Only the thread's `session_meta` (its owner, cwd, origin), without reading its history.
+    fn thread_meta(&self, id: ThreadId) -> Result<SessionMeta, StoreError>;
+
     /// Every whole line of a thread's transcript, as written (JSONL, each line ending in a
     /// newline); a torn last line is left out.
     fn export_thread(&self, id: ThreadId) -> Result<String, StoreError>;

@@ -196,6 +196,11 @@ impl Store for MemoryStore {
         parse_rollout(&path_of(id), &bytes)
     }
 
+    fn thread_meta(&self, id: ThreadId) -> Result<SessionMeta, StoreError> {
+        let bytes = self.with_transcript(id, |transcript| transcript.bytes.clone())?;
+        crate::reader::session_meta_of(&path_of(id), &bytes[..])
+    }
+
     fn export_thread(&self, id: ThreadId) -> Result<String, StoreError> {
         self.with_transcript(id, |transcript| whole_lines(&transcript.bytes))
     }

@@ -71,6 +71,28 @@ pub fn parse_rollout(path: &Path, bytes: &[u8]) -> Result<LoadedRollout, StoreEr
     load(path, bytes, ReadLimits::default())
 }
 
+/// Only the `session_meta` of the transcript at `path`: who started the thread, where, how.
+/// Reads from the start up to that line (the first, in every transcript baton writes).
+pub fn read_session_meta(path: &Path) -> Result<SessionMeta, StoreError> {
+    let file = File::open(path).map_err(StoreError::io("open the transcript", path))?;
+    let len = file
+        .metadata()
+        .map_err(StoreError::io("read the size of", path))?
+        .len();
+    session_meta_of(path, &FileSource { file: &file, len })
+}
+
+/// [`read_session_meta`] of a transcript already in memory.
+pub(crate) fn session_meta_of<S: Source + ?Sized>(
+    path: &Path,
+    source: &S,
+) -> Result<SessionMeta, StoreError> {
+    let mut warnings = Warnings::new(path, source);
+    let meta = first_session_meta(source, ReadLimits::default().max_line_bytes, &mut warnings)?
+        .ok_or_else(|| no_session_meta(path))?;
+    Ok(meta.0)
+}
+
 fn load<S: Source + ?Sized>(
     path: &Path,
     source: &S,

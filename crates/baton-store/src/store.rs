@@ -390,6 +390,11 @@ impl Store for FileStore {
         FileStore::reindex(self)
     }
 
+    fn thread_meta(&self, id: ThreadId) -> Result<SessionMeta, StoreError> {
+        let located = self.locate(id)?;
+        crate::reader::read_session_meta(&located.path)
+    }
+
     fn searched_location(&self) -> PathBuf {
         self.sessions_dir()
     }
