@@ -19,6 +19,15 @@ async fn a_session_started_over_http_continues_after_kill_9_in_both_eras() {
             .expect("GET /healthz");
         assert_eq!(health.status(), 200);
         let client = server.client(era, None).await;
+        let negotiated = client
+            .service
+            .peer_info()
+            .map(|info| info.protocol_version.to_string());
+        let expected = match era {
+            Era::Sessions2025 => "2025-11-25",
+            Era::Stateless2026 => "2026-07-28",
+        };
+        assert_eq!(negotiated.as_deref(), Some(expected), "{era:?}");
         let prompt = format!("remember the {era:?} era");
         let (thread_id, answer) = client
             .start(json!({"prompt": prompt, "cwd": env.project}))
