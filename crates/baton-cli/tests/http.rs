@@ -19,6 +19,15 @@ async fn a_session_started_over_http_continues_after_kill_9_in_both_eras() {
             .expect("GET /healthz");
         assert_eq!(health.status(), 200);
         let client = server.client(era, None).await;
+        let negotiated = client
+            .service
+            .peer_info()
+            .map(|info| info.protocol_version.to_string());
+        let expected = match era {
+            Era::Sessions2025 => "2025-11-25",
+            Era::Stateless2026 => "2026-07-28",
+        };
+        assert_eq!(negotiated.as_deref(), Some(expected), "{era:?}");
         let prompt = format!("remember the {era:?} era");
         let (thread_id, answer) = client
             .start(json!({"prompt": prompt, "cwd": env.project}))
@@ -368,6 +377,28 @@ async fn a_cwd_outside_the_workspace_roots_is_refused_over_http() {
     assert_ne!(moved.is_error, Some(true), "{moved:?}");
     client
         .start(json!({"prompt": "inside", "cwd": inside}))
+        .await;
+
+    // Overrides that would send a provider's key elsewhere or widen the sandbox: refused.
+    for config in [
+        json!({"model_providers": {"evil": {"base_url": "http://203.0.113.1/v1", "env_key": "HOME"}},
+               "model_provider": "evil"}),
+        json!({"model_providers.evil.base_url": "http://203.0.113.1/v1"}),
+        json!({"sandbox_workspace_write": {"writable_roots": ["/"]}}),
+    ] {
+        let message = client
+            .tool_error(
+                "baton",
+                json!({"prompt": "x", "cwd": inside, "config": config}),
+            )
+            .await;
+        assert!(
+            message.contains("not allowed over HTTP"),
+            "{config}: {message}"
+        );
+    }
+    client
+        .start(json!({"prompt": "x", "cwd": inside, "config": {"model_reasoning_effort": "high"}}))
         .await;
 
     // danger-full-access: by argument, config override or profile, refused.

@@ -9,6 +9,19 @@ use baton_protocol::SandboxMode;
 
 use crate::error::CoreError;
 
+/// The config keys a caller over the network may override per call (the `config` argument).
+pub const NETWORK_OVERRIDABLE: &[&str] = &[
+    "model",
+    "model_provider",
+    "model_reasoning_effort",
+    "approval_policy",
+    "sandbox_mode",
+    "model_context_window",
+    "model_auto_compact_token_limit",
+    "base_instructions",
+    "developer_instructions",
+];
+
 /// The reach of one call. `Access::default()` is local: everything.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
@@ -59,6 +72,28 @@ impl Access {
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+    }
+
+    /// Refuses per-call config overrides a confined caller must not make: anything that would
+    /// point a provider (and its API key) elsewhere, widen the sandbox's writable roots, or
+    /// read another home. Only the keys in [`NETWORK_OVERRIDABLE`] may be set.
+    pub fn check_overrides<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), CoreError> {
+        if self.confinement.is_none() {
+            return Ok(());
+        }
+        for key in keys {
+            let top = key.split('.').next().unwrap_or(key);
+            if !NETWORK_OVERRIDABLE.contains(&top) {
+                return Err(CoreError::OverrideRefused {
+                    key: key.to_owned(),
+                    allowed: NETWORK_OVERRIDABLE.join(", "),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Refuses `danger-full-access` for a confined caller unless the server allows it.

@@ -38,6 +38,10 @@ pub enum CoreError {
         "danger-full-access is not allowed over HTTP on this server (set `allow_danger_full_access = true` under [server] in config.toml to allow it); use workspace-write or read-only"
     )]
     DangerFullAccessRefused,
+    #[error(
+        "the config override `{key}` is not allowed over HTTP; a call may override only: {allowed}"
+    )]
+    OverrideRefused { key: String, allowed: String },
     #[error("the turn was cancelled; the thread stays usable")]
     Cancelled,
     #[error(transparent)]

@@ -220,6 +220,9 @@ impl ThreadManager {
         request: StartThread,
         hooks: TurnHooks,
     ) -> Result<TurnResult, CoreError> {
+        request
+            .access
+            .check_overrides(request.config.iter().map(|(key, _)| key.as_str()))?;
         let config = self.config(Some(&request))?;
         let cwd = match &request.cwd {
             Some(cwd) => existing_dir(cwd)?,

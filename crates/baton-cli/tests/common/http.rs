@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rmcp::model::{
     CallToolResult, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
 };
-use rmcp::service::{RunningService, ServiceError};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService, ServiceError};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
@@ -112,11 +112,28 @@ impl HttpServerProcess {
         // reqwest is built without a default crypto provider; baton uses ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let transport = StreamableHttpClientTransport::from_config(config);
-        let service =
-            tokio::time::timeout(Duration::from_secs(20), EraClient { era }.serve(transport))
-                .await
-                .expect("connect within 20 s")
-                .unwrap_or_else(|err| panic!("connect failed: {err}\n{}", self.stderr_text()));
+        let client = EraClient { era };
+        // `serve` always does the `initialize` handshake; the stateless era starts with
+        // `server/discover` and sends its metadata with every request.
+        let connect = async move {
+            match era {
+                Era::Sessions2025 => client.serve(transport).await,
+                Era::Stateless2026 => {
+                    client
+                        .serve_with_lifecycle(
+                            transport,
+                            ClientLifecycleMode::Discover {
+                                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                            },
+                        )
+                        .await
+                }
+            }
+        };
+        let service = tokio::time::timeout(Duration::from_secs(20), connect)
+            .await
+            .expect("connect within 20 s")
+            .unwrap_or_else(|err| panic!("connect failed: {err}\n{}", self.stderr_text()));
         HttpClient { service }
     }
 
