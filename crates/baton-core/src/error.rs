@@ -100,6 +100,7 @@ impl CoreError {
             | Self::TurnOutOfRange { .. }
             | Self::OutsideWorkspaceRoots { .. }
             | Self::DangerFullAccessRefused
+            | Self::OverrideRefused { .. }
             | Self::Store(StoreError::InvalidCursor { .. }) => ErrorKind::BadInput,
             Self::Config(_) => ErrorKind::Config,
             Self::Model(model) if model.is_misconfiguration() => ErrorKind::Config,
