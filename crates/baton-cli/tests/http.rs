@@ -470,12 +470,13 @@ async fn a_body_over_the_limit_gets_413_and_the_next_request_works() {
 /// `dir/release` to appear.
 fn held_turn(dir: &std::path::Path) -> String {
     format!(
-        "shell: cd {} && touch started-$$ && while [ ! -e release ]; do sleep 0.05; done && echo released",
+        "shell: cd {} && mktemp started-XXXXXXXX >/dev/null && while [ ! -e release ]; do sleep 0.05; done && echo released",
         dir.display()
     )
 }
 
-/// Waits until `count` turns have marked their start in `dir`.
+/// Waits until `count` turns have marked their start in `dir` (`mktemp` names, since every
+/// sandboxed shell has the same pid inside its own PID namespace).
 async fn wait_for_started(dir: &std::path::Path, count: usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {

@@ -569,7 +569,9 @@ async fn four_threads_run_in_parallel() {
     // Each turn's command checks in and waits until all four have: only turns that run at
     // the same time can all print "together". (A serialised server makes the first one give
     // up after its 60 s deadline and print "alone"; nothing here measures time.)
-    let command = "touch rendezvous/$$; for _ in $(seq 1200); do \
+    // `mktemp`, not `$$`: each sandboxed command has its own PID namespace, so every shell is
+    // the same small pid there.
+    let command = "mktemp rendezvous/in-XXXXXXXX >/dev/null; for _ in $(seq 1200); do \
                    [ \"$(ls rendezvous | wc -l)\" -ge 4 ] && { echo together; exit 0; }; \
                    sleep 0.05; done; echo alone";
     let mcp = McpProcess::spawn(&env).await;
