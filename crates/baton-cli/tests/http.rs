@@ -464,6 +464,21 @@ async fn a_body_over_the_limit_gets_413_and_the_next_request_works() {
     );
     drop(stream);
     assert_eq!(server.initialize_status(&[]).await, 200);
+
+    // A client that sends the whole body at once, with a Content-Length or chunked, reads
+    // the 413 too; and the server keeps serving.
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "ping",
+                      "params": {"pad": "x".repeat(5 * 1024 * 1024)}})
+    .to_string();
+    assert_eq!(server.post(body.clone(), &[]).await.status(), 413);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
+        .into_bytes()
+        .chunks(64 * 1024)
+        .map(|chunk| Ok(chunk.to_vec()))
+        .collect();
+    let chunked = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    assert_eq!(server.post(chunked, &[]).await.status(), 413);
+    assert_eq!(server.initialize_status(&[]).await, 200);
 }
 
 /// A prompt whose turn runs a command that marks its start in `dir` and waits for
