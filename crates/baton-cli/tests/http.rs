@@ -464,6 +464,21 @@ async fn a_body_over_the_limit_gets_413_and_the_next_request_works() {
     );
     drop(stream);
     assert_eq!(server.initialize_status(&[]).await, 200);
+
+    // A client that sends the whole body at once, with a Content-Length or chunked, reads
+    // the 413 too; and the server keeps serving.
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "ping",
+                      "params": {"pad": "x".repeat(5 * 1024 * 1024)}})
+    .to_string();
+    assert_eq!(server.post(body.clone(), &[]).await.status(), 413);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
+        .into_bytes()
+        .chunks(64 * 1024)
+        .map(|chunk| Ok(chunk.to_vec()))
+        .collect();
+    let chunked = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    assert_eq!(server.post(chunked, &[]).await.status(), 413);
+    assert_eq!(server.initialize_status(&[]).await, 200);
 }
 
 /// A prompt whose turn runs a command that marks its start in `dir` and waits for
@@ -723,4 +738,50 @@ async fn progress_approvals_and_cancellation_work_over_http_as_on_stdio() {
         .await
         .expect("reply after cancel");
     assert_eq!(common::http::turn_output(&after).1, "echo: still here?");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_escalation_still_runs_in_the_sandbox_over_http() {
+    use baton_test_support::{RecordedRequest, Reply, ReplyItem};
+    use common::mcp::Elicit;
+
+    // `escalate: CMD` asks to run CMD outside the sandbox; the rest is the default script.
+    fn script(request: &RecordedRequest) -> Reply {
+        if request.last_tool_output().is_none()
+            && let Some(command) = request
+                .last_user_text()
+                .and_then(|t| t.strip_prefix("escalate: ").map(str::to_owned))
+        {
+            return Reply::Items(vec![ReplyItem::ToolCall {
+                name: "shell".into(),
+                arguments: json!({"command": ["bash", "-lc", command],
+                                  "with_escalated_permissions": true,
+                                  "justification": "needs to write outside"}),
+            }]);
+        }
+        default_script(request)
+    }
+    let model = ScriptedModelServer::start_blocking(script).expect("model server");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let outside = env.root.join("escaped.txt");
+    let server = HttpServerProcess::spawn(&env, &[]);
+    let (service, client) = server.recording_client(Elicit::Answer("approve")).await;
+    let result = service
+        .call_tool(common::mcp::call_params(
+            "baton",
+            json!({"prompt": format!("escalate: touch {}", outside.display()),
+                   "cwd": env.project, "approval-policy": "on-request"}),
+        ))
+        .await
+        .expect("call");
+    let answer = common::http::turn_output(&result).1;
+    assert!(
+        answer.contains("not allowed over HTTP"),
+        "the model is told why: {answer}"
+    );
+    assert!(client.elicitations().is_empty(), "nobody is asked");
+    assert!(
+        !outside.exists(),
+        "the command did not run outside the sandbox"
+    );
 }

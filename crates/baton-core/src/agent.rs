@@ -537,6 +537,12 @@ impl Turn<'_> {
         argv: &[String],
         remember: ApprovalKey,
     ) -> Result<SandboxPolicy, String> {
+        if self.hooks.sandbox_required
+            && let CommandPlan::Run(sandbox) | CommandPlan::Ask { sandbox, .. } = &plan
+            && sandbox.mode == baton_protocol::SandboxMode::DangerFullAccess
+        {
+            return Err("running outside the sandbox is not allowed over HTTP on this server (allow_danger_full_access under [server])".to_owned());
+        }
         match plan {
             CommandPlan::Run(sandbox) => Ok(sandbox),
             CommandPlan::Refuse(reason) => Err(reason),

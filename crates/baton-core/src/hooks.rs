@@ -49,4 +49,7 @@ pub struct TurnHooks {
     pub cancel: CancellationToken,
     pub progress: Option<Arc<dyn ProgressSink>>,
     pub approver: Option<Arc<dyn Approver>>,
+    /// Set for callers over the network on a server that does not allow
+    /// `danger-full-access`: a command never runs outside the sandbox, approved or not.
+    pub sandbox_required: bool,
 }

@@ -145,6 +145,7 @@ pub(crate) fn turn_hooks(ctx: &RequestContext<RoleServer>) -> (TurnHooks, Option
         cancel: ctx.ct.child_token(),
         progress: progress.map(|p| p as Arc<dyn ProgressSink>),
         approver,
+        sandbox_required: false,
     };
     (hooks, heartbeat)
 }

@@ -99,8 +99,8 @@ impl BatonServer {
             developer_instructions: args.developer_instructions,
             config,
         };
-        let (hooks, _heartbeat) = turn_hooks(&ctx);
-        let _admission = match self.admit(&hooks) {
+        let (mut hooks, _heartbeat) = turn_hooks(&ctx);
+        let _admission = match self.admit(&mut hooks) {
             Ok(admission) => admission,
             Err(message) => return tool_error(message),
         };
@@ -148,8 +148,8 @@ impl BatonServer {
                 }
             }
         }
-        let (hooks, _heartbeat) = turn_hooks(&ctx);
-        let _admission = match self.admit(&hooks) {
+        let (mut hooks, _heartbeat) = turn_hooks(&ctx);
+        let _admission = match self.admit(&mut hooks) {
             Ok(admission) => admission,
             Err(message) => return tool_error(message),
         };
@@ -257,11 +257,13 @@ impl BatonServer {
     }
 
     /// Over HTTP a turn needs one of `max_running_turns` slots (refused at once when none is
-    /// free) and ends when the server's shutdown grace is over.
-    fn admit(&self, hooks: &baton_core::TurnHooks) -> Result<Option<TurnAdmission>, String> {
+    /// free), ends when the server's shutdown grace is over, and keeps its commands in the
+    /// sandbox unless the server allows `danger-full-access`.
+    fn admit(&self, hooks: &mut baton_core::TurnHooks) -> Result<Option<TurnAdmission>, String> {
         let Some(policy) = &self.http else {
             return Ok(None);
         };
+        hooks.sandbox_required = !policy.confinement.allow_danger_full_access;
         let permit = policy.turns.try_enter()?;
         Ok(Some(TurnAdmission {
             _permit: permit,

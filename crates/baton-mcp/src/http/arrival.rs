@@ -1,5 +1,5 @@
-//! Per-thread arrival order over HTTP: a tower layer that reads a POST body (already capped
-//! by the body-limit layer) and gives a `baton-reply` call its ticket in the thread's queue
+//! Per-thread arrival order over HTTP: a tower layer that reads a POST body (already read
+//! and capped by the body-limit layer) and gives a `baton-reply` call its ticket in the thread's queue
 //! in the order the requests arrived (see `crate::order`).
 
 use std::sync::Arc;
@@ -25,13 +25,8 @@ pub async fn take_tickets(
     let (mut parts, body) = request.into_parts();
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(err) => {
-            let too_large = caused_by_length_limit(&err);
-            return if too_large {
-                (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response()
-            } else {
-                (StatusCode::BAD_REQUEST, "cannot read the request body\n").into_response()
-            };
+        Err(_) => {
+            return (StatusCode::BAD_REQUEST, "cannot read the request body\n").into_response();
         }
     };
     if let Ok(message) = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -46,16 +41,4 @@ pub async fn take_tickets(
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
-}
-
-/// True if the body-limit layer stopped the body.
-fn caused_by_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(err);
-    while let Some(err) = cause {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cause = err.source();
-    }
-    false
 }

@@ -4,7 +4,7 @@
 //! rmcp's `StreamableHttpService` serves both eras at `/mcp` with the same `BatonServer`
 //! handler as stdio. Everything a network adds is a tower layer around it, outermost first:
 //! Host/Origin checks (403), bearer tokens (401, and the caller's owner for the handler),
-//! the body limit (413), and per-thread arrival order. Capacity and workspace confinement
+//! the body limit (413, `body_limit.rs`), and per-thread arrival order. Capacity and workspace confinement
 //! are decided per call, in the handler, from the state built here.
 //!
 //! Architecture invariant: nothing here knows about threads; owners and roots reach
@@ -12,6 +12,7 @@
 
 mod arrival;
 mod auth;
+mod body_limit;
 mod origin;
 pub mod tokens;
 mod turns;
@@ -29,7 +30,6 @@ use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::tower::StreamableHttpService;
 use tokio_util::sync::CancellationToken;
-use tower_http::limit::RequestBodyLimitLayer;
 
 pub use auth::Caller;
 pub use tokens::{TokenTable, TokensError, add_token};
@@ -172,7 +172,10 @@ fn router(
             Arc::new(ArrivalOrder::default()),
             arrival::take_tickets,
         ))
-        .layer(RequestBodyLimitLayer::new(options.max_request_bytes))
+        .layer(from_fn_with_state(
+            options.max_request_bytes,
+            body_limit::limit_body,
+        ))
         .layer(from_fn_with_state(
             Arc::new(options.tokens.clone()),
             auth::authenticate,
