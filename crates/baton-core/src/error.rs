@@ -130,6 +130,7 @@ mod tests {
             CoreError::Store(StoreError::Busy {
                 id,
                 pid: Some(42),
+                host: None,
                 since: None,
             })
         };

@@ -227,6 +227,7 @@ impl Store for MemoryStore {
             return Err(StoreError::Busy {
                 id,
                 pid: Some(holder.pid),
+                host: None,
                 since: Some(holder.since.clone()),
             });
         }
