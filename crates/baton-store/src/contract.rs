@@ -16,8 +16,11 @@ use chrono::Utc;
 
 use crate::{ListQuery, Store, StoreError};
 
+/// One contract check.
+pub type Check = fn(&dyn Store);
+
 /// Every contract check, by name, for a store to run one by one.
-pub const ALL: &[(&str, fn(&dyn Store))] = &[
+pub const ALL: &[(&str, Check)] = &[
     (
         "a_thread_is_created_appended_to_and_read_back_from_its_newest_compaction",
         a_thread_is_created_appended_to_and_read_back_from_its_newest_compaction,
