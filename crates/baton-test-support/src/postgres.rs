@@ -144,6 +144,52 @@ impl PgCluster {
         )
     }
 
+    /// Creates another database in the cluster and returns its URL (with the password): a
+    /// fresh, empty store for one test.
+    pub fn create_database(&self, name: &str) -> String {
+        let socket = self.socket_dir().display().to_string();
+        let port = self.port.to_string();
+        if let Err(error) = self.run_tool(
+            "createdb",
+            &["-h", &socket, "-p", &port, "-U", "postgres", name],
+        ) {
+            panic!("could not create database {name}: {error}");
+        }
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{name}",
+            Self::PASSWORD,
+            self.port
+        )
+    }
+
+    /// Runs `sql` with `psql` in `database` (over the unix socket) and returns its output
+    /// (unaligned, tuples only); panics with psql's message if it fails.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let output = self
+            .command("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.socket_dir())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-c",
+                sql,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run psql");
+        assert!(
+            output.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
