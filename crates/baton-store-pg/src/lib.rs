@@ -180,9 +180,26 @@ impl PgStore {
             }
             lines.push(line);
         }
-        let now = Utc::now();
-        let summary = summarize_bytes(&path, &bytes, Some(now))?;
-        let id = meta.id;
+        let total = self.insert_lines(meta.id, lines, bytes, compaction_seq, turn_context_seq)?;
+        Ok(Box::new(PgWriter {
+            shared: self.shared.clone(),
+            id: meta.id,
+            path,
+            len: total as u64,
+        }))
+    }
+
+    /// Inserts a new thread with its `lines` (`bytes` is them as JSONL), all or nothing.
+    /// Returns the transcript's length in bytes.
+    fn insert_lines(
+        &self,
+        id: ThreadId,
+        lines: Vec<String>,
+        bytes: Vec<u8>,
+        compaction_seq: Option<i64>,
+        turn_context_seq: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        let summary = summarize_bytes(&self.path_of(id), &bytes, Some(Utc::now()))?;
         let total = bytes.len() as i64;
         self.run("create the thread", move |shared| async move {
             let mut client = shared.pool.get().await?;
@@ -199,7 +216,7 @@ impl PgStore {
             match result {
                 Err(OpError::Pg(error)) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     Err(OpError::Store(StoreError::Io {
-                        doing: "create the thread (its id exists already)",
+                        doing: "create the thread: its thread id exists already at",
                         path: shared.path_of(id),
                         source: std::io::ErrorKind::AlreadyExists.into(),
                     }))
@@ -207,12 +224,7 @@ impl PgStore {
                 other => other,
             }
         })?;
-        Ok(Box::new(PgWriter {
-            shared: self.shared.clone(),
-            id,
-            path,
-            len: total as u64,
-        }))
+        Ok(total)
     }
 }
 
@@ -389,6 +401,32 @@ impl Store for PgStore {
             }
         })?;
         session_meta_from_bytes(&self.path_of(id), format!("{line}\n").as_bytes())
+    }
+
+    fn import_thread(&self, transcript: &str) -> Result<ThreadId, StoreError> {
+        // Whole lines only: a torn last line (no newline) is left out, as readers do.
+        let end = transcript.rfind('\n').map_or(0, |i| i + 1);
+        let whole = &transcript[..end];
+        let meta = session_meta_from_bytes(Path::new("the imported transcript"), whole.as_bytes())?;
+        let mut compaction_seq = None;
+        let mut turn_context_seq = None;
+        let mut lines = Vec::new();
+        for (seq, line) in whole.lines().enumerate() {
+            match line_type(line).as_deref() {
+                Some("compacted") => compaction_seq = Some(seq as i64),
+                Some("turn_context") => turn_context_seq = Some(seq as i64),
+                _ => {}
+            }
+            lines.push(line.to_owned());
+        }
+        self.insert_lines(
+            meta.id,
+            lines,
+            whole.as_bytes().to_vec(),
+            compaction_seq,
+            turn_context_seq,
+        )?;
+        Ok(meta.id)
     }
 
     fn export_thread(&self, id: ThreadId) -> Result<String, StoreError> {

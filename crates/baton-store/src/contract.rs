@@ -37,6 +37,10 @@ pub const ALL: &[(&str, Check)] = &[
         "a_held_thread_is_busy_until_its_guard_goes",
         a_held_thread_is_busy_until_its_guard_goes,
     ),
+    (
+        "a_transcript_imports_byte_for_byte_and_once",
+        a_transcript_imports_byte_for_byte_and_once,
+    ),
 ];
 
 /// A `session_meta` as baton writes it.
@@ -185,4 +189,38 @@ pub fn a_held_thread_is_busy_until_its_guard_goes(store: &dyn Store) {
     drop(guard);
     store.lock_thread(id).expect("free again").release_unused();
     store.lock_thread(id).expect("free after release_unused");
+}
+
+pub fn a_transcript_imports_byte_for_byte_and_once(store: &dyn Store) {
+    let id = ThreadId::new();
+    let mut writer = store
+        .create_thread(&meta(id, Path::new("/work/i")))
+        .expect("create");
+    writer.append(&user("carry me over")).expect("append");
+    writer
+        .append(&RolloutItem::Compacted(Compacted {
+            message: "summary".into(),
+            replacement_history: Some(vec![ResponseItem::user_message("summary")]),
+        }))
+        .expect("append");
+    writer.append(&user("after")).expect("append");
+    let exported = store.export_thread(id).expect("export");
+
+    // The same id again is refused, naming it.
+    let refused = store.import_thread(&exported).expect_err("the id exists");
+    assert!(refused.to_string().contains(&id.to_string()), "{refused}");
+
+    // Under another id (as from another store), every byte is kept.
+    let other = ThreadId::new();
+    let copy = exported.replace(&id.to_string(), &other.to_string());
+    assert_eq!(store.import_thread(&copy).expect("import"), other);
+    assert_eq!(store.export_thread(other).expect("export"), copy);
+    let loaded = store.read_thread(other).expect("read");
+    let texts: Vec<String> = loaded
+        .history
+        .iter()
+        .filter_map(|item| item.message_text().map(|(_, text)| text))
+        .collect();
+    assert_eq!(texts, ["summary", "after"]);
+    assert_eq!(loaded.file_len, copy.len() as u64);
 }

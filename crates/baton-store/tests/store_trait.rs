@@ -40,6 +40,11 @@ fn a_held_thread_is_busy_until_its_guard_goes() {
 }
 
 #[test]
+fn a_transcript_imports_byte_for_byte_and_once() {
+    both(contract::a_transcript_imports_byte_for_byte_and_once);
+}
+
+#[test]
 fn the_memory_store_names_the_other_process_holding_a_thread() {
     let store = MemoryStore::new();
     let other = store.as_process(4242);
