@@ -113,3 +113,59 @@ fn an_unknown_store_is_a_usage_error() {
     );
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[test]
+fn a_session_exported_from_files_imports_into_postgres_and_back_byte_for_byte() {
+    let Some(cluster) = PgCluster::start_or_skip("export_import_between_stores") else {
+        return;
+    };
+    let server = ScriptedModelServer::start_blocking(default_script).expect("scripted server");
+    let env = TestEnv::new(&server, Wire::Responses);
+    let url = cluster.url();
+    let (thread_id, _) = env.exec_ok("shell: echo moved");
+    env.resume_ok(&thread_id, "and then");
+    let file_transcript = std::fs::read(env.rollout_of(&thread_id)).expect("transcript");
+
+    // files → a file → PostgreSQL.
+    let exported = env.root.join("exported.jsonl");
+    let exported_arg = exported.display().to_string();
+    assert_success(&env.run(&["sessions", "export", &thread_id, "-o", &exported_arg]));
+    assert_eq!(std::fs::read(&exported).expect("exported"), file_transcript);
+    let imported = env.run(&["--store", &url, "sessions", "import", &exported_arg]);
+    assert_success(&imported);
+    assert_no_password(&imported);
+    assert_eq!(thread_id_of(&imported), thread_id);
+
+    // The same id again is refused, naming it.
+    let again = env.run(&["--store", &url, "sessions", "import", &exported_arg]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains(&thread_id), "{}", stderr(&again));
+    assert_no_password(&again);
+
+    // Both stores show the same conversation, and PostgreSQL exports the same bytes.
+    let items = |output: &Output| -> serde_json::Value {
+        assert_success(output);
+        let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        shown["items"].clone()
+    };
+    let show_files = env.run(&["sessions", "show", "--json", &thread_id]);
+    let show_pg = env.run(&["--store", &url, "sessions", "show", "--json", &thread_id]);
+    assert_eq!(items(&show_pg), items(&show_files));
+    let from_pg = env.run(&["--store", &url, "sessions", "export", &thread_id]);
+    assert_success(&from_pg);
+    assert_eq!(from_pg.stdout, file_transcript);
+
+    // PostgreSQL → files on another machine (a fresh home) → resumed there.
+    let other = TestEnv::new(&server, Wire::Responses);
+    let back = other.root.join("back.jsonl");
+    std::fs::write(&back, &from_pg.stdout).expect("write");
+    assert_success(&other.run(&["sessions", "import", &back.display().to_string()]));
+    assert_eq!(
+        std::fs::read(other.rollout_of(&thread_id)).expect("transcript"),
+        file_transcript
+    );
+    assert_eq!(
+        other.resume_ok(&thread_id, "RECALL").trim(),
+        "recall: shell: echo moved | and then (1 tool outputs)"
+    );
+}

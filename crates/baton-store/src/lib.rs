@@ -51,5 +51,5 @@ pub use summary::{
     SEARCH_TEXT_LIMIT, SUMMARY_TEXT_LIMIT, ThreadOrigin, ThreadSummary, is_context_message,
     push_search_text, summarize_bytes, summarize_rollout, summarize_rollout_with,
 };
-pub use timeline::read_timeline;
+pub use timeline::{read_timeline, timeline_of_text};
 pub use writer::{RolloutWriter, rollout_line};
