@@ -206,3 +206,39 @@ fn an_unreachable_database_names_host_and_port_never_the_password() {
     assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
 }
+
+#[test]
+fn an_append_that_fails_while_the_database_is_down_leaves_no_row_and_no_gap() {
+    let Some(mut cluster) = PgCluster::start_or_skip("failed_append_leaves_no_gap") else {
+        return;
+    };
+    let store = PgStore::open(&cluster.url()).expect("open store");
+    let id = ThreadId::new();
+    let mut writer = store
+        .create_thread(&meta(id, Path::new("/w")))
+        .expect("create");
+    writer.append(&user("committed")).expect("append");
+    let len_before = writer.len();
+
+    cluster.kill();
+    let error = writer
+        .append(&user("lost"))
+        .expect_err("the database is gone");
+    assert!(!error.to_string().contains(PgCluster::PASSWORD), "{error}");
+    assert_eq!(writer.len(), len_before);
+    cluster.restart();
+
+    writer
+        .append(&user("after"))
+        .expect("append once it is back");
+    let seqs = cluster.psql(
+        PgCluster::DATABASE,
+        &format!(
+            "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM lines WHERE thread_id = '{id}'"
+        ),
+    );
+    assert_eq!(seqs, "0,1,2");
+    let exported = store.export_thread(id).expect("export");
+    assert!(!exported.contains("\"lost\""), "{exported}");
+    assert_eq!(writer.len(), exported.len() as u64);
+}
