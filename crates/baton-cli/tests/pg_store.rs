@@ -79,6 +79,30 @@ fn exec_and_resume_on_postgres_keep_the_whole_history_under_one_id() {
         .unwrap_or_else(|| panic!("{thread_id} is not listed: {rows}"));
     assert_eq!(row["turns"], 2, "{row}");
     assert_eq!(row["first_prompt"], "shell: echo first-output", "{row}");
+
+    // The password from a .pgpass file (mode 0600), as libpq reads it.
+    let pgpass = env.root.join("pgpass");
+    std::fs::write(
+        &pgpass,
+        format!(
+            "127.0.0.1:{}:*:postgres:{}\n",
+            cluster.port(),
+            PgCluster::PASSWORD
+        ),
+    )
+    .expect("pgpass");
+    std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let listed = env
+        .baton()
+        .env("PGPASSFILE", &pgpass)
+        .env_remove("PGPASSWORD")
+        .args(["sessions", "list", "--json"])
+        .output()
+        .expect("run baton");
+    assert_success(&listed);
+    assert_no_password(&listed);
+    assert!(stdout(&listed).contains(&thread_id));
 }
 
 #[test]

@@ -103,6 +103,18 @@ impl PgStore {
                 .unwrap_or_else(|_| "postgres".to_owned());
             config.user(user);
         }
+        if config.get_password().is_none() {
+            let host = match config.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+                _ => "localhost".to_owned(),
+            };
+            let port = config.get_ports().first().copied().unwrap_or(5432);
+            let user = config.get_user().unwrap_or_default().to_owned();
+            let database = config.get_dbname().unwrap_or(&user).to_owned();
+            if let Some(password) = url::pgpass_password(&host, port, &database, &user) {
+                config.password(password);
+            }
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }

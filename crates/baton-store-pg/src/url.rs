@@ -115,3 +115,81 @@ mod tests {
         assert!(!location.contains("hunter2"));
     }
 }
+
+/// The password libpq would take from a password file (`PGPASSFILE`, else `~/.pgpass`) for
+/// `host`, `port`, `database` and `user`: the first matching `host:port:db:user:password` line
+/// (`*` matches anything, `\:` and `\\` are escapes). Like libpq, a file others can read is
+/// ignored.
+pub fn pgpass_password(host: &str, port: u16, database: &str, user: &str) -> Option<String> {
+    let path = match std::env::var_os("PGPASSFILE") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".pgpass"),
+    };
+    let metadata = std::fs::metadata(&path).ok()?;
+    if std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o077 != 0 {
+        tracing::warn!(
+            "ignoring {}: it is readable by others (chmod 0600 it)",
+            path.display()
+        );
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    pgpass_lookup(&text, host, port, database, user)
+}
+
+fn pgpass_lookup(text: &str, host: &str, port: u16, database: &str, user: &str) -> Option<String> {
+    let port = port.to_string();
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .find_map(|line| {
+            let fields = split_pgpass(line);
+            let [h, p, d, u, password] = fields.as_slice() else {
+                return None;
+            };
+            let matches = |field: &str, value: &str| field == "*" || field == value;
+            (matches(h, host) && matches(p, &port) && matches(d, database) && matches(u, user))
+                .then(|| password.clone())
+        })
+}
+
+fn split_pgpass(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next()
+                    && let Some(field) = fields.last_mut()
+                {
+                    field.push(next);
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => {
+                if let Some(field) = fields.last_mut() {
+                    field.push(c);
+                }
+            }
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod pgpass_tests {
+    use super::pgpass_lookup;
+
+    #[test]
+    fn the_first_matching_pgpass_line_gives_the_password() {
+        let text = "# comment\nother:5432:*:*:nope\ndb.example:5433:baton:baton:p\\:w\nx:*:*:*:later\n*:*:*:*:fallback\n";
+        assert_eq!(
+            pgpass_lookup(text, "db.example", 5433, "baton", "baton").as_deref(),
+            Some("p:w")
+        );
+        assert_eq!(
+            pgpass_lookup(text, "db.example", 5432, "baton", "baton").as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(pgpass_lookup("h:1:d:u:x\n", "h", 2, "d", "u"), None);
+    }
+}
