@@ -35,6 +35,11 @@ struct Cli {
     /// A `[profiles.<name>]` of config.toml to apply.
     #[arg(long, short = 'p')]
     profile: Option<String>,
+    /// Where sessions live: `files` (under BATON_HOME, the default) or a PostgreSQL URL
+    /// (`postgres://user@host:port/db`, password from the URL or PGPASSWORD). Overrides
+    /// BATON_STORE and `store` in config.toml.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -169,16 +174,18 @@ fn init_logging(server: bool) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let overrides = global_overrides(&cli)?;
+    let store = cli.store.clone();
+    let store = store.as_deref();
     match cli.command {
         Command::McpServer(McpServerArgs { listen: None }) => {
-            let manager = manager(overrides, SessionSource::Mcp)?;
+            let manager = manager(store, overrides, SessionSource::Mcp)?;
             baton_mcp::serve_stdio(manager).await?;
             Ok(())
         }
         Command::McpServer(McpServerArgs {
             listen: Some(listen),
         }) => {
-            let manager = manager(overrides, SessionSource::Mcp)?;
+            let manager = manager(store, overrides, SessionSource::Mcp)?;
             let options = http_options(&manager, &listen).await?;
             baton_mcp::serve_http(manager, options).await?;
             Ok(())
@@ -200,9 +207,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Exec(args) => exec(overrides, args).await,
+        Command::Exec(args) => exec(store, overrides, args).await,
         Command::Sessions(command) => {
-            let manager = manager(overrides, SessionSource::Exec)?;
+            let manager = manager(store, overrides, SessionSource::Exec)?;
             sessions::run(&manager, command).await
         }
         Command::Sandbox(SandboxCommand::Check) => {
@@ -269,23 +276,59 @@ fn global_overrides(cli: &Cli) -> anyhow::Result<ConfigOverrides> {
 }
 
 fn manager(
+    store: Option<&str>,
     overrides: ConfigOverrides,
     source: SessionSource,
 ) -> anyhow::Result<Arc<ThreadManager>> {
     let home = baton_config::find_baton_home()?;
-    let manager = ThreadManager::new(
-        ThreadManagerOptions {
-            home,
-            overrides,
-            source,
-        },
-        Arc::new(HttpModelClientFactory::default()),
-    )?;
+    let store = open_store(store, &home, &overrides)?;
+    let options = ThreadManagerOptions {
+        home,
+        overrides,
+        source,
+    };
+    let models = Arc::new(HttpModelClientFactory::default());
+    let manager = match store {
+        Some(store) => ThreadManager::with_store(options, models, store)?,
+        None => ThreadManager::new(options, models)?,
+    };
     Ok(Arc::new(manager))
 }
 
-async fn exec(overrides: ConfigOverrides, args: ExecArgs) -> anyhow::Result<()> {
-    let manager = manager(overrides, SessionSource::Exec)?;
+/// The store `--store`, else `BATON_STORE`, else config.toml's `store` names; `None` for the
+/// default files store under BATON_HOME.
+fn open_store(
+    flag: Option<&str>,
+    home: &std::path::Path,
+    overrides: &ConfigOverrides,
+) -> anyhow::Result<Option<Arc<dyn baton_store::Store>>> {
+    let from_env = std::env::var("BATON_STORE")
+        .ok()
+        .filter(|value| !value.is_empty());
+    let chosen = match flag.map(str::to_owned).or(from_env) {
+        Some(chosen) => chosen,
+        None => baton_config::Config::load(home, overrides)?.store,
+    };
+    if chosen == "files" {
+        return Ok(None);
+    }
+    if baton_store_pg::is_postgres_url(&chosen) {
+        let store = baton_store_pg::PgStore::open(&chosen)?;
+        return Ok(Some(Arc::new(store)));
+    }
+    Err(UsageError(format!(
+        "store `{}`: expected `files` or a PostgreSQL URL (postgres://user@host:port/db)",
+        baton_store_pg::redact_url(&chosen)
+    ))
+    .into())
+}
+
+async fn exec(
+    store: Option<&str>,
+    overrides: ConfigOverrides,
+    args: ExecArgs,
+) -> anyhow::Result<()> {
+    let manager = manager(store, overrides, SessionSource::Exec)?;
     let json = match &args.resume {
         Some(ExecCommand::Resume { options, .. }) => options.json,
         None => args.options.json,

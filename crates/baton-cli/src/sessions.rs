@@ -35,6 +35,20 @@ pub(crate) enum SessionsCommand {
     },
     /// Rebuild the index (state.sqlite) from the session files.
     Reindex,
+    /// Write one session's transcript (Codex-format JSONL, byte for byte as stored).
+    Export {
+        /// The thread id (a UUID).
+        thread_id: String,
+        /// Write to FILE instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Add a session from a transcript written by `sessions export`, under the same id
+    /// (refused if this store has that id already).
+    Import {
+        /// The JSONL transcript.
+        file: PathBuf,
+    },
     /// Start a new session from an existing one; the source is not changed.
     Fork {
         /// The thread id (a UUID).
@@ -103,6 +117,27 @@ pub(crate) async fn run(manager: &ThreadManager, command: SessionsCommand) -> an
             let result = manager.fork(&thread_id, at_turn).await?;
             eprintln!("thread: {}", result.thread_id);
             out(&result.message)?;
+        }
+        SessionsCommand::Export { thread_id, output } => {
+            let id = baton_protocol::ThreadId::parse(&thread_id)?;
+            let store = manager.store().clone();
+            let text = tokio::task::spawn_blocking(move || store.export_thread(id)).await??;
+            match output {
+                Some(path) => fs_err::write(&path, text.as_bytes())?,
+                None => {
+                    use std::io::Write;
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(text.as_bytes())?;
+                    stdout.flush()?;
+                }
+            }
+        }
+        SessionsCommand::Import { file } => {
+            let text = fs_err::read_to_string(&file)?;
+            let store = manager.store().clone();
+            let id = tokio::task::spawn_blocking(move || store.import_thread(&text)).await??;
+            eprintln!("thread: {id}");
+            out(&format!("imported session {id} from {}", file.display()))?;
         }
         SessionsCommand::Reindex => {
             let store = manager.store().clone();

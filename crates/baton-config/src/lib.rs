@@ -150,6 +150,8 @@ struct ConfigToml {
     /// Accepted for compatibility with Codex configs; baton has no MCP client side.
     mcp_servers: Option<toml::Table>,
     server: Option<ServerToml>,
+    /// Where sessions live: `files` or a `postgres://` URL.
+    store: Option<String>,
 }
 
 /// The profiles of a file, each checked against the top-level keys (with line numbers).
@@ -198,6 +200,9 @@ pub struct Config {
     /// Names tried in a directory that has neither `AGENTS.override.md` nor `AGENTS.md`.
     pub project_doc_fallback_filenames: Vec<String>,
     pub server: ServerConfig,
+    /// Where sessions live: `files` (under `home`, the default) or a `postgres://` URL, which
+    /// may hold a password: never show it as is.
+    pub store: String,
     /// Keys of the file that baton does not know and ignored, for a warning.
     pub ignored_keys: Vec<String>,
 }
@@ -547,6 +552,7 @@ fn resolve(
         shell_environment_policy: toml.shell_environment_policy.unwrap_or_default(),
         codex_home,
         idle_thread_ttl: toml.idle_thread_ttl.unwrap_or(DEFAULT_IDLE_THREAD_TTL),
+        store: toml.store.clone().unwrap_or_else(|| "files".to_owned()),
         model_context_window: toml.model_context_window,
         model_auto_compact_token_limit: toml.model_auto_compact_token_limit,
         base_instructions: overrides

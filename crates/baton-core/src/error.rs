@@ -135,6 +135,7 @@ mod tests {
             CoreError::Store(StoreError::Busy {
                 id,
                 pid: Some(42),
+                host: None,
                 since: None,
             })
         };

@@ -732,7 +732,15 @@ impl ThreadManager {
     ) -> Result<String, CoreError> {
         let loaded = self.read_visible(thread_id, access).await?;
         let path = loaded.path.clone();
-        let timeline = blocking(move || baton_store::read_timeline(&path)).await??;
+        let store = self.store.clone();
+        let id = loaded.meta.id;
+        // From the store (files or a database); a Codex session is only a file of Codex's.
+        let timeline = blocking(move || match store.export_thread(id) {
+            Ok(text) => baton_store::timeline_of_text(&path, &text),
+            Err(StoreError::NotFound { .. }) => baton_store::read_timeline(&path),
+            Err(err) => Err(err),
+        })
+        .await??;
         Ok(format!(
             "thread {}\ncwd: {}\nfile: {}\n\n{}",
             loaded.meta.id,

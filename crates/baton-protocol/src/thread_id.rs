@@ -29,6 +29,11 @@ impl ThreadId {
         Self(Uuid::now_v7())
     }
 
+    /// The id a database column holds.
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
     pub fn as_uuid(&self) -> &Uuid {
         &self.0
     }

@@ -51,6 +51,11 @@ pub trait Store: Send + Sync {
     /// newline); a torn last line is left out.
     fn export_thread(&self, id: ThreadId) -> Result<String, StoreError>;
 
+    /// Adds a whole transcript (JSONL, as [`Store::export_thread`] gives it) under the id of
+    /// its `session_meta`, keeping every line byte for byte; a torn last line is left out.
+    /// Refused, naming the id, when the store has that thread already.
+    fn import_thread(&self, transcript: &str) -> Result<ThreadId, StoreError>;
+
     /// Lists threads, newest update first, filtered and paged by `query`.
     fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
 

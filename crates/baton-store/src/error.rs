@@ -26,11 +26,13 @@ pub enum StoreError {
     #[error("{} is not a session transcript: {reason}", path.display())]
     NotATranscript { path: PathBuf, reason: String },
 
-    #[error("{}", busy_message(id, *pid, since.as_deref()))]
+    #[error("{}", busy_message(id, *pid, host.as_deref(), since.as_deref()))]
     Busy {
         id: ThreadId,
         /// The process holding the thread, when it had written its pid into the lock file.
         pid: Option<u32>,
+        /// The machine of that process, when the store is shared between machines.
+        host: Option<String>,
         /// When that process took the lock (RFC 3339), when known.
         since: Option<String>,
     },
@@ -49,17 +51,34 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
 
+    /// A database store (PostgreSQL) failed; `location` is its URL without the password.
+    #[error("could not {doing} in the session database {location}: {source}")]
+    Database {
+        doing: &'static str,
+        location: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error(
         "`{cursor}` is not a cursor this store handed out; start the listing again without one"
     )]
     InvalidCursor { cursor: String },
 }
 
-fn busy_message(id: &ThreadId, pid: Option<u32>, since: Option<&str>) -> String {
-    let holder = match pid {
+fn busy_message(
+    id: &ThreadId,
+    pid: Option<u32>,
+    host: Option<&str>,
+    since: Option<&str>,
+) -> String {
+    let mut holder = match pid {
         Some(pid) => format!("in process {pid}"),
         None => "in another process".to_owned(),
     };
+    if let Some(host) = host {
+        holder.push_str(&format!(" on host {host}"));
+    }
     let running = match since {
         Some(since) => format!(" (a turn running since {since})"),
         None => " (a turn is running)".to_owned(),

@@ -386,7 +386,7 @@ fn upsert(connection: &Connection, summary: &ThreadSummary) -> rusqlite::Result<
 
 /// Where the previous page ended, in the listing order (newest update first, then id).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Cursor {
+pub struct Cursor {
     pub updated_at_ms: i64,
     pub id: String,
 }

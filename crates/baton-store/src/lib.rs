@@ -14,6 +14,8 @@
 
 mod api;
 mod codex;
+#[cfg(feature = "test-support")]
+pub mod contract;
 mod error;
 mod find;
 mod fsutil;
@@ -34,17 +36,20 @@ pub use api::{
 };
 pub use codex::{find_codex_rollout, list_codex_sessions};
 pub use error::StoreError;
+/// The listing cursor every store hands out (newest update first, then id).
+pub use index::Cursor as ListCursor;
 pub use lines::MAX_LINE_BYTES;
 pub use lock::ThreadLock;
 #[cfg(feature = "test-support")]
 pub use memory::MemoryStore;
 pub use reader::{
     ABORTED_CALL_OUTPUT, LoadedRollout, ReadLimits, parse_rollout, read_rollout, read_rollout_with,
+    session_meta_from_bytes,
 };
 pub use store::{FileStore, Located, LookupMethod};
 pub use summary::{
     SEARCH_TEXT_LIMIT, SUMMARY_TEXT_LIMIT, ThreadOrigin, ThreadSummary, is_context_message,
-    push_search_text, summarize_rollout, summarize_rollout_with,
+    push_search_text, summarize_bytes, summarize_rollout, summarize_rollout_with,
 };
-pub use timeline::read_timeline;
-pub use writer::RolloutWriter;
+pub use timeline::{read_timeline, timeline_of_text};
+pub use writer::{RolloutWriter, rollout_line};

@@ -119,6 +119,7 @@ fn busy(file: &mut File, id: ThreadId) -> StoreError {
     StoreError::Busy {
         id,
         pid: holder.0,
+        host: None,
         since: holder.1,
     }
 }

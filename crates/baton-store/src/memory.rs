@@ -201,6 +201,13 @@ impl Store for MemoryStore {
         crate::reader::session_meta_of(&path_of(id), &bytes[..])
     }
 
+    fn import_thread(&self, transcript: &str) -> Result<ThreadId, StoreError> {
+        let whole = whole_lines(transcript.as_bytes());
+        let meta = crate::reader::session_meta_of(&path_of(ThreadId::new()), whole.as_bytes())?;
+        self.insert(meta.id, whole.into_bytes())?;
+        Ok(meta.id)
+    }
+
     fn export_thread(&self, id: ThreadId) -> Result<String, StoreError> {
         self.with_transcript(id, |transcript| whole_lines(&transcript.bytes))
     }
@@ -227,6 +234,7 @@ impl Store for MemoryStore {
             return Err(StoreError::Busy {
                 id,
                 pid: Some(holder.pid),
+                host: None,
                 since: Some(holder.since.clone()),
             });
         }

@@ -83,6 +83,11 @@ pub fn read_session_meta(path: &Path) -> Result<SessionMeta, StoreError> {
 }
 
 /// [`read_session_meta`] of a transcript already in memory.
+/// Only the `session_meta` of a transcript held in memory (`path` names it in errors).
+pub fn session_meta_from_bytes(path: &Path, bytes: &[u8]) -> Result<SessionMeta, StoreError> {
+    session_meta_of(path, bytes)
+}
+
 pub(crate) fn session_meta_of<S: Source + ?Sized>(
     path: &Path,
     source: &S,

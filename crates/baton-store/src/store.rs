@@ -118,6 +118,41 @@ impl FileStore {
         meta: &SessionMeta,
         items: &[RolloutItem],
     ) -> Result<PathBuf, StoreError> {
+        self.place_whole_transcript(meta, |temp| write_whole_transcript(temp, meta, items))
+    }
+
+    /// [`Store::import_thread`]: the transcript's lines, byte for byte, in a new file.
+    pub fn import_thread(&self, transcript: &str) -> Result<ThreadId, StoreError> {
+        let whole = whole_lines(transcript.as_bytes());
+        let meta =
+            crate::reader::session_meta_of(Path::new("the imported transcript"), whole.as_bytes())?;
+        if let Ok(existing) = self.locate(meta.id) {
+            return Err(StoreError::Io {
+                doing: "import the session: its thread id exists already at",
+                path: existing.path,
+                source: std::io::ErrorKind::AlreadyExists.into(),
+            });
+        }
+        self.place_whole_transcript(&meta, |temp| {
+            let file = crate::fsutil::open_private_append(temp, true, "create the transcript")?;
+            let mut file = std::io::BufWriter::new(file);
+            std::io::Write::write_all(&mut file, whole.as_bytes())
+                .and_then(|()| std::io::Write::flush(&mut file))
+                .map_err(StoreError::io("write the transcript", temp))?;
+            file.get_ref()
+                .sync_all()
+                .map_err(StoreError::io("sync the transcript", temp))
+        })?;
+        Ok(meta.id)
+    }
+
+    /// Writes a whole new transcript for `meta` with `write` under a temporary name, then
+    /// renames it into place and indexes it: a crash part-way leaves nothing `locate` finds.
+    fn place_whole_transcript(
+        &self,
+        meta: &SessionMeta,
+        write: impl FnOnce(&Path) -> Result<(), StoreError>,
+    ) -> Result<PathBuf, StoreError> {
         let new = self.new_transcript_place(meta)?;
         if std::fs::symlink_metadata(&new.path).is_ok() {
             return Err(StoreError::Io {
@@ -138,7 +173,7 @@ impl FileStore {
                 source: error,
             });
         }
-        let written = write_whole_transcript(&temp, meta, items).and_then(|()| {
+        let written = write(&temp).and_then(|()| {
             std::fs::rename(&temp, &new.path).map_err(StoreError::io(
                 "move the new transcript into place at",
                 &new.path,
@@ -362,6 +397,10 @@ impl Store for FileStore {
 
     fn read_thread(&self, id: ThreadId) -> Result<LoadedRollout, StoreError> {
         read_rollout(&self.locate(id)?.path)
+    }
+
+    fn import_thread(&self, transcript: &str) -> Result<ThreadId, StoreError> {
+        FileStore::import_thread(self, transcript)
     }
 
     fn export_thread(&self, id: ThreadId) -> Result<String, StoreError> {

@@ -113,7 +113,7 @@ pub fn summarize_rollout_with(
 }
 
 /// [`summarize_rollout`] of a transcript already in memory, last written at `updated`.
-pub(crate) fn summarize_bytes(
+pub fn summarize_bytes(
     path: &Path,
     bytes: &[u8],
     updated: Option<DateTime<Utc>>,

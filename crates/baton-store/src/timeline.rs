@@ -24,6 +24,12 @@ pub fn read_timeline(path: &Path) -> Result<Vec<RolloutItem>, StoreError> {
         .map_err(StoreError::io("read the transcript", path))
 }
 
+/// [`read_timeline`] of a transcript held in memory, such as [`crate::Store::export_thread`]
+/// gives for any store (`path` names it in warnings).
+pub fn timeline_of_text(path: &Path, text: &str) -> Result<Vec<RolloutItem>, StoreError> {
+    parse_timeline(path, text.as_bytes()).map_err(StoreError::io("read the transcript", path))
+}
+
 fn parse_timeline<S: Source + ?Sized>(
     path: &Path,
     source: &S,

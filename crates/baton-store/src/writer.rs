@@ -166,6 +166,16 @@ impl crate::TranscriptWriter for RolloutWriter {
     }
 }
 
+/// One transcript line for `item`, stamped now, without its newline: what another store
+/// (a database row) keeps as the line.
+pub fn rollout_line(item: &RolloutItem, path: &Path) -> Result<String, StoreError> {
+    let mut out = Vec::new();
+    serialize_line(&mut out, item, path)?;
+    out.pop();
+    // serde_json writes UTF-8 only.
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// Serialises one transcript line (with its trailing newline) onto `out`.
 pub(crate) fn serialize_line(
     out: &mut Vec<u8>,

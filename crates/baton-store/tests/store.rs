@@ -359,6 +359,7 @@ fn lock_is_exclusive_even_within_one_process_and_names_the_pid() {
             id: busy_id,
             pid,
             since,
+            ..
         } => {
             assert_eq!(*busy_id, id);
             assert_eq!(*pid, Some(std::process::id()));

@@ -51,6 +51,7 @@
 
 mod conversation;
 mod http;
+mod postgres;
 mod script;
 mod sse;
 
@@ -62,6 +63,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 pub use conversation::is_context_message;
+pub use postgres::{PgCluster, PgUnavailable};
 pub use script::{Reply, ReplyItem, default_script, first_n_then, openai_error_body};
 
 /// Which wire API a request used, decided by its path.

@@ -1,0 +1,49 @@
+//! The schema, as numbered SQL files in `migrations/` (append-only: a change is a new
+//! file), applied at start in one transaction and recorded in `baton_migrations`.
+
+use tokio_postgres::Client;
+
+use crate::queries;
+use crate::{OpError, OpResult};
+use baton_store::StoreError;
+
+/// Every migration this baton knows, in order: (version, SQL).
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+/// The newest schema version this baton knows.
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |(version, _)| *version)
+}
+
+/// Brings the schema to [`latest`], or refuses a database whose schema is newer.
+pub async fn apply(client: &mut Client, location: &str) -> OpResult<()> {
+    let transaction = client.transaction().await?;
+    transaction.execute(queries::MIGRATION_LOCK, &[]).await?;
+    transaction
+        .batch_execute(queries::CREATE_MIGRATIONS_TABLE)
+        .await?;
+    let current: i64 = transaction
+        .query_one(queries::SCHEMA_VERSION, &[])
+        .await?
+        .try_get(0)?;
+    if current > latest() {
+        return Err(OpError::Store(StoreError::Database {
+            doing: "open the session database",
+            location: location.to_owned(),
+            source: format!(
+                "its schema is version {current}, newer than this baton knows (version {}); \
+                 upgrade baton on this machine",
+                latest()
+            )
+            .into(),
+        }));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > current) {
+        transaction.batch_execute(sql).await?;
+        transaction
+            .execute(queries::RECORD_MIGRATION, &[version])
+            .await?;
+    }
+    transaction.commit().await?;
+    Ok(())
+}

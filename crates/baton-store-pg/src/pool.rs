@@ -1,0 +1,113 @@
+//! The store's own tokio runtime and a small pool of connections on it.
+//!
+//! A pool of our own, not deadpool: the store needs only "take an idle connection that is
+//! still open, or open one", a cap on idle connections, and a connection a lock guard can
+//! keep for a whole turn; that is a few lines, and it keeps the dependency tree to
+//! tokio-postgres alone. A connection whose server went away (restart, kill) is noticed by
+//! `Client::is_closed` and never handed out again, so the store recovers by itself.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio_postgres::{Client, Config, NoTls};
+
+/// Connections kept open while idle; more are opened on demand and closed when returned.
+const MAX_IDLE: usize = 8;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A multi-thread runtime owned by the store. Dropped with `shutdown_background`, which is
+/// allowed anywhere (dropping a runtime inside another's async context would panic).
+pub struct Runtime {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Runtime {
+    pub fn new() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("baton-store-pg")
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs `future` on the runtime and waits for its output on a channel: callable from any
+    /// thread, inside another runtime or not. `None` if the runtime is gone.
+    pub fn block_on<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        let runtime = self.runtime.as_ref()?;
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let _ = sender.send(future.await);
+        });
+        receiver.recv().ok()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+pub struct Pool {
+    config: Config,
+    idle: Mutex<Vec<Client>>,
+}
+
+impl Pool {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An idle connection that is still open, or a new one. Must run on the store's runtime.
+    pub async fn get(&self) -> Result<Client, tokio_postgres::Error> {
+        loop {
+            let client = lock(&self.idle).pop();
+            match client {
+                Some(client) if !client.is_closed() => return Ok(client),
+                Some(_) => continue,
+                None => return self.connect().await,
+            }
+        }
+    }
+
+    /// A new connection, its IO driven by a task on the current runtime.
+    pub async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        let (client, connection) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!("a database connection ended: {error}");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Gives a connection back for reuse (or closes it, when enough are idle or it is dead).
+    pub fn put(&self, client: Client) {
+        if client.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE {
+            idle.push(client);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,125 @@
+//! Every query the store runs, with its parameters bound ($1, $2, …), never formatted in.
+
+/// $1 id, $2 owner, $3 cwd, $4 created_at, $5 updated_at, $6 first_prompt, $7 last_message,
+/// $8 turns, $9 model, $10 source, $11 compaction_seq, $12 turn_context_seq, $13 next_seq,
+/// $14 bytes, $15 search_text.
+pub const INSERT_THREAD: &str = "
+    INSERT INTO threads (id, owner, cwd, created_at, updated_at, first_prompt, last_message,
+                         turns, model, source, compaction_seq, turn_context_seq, next_seq,
+                         bytes, search_text)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+/// $1 thread id, $2 seq, $3 the line's text.
+pub const INSERT_LINE: &str = "INSERT INTO lines (thread_id, seq, text) VALUES ($1, $2, $3)";
+
+/// Appends one line: $1 thread id, $2 the line, $3 its bytes with the newline, $4 whether it
+/// is a `compacted` line, $5 whether it is a `turn_context` line. The row lock on the thread
+/// orders concurrent appenders; the line takes the next seq, so there are no gaps. Returns the
+/// transcript's new length in bytes; no row when the thread does not exist.
+pub const APPEND_LINE: &str = "
+    WITH thread AS (
+        UPDATE threads
+        SET next_seq = next_seq + 1,
+            bytes = bytes + $3,
+            updated_at = now(),
+            compaction_seq = CASE WHEN $4 THEN next_seq ELSE compaction_seq END,
+            turn_context_seq = CASE WHEN $5 THEN next_seq ELSE turn_context_seq END
+        WHERE id = $1
+        RETURNING next_seq - 1 AS seq, bytes
+    )
+    INSERT INTO lines (thread_id, seq, text)
+    SELECT $1, thread.seq, $2 FROM thread
+    RETURNING (SELECT bytes FROM thread)";
+
+/// $1 thread id → the transcript's length in bytes.
+pub const THREAD_BYTES: &str = "SELECT bytes FROM threads WHERE id = $1";
+
+/// $1 thread id → (bytes, text) of `session_meta`, the newest `turn_context` and every line
+/// from the newest compaction on, in order: what rehydration needs and nothing before it.
+/// One statement, so one snapshot: the length matches the lines.
+pub const READ_FROM_COMPACTION: &str = "
+    SELECT t.bytes, l.text
+    FROM threads t
+    LEFT JOIN lines l
+      ON l.thread_id = t.id
+     AND (l.seq = 0 OR l.seq >= coalesce(t.compaction_seq, 0) OR l.seq = t.turn_context_seq)
+    WHERE t.id = $1
+    ORDER BY l.seq";
+
+/// $1 thread id → the `session_meta` line.
+pub const FIRST_LINE: &str = "SELECT text FROM lines WHERE thread_id = $1 AND seq = 0";
+
+/// $1 thread id → every line, in order.
+pub const ALL_LINES: &str = "SELECT text FROM lines WHERE thread_id = $1 ORDER BY seq";
+
+pub const THREAD_IDS: &str = "SELECT id FROM threads";
+
+/// $1 cwd, $2 ILIKE pattern, $3/$4 cursor (updated_at, id), $5 updated at or after,
+/// $6 updated before, $7 owner, $8 limit (one more than a page, to tell if more follow).
+pub const LIST: &str = "
+    SELECT id, cwd, created_at, updated_at, first_prompt, last_message, model, turns, source,
+           owner
+    FROM threads
+    WHERE ($1::text IS NULL OR cwd = $1)
+      AND ($2::text IS NULL OR search_text ILIKE $2 OR first_prompt ILIKE $2
+           OR last_message ILIKE $2)
+      AND ($3::timestamptz IS NULL OR (updated_at, id) < ($3, $4::uuid))
+      AND ($5::timestamptz IS NULL OR updated_at >= $5)
+      AND ($6::timestamptz IS NULL OR updated_at < $6)
+      AND ($7::text IS NULL OR owner = $7)
+    ORDER BY updated_at DESC, id DESC
+    LIMIT $8";
+
+/// $1 thread id → its search text, the row locked until the transaction ends.
+pub const SEARCH_TEXT_FOR_UPDATE: &str = "SELECT search_text FROM threads WHERE id = $1 FOR UPDATE";
+
+/// $1 id, $2 cwd, $3 prompt, $4 answer, $5 model, $6 turns added, $7 source, $8 search text.
+pub const RECORD_TURN: &str = "
+    UPDATE threads SET
+        cwd = $2,
+        updated_at = now(),
+        first_prompt = coalesce(first_prompt, $3),
+        last_message = coalesce($4, last_message),
+        model = coalesce($5, model),
+        turns = turns + $6,
+        source = $7,
+        search_text = $8
+    WHERE id = $1";
+
+/// $1 id, $2 first prompt, $3 last message, $4 turns, $5 search text, $6 compaction seq,
+/// $7 turn_context seq, $8 next seq, $9 bytes.
+pub const REINDEX_THREAD: &str = "
+    UPDATE threads SET
+        first_prompt = $2, last_message = $3, turns = $4, search_text = $5,
+        compaction_seq = $6, turn_context_seq = $7, next_seq = $8, bytes = $9
+    WHERE id = $1";
+
+/// $1 key → whether this connection now holds the thread's lock.
+pub const TRY_LOCK: &str = "SELECT pg_try_advisory_lock($1)";
+
+pub const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
+
+/// $1 thread id, $2 host, $3 pid.
+pub const RECORD_HOLDER: &str = "
+    INSERT INTO thread_locks (thread_id, host, pid, since) VALUES ($1, $2, $3, now())
+    ON CONFLICT (thread_id) DO UPDATE SET host = $2, pid = $3, since = now()";
+
+/// $1 thread id, $2 host, $3 pid: forgets our own row only.
+pub const FORGET_HOLDER: &str =
+    "DELETE FROM thread_locks WHERE thread_id = $1 AND host = $2 AND pid = $3";
+
+/// $1 thread id → (host, pid, since) of the recorded holder.
+pub const HOLDER: &str = "SELECT host, pid, since FROM thread_locks WHERE thread_id = $1";
+
+/// Serialises concurrent migrations (several servers starting at once).
+pub const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(7266102538105126912)";
+
+pub const CREATE_MIGRATIONS_TABLE: &str = "
+    CREATE TABLE IF NOT EXISTS baton_migrations (
+        version    bigint PRIMARY KEY,
+        applied_at timestamptz NOT NULL DEFAULT now()
+    )";
+
+pub const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM baton_migrations";
+
+pub const RECORD_MIGRATION: &str = "INSERT INTO baton_migrations (version) VALUES ($1)";

@@ -1,0 +1,244 @@
+//! `PgStore` against a real, private PostgreSQL (baton-test-support's `PgCluster`): the same
+//! contract checks as the files and memory stores, then what only a database store does.
+//! Without PostgreSQL installed (and `CI` not `true`) each test says it was skipped.
+
+use std::path::Path;
+
+use baton_protocol::{Compacted, ResponseItem, RolloutItem, ThreadId};
+use baton_store::contract::{self, meta};
+use baton_store::{Store, StoreError};
+use baton_store_pg::PgStore;
+use baton_test_support::PgCluster;
+
+fn user(text: &str) -> RolloutItem {
+    RolloutItem::ResponseItem(ResponseItem::user_message(text))
+}
+
+#[test]
+fn postgres_keeps_every_store_contract() {
+    let Some(cluster) = PgCluster::start_or_skip("postgres_keeps_every_store_contract") else {
+        return;
+    };
+    // A fresh database per check: each one counts the threads it made.
+    for (i, (name, check)) in contract::ALL.iter().enumerate() {
+        eprintln!("contract: {name}");
+        let url = cluster.create_database(&format!("contract_{i}"));
+        let store = PgStore::open(&url).expect("open store");
+        check(&store);
+    }
+}
+
+#[test]
+fn rehydration_reads_nothing_before_the_newest_compaction_and_export_is_every_line() {
+    let Some(cluster) = PgCluster::start_or_skip("rehydration_from_compaction") else {
+        return;
+    };
+    let store = PgStore::open(&cluster.url()).expect("open store");
+    let id = ThreadId::new();
+    let mut writer = store
+        .create_thread(&meta(id, Path::new("/w")))
+        .expect("create");
+    writer.append(&user("old")).expect("append");
+    writer
+        .append(&RolloutItem::Compacted(Compacted {
+            message: "summary".into(),
+            replacement_history: Some(vec![ResponseItem::user_message("summary")]),
+        }))
+        .expect("append");
+    writer.append(&user("new")).expect("append");
+    let exported = store.export_thread(id).expect("export");
+
+    // A line before the compaction is never read: spoil it and nothing notices.
+    cluster.psql(
+        PgCluster::DATABASE,
+        &format!("UPDATE lines SET text = 'not json' WHERE thread_id = '{id}' AND seq = 1"),
+    );
+    let loaded = store.read_thread(id).expect("read");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let texts: Vec<String> = loaded
+        .history
+        .iter()
+        .filter_map(|item| item.message_text().map(|(_, text)| text))
+        .collect();
+    assert_eq!(texts, ["summary", "new"]);
+    assert_eq!(loaded.file_len, exported.len() as u64);
+
+    // Every row is one line, in order, with no gaps.
+    let seqs = cluster.psql(
+        PgCluster::DATABASE,
+        &format!(
+            "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM lines WHERE thread_id = '{id}'"
+        ),
+    );
+    assert_eq!(seqs, "0,1,2,3");
+    assert_eq!(exported.lines().count(), 4);
+}
+
+#[test]
+fn a_thread_held_by_another_process_is_busy_naming_its_host_and_pid() {
+    let Some(cluster) = PgCluster::start_or_skip("busy_across_processes") else {
+        return;
+    };
+    // Two stores, two sets of connections: as two baton servers on one database.
+    let first = PgStore::open(&cluster.url()).expect("open store");
+    let second = PgStore::open(&cluster.url()).expect("open store");
+    let id = ThreadId::new();
+    let held = first.lock_thread(id).expect("lock");
+    let busy = second.lock_thread(id).expect_err("busy");
+    let message = busy.to_string();
+    assert!(message.contains("busy"), "{message}");
+    assert!(message.contains(&id.to_string()), "{message}");
+    assert!(
+        message.contains(&format!("in process {}", std::process::id())),
+        "{message}"
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert!(
+        message.contains(&format!("on host {}", host.trim())),
+        "{message}"
+    );
+    drop(held);
+    second.lock_thread(id).expect("free once the guard is gone");
+}
+
+#[test]
+fn a_lock_dies_with_the_connection_that_held_it() {
+    let Some(mut cluster) = PgCluster::start_or_skip("lock_dies_with_connection") else {
+        return;
+    };
+    let first = PgStore::open(&cluster.url()).expect("open store");
+    let id = ThreadId::new();
+    let held = first.lock_thread(id).expect("lock");
+    // The database restarts (as after its host died): every session and its locks are gone.
+    cluster.kill();
+    cluster.restart();
+    let second = PgStore::open(&cluster.url()).expect("open store");
+    second
+        .lock_thread(id)
+        .expect("the dead holder's lock is free");
+    drop(held);
+}
+
+#[test]
+fn a_database_restart_between_calls_is_invisible_and_an_outage_names_host_and_port() {
+    let Some(mut cluster) = PgCluster::start_or_skip("restart_between_calls") else {
+        return;
+    };
+    let store = PgStore::open(&cluster.url()).expect("open store");
+    let id = ThreadId::new();
+    let mut writer = store
+        .create_thread(&meta(id, Path::new("/w")))
+        .expect("create");
+    writer.append(&user("before the restart")).expect("append");
+
+    cluster.restart();
+    store.read_thread(id).expect("read after a restart");
+    writer.append(&user("after the restart")).expect("append");
+
+    cluster.stop();
+    let error = store.read_thread(id).expect_err("the database is down");
+    let message = error.to_string();
+    assert!(matches!(error, StoreError::Database { .. }), "{message}");
+    assert!(
+        message.contains(&format!("127.0.0.1:{}", cluster.port())),
+        "{message}"
+    );
+    assert!(!message.contains(PgCluster::PASSWORD), "{message}");
+
+    cluster.restart();
+    let loaded = store.read_thread(id).expect("recovered by itself");
+    let texts: Vec<String> = loaded
+        .history
+        .iter()
+        .filter_map(|item| item.message_text().map(|(_, text)| text))
+        .collect();
+    assert_eq!(texts, ["before the restart", "after the restart"]);
+}
+
+#[test]
+fn a_schema_newer_than_this_baton_is_refused_and_an_older_one_is_kept() {
+    let Some(cluster) = PgCluster::start_or_skip("newer_schema_refused") else {
+        return;
+    };
+    let url = cluster.create_database("schema");
+    // Opening twice applies the migrations once.
+    drop(PgStore::open(&url).expect("open store"));
+    drop(PgStore::open(&url).expect("open again"));
+    assert_eq!(
+        cluster.psql(
+            "schema",
+            "SELECT string_agg(version::text, ',') FROM baton_migrations"
+        ),
+        "1"
+    );
+    cluster.psql(
+        "schema",
+        "INSERT INTO baton_migrations (version) VALUES (999)",
+    );
+    let error = PgStore::open(&url).err().expect("refused");
+    let message = error.to_string();
+    assert!(message.contains("version 999"), "{message}");
+    assert!(message.contains("newer than this baton knows"), "{message}");
+    assert!(!message.contains(PgCluster::PASSWORD), "{message}");
+}
+
+#[test]
+fn sslmode_require_is_refused_with_a_clear_error_without_the_password() {
+    let error = PgStore::open("postgres://u:hunter2@127.0.0.1:1/db?sslmode=require")
+        .err()
+        .expect("refused");
+    let message = error.to_string();
+    assert!(message.contains("sslmode=require"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn an_unreachable_database_names_host_and_port_never_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("port")
+        .port();
+    // Nothing listens there now.
+    let error = PgStore::open(&format!("postgres://u:hunter2@127.0.0.1:{port}/db"))
+        .err()
+        .expect("unreachable");
+    let message = error.to_string();
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn an_append_that_fails_while_the_database_is_down_leaves_no_row_and_no_gap() {
+    let Some(mut cluster) = PgCluster::start_or_skip("failed_append_leaves_no_gap") else {
+        return;
+    };
+    let store = PgStore::open(&cluster.url()).expect("open store");
+    let id = ThreadId::new();
+    let mut writer = store
+        .create_thread(&meta(id, Path::new("/w")))
+        .expect("create");
+    writer.append(&user("committed")).expect("append");
+    let len_before = writer.len();
+
+    cluster.kill();
+    let error = writer
+        .append(&user("lost"))
+        .expect_err("the database is gone");
+    assert!(!error.to_string().contains(PgCluster::PASSWORD), "{error}");
+    assert_eq!(writer.len(), len_before);
+    cluster.restart();
+
+    writer
+        .append(&user("after"))
+        .expect("append once it is back");
+    let seqs = cluster.psql(
+        PgCluster::DATABASE,
+        &format!(
+            "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM lines WHERE thread_id = '{id}'"
+        ),
+    );
+    assert_eq!(seqs, "0,1,2");
+    let exported = store.export_thread(id).expect("export");
+    assert!(!exported.contains("\"lost\""), "{exported}");
+    assert_eq!(writer.len(), exported.len() as u64);
+}

@@ -1,0 +1,446 @@
+//! A private PostgreSQL cluster for one test: `initdb` and `postgres` from Debian's
+//! `postgresql` package in a temporary directory, on a free `127.0.0.1` port, with its unix
+//! socket inside that directory. Run as the `postgres` OS user when the tests run as root
+//! (PostgreSQL refuses to run as root). Tests can stop, kill (`SIGKILL` of the whole server,
+//! as when its machine dies) and restart it; dropping it kills the server and removes the
+//! directory.
+//!
+//! Connections over TCP need the password ([`PgCluster::PASSWORD`]), so tests prove baton
+//! really sends it (and never prints it); the unix socket trusts its owner, which is how the
+//! helper itself creates the database.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a cluster may take to accept connections (initdb, start, crash recovery) before a
+/// test fails; generous, since CI machines are slow and shared.
+const READY_DEADLINE: Duration = Duration::from_secs(120);
+
+/// A running (or stopped) private PostgreSQL server.
+pub struct PgCluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    /// The OS user the server runs as, when the tests run as root.
+    run_as: Option<(u32, u32)>,
+    server: Option<Child>,
+}
+
+/// Why no cluster could be started.
+#[derive(Debug)]
+pub struct PgUnavailable(pub String);
+
+impl std::fmt::Display for PgUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PgCluster {
+    /// The password of the `postgres` role, required over TCP.
+    pub const PASSWORD: &'static str = "s3cret-pg-password";
+    /// The database tests use.
+    pub const DATABASE: &'static str = "baton";
+
+    /// Starts a cluster, or — when PostgreSQL is not installed and `CI` is not `true` — says
+    /// on stderr that `test` was skipped and why, and returns `None`. Under `CI=true` a
+    /// missing PostgreSQL fails the test: CI installs it (`.ci/run`).
+    pub fn start_or_skip(test: &str) -> Option<PgCluster> {
+        match Self::start() {
+            Ok(cluster) => Some(cluster),
+            Err(PgUnavailable(reason))
+                if std::env::var("CI").as_deref() != Ok("true") && find_bin_dir().is_none() =>
+            {
+                eprintln!(
+                    "SKIPPED {test}: {reason} (install Debian's `postgresql` package to run it; \
+                     under CI=true this is a failure)"
+                );
+                None
+            }
+            Err(error) => panic!("could not start PostgreSQL for {test}: {error}"),
+        }
+    }
+
+    /// Initialises and starts a cluster and creates [`PgCluster::DATABASE`].
+    pub fn start() -> Result<PgCluster, PgUnavailable> {
+        let bin = find_bin_dir().ok_or_else(|| {
+            PgUnavailable(
+                "PostgreSQL is not installed: no initdb under /usr/lib/postgresql/*/bin".into(),
+            )
+        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("baton-pg-")
+            .tempdir()
+            .map_err(|error| PgUnavailable(format!("could not create a temp dir: {error}")))?;
+        let run_as = if is_root() {
+            Some(postgres_user()?)
+        } else {
+            None
+        };
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, Self::PASSWORD).map_err(|error| {
+            PgUnavailable(format!("could not write the password file: {error}"))
+        })?;
+        std::fs::create_dir(dir.path().join("socket"))
+            .map_err(|error| PgUnavailable(format!("could not create the socket dir: {error}")))?;
+        if let Some((uid, gid)) = run_as {
+            chown_tree(dir.path(), uid, gid)?;
+        }
+        let mut cluster = PgCluster {
+            bin,
+            dir,
+            port: 0,
+            run_as,
+            server: None,
+        };
+        let data = cluster.data_dir();
+        let pwfile_arg = pwfile.display().to_string();
+        let data_arg = data.display().to_string();
+        cluster.run_tool(
+            "initdb",
+            &[
+                "-D",
+                &data_arg,
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--pwfile",
+                &pwfile_arg,
+            ],
+        )?;
+        cluster.port = free_port()?;
+        cluster.launch()?;
+        let socket = cluster.socket_dir().display().to_string();
+        let port = cluster.port.to_string();
+        cluster.run_tool(
+            "createdb",
+            &["-h", &socket, "-p", &port, "-U", "postgres", Self::DATABASE],
+        )?;
+        Ok(cluster)
+    }
+
+    /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/baton`.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{}",
+            Self::PASSWORD,
+            self.port,
+            Self::DATABASE
+        )
+    }
+
+    /// The URL without the password (as with `PGPASSWORD` set to [`PgCluster::PASSWORD`]).
+    pub fn url_without_password(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}",
+            self.port,
+            Self::DATABASE
+        )
+    }
+
+    /// Creates another database in the cluster and returns its URL (with the password): a
+    /// fresh, empty store for one test.
+    pub fn create_database(&self, name: &str) -> String {
+        let socket = self.socket_dir().display().to_string();
+        let port = self.port.to_string();
+        if let Err(error) = self.run_tool(
+            "createdb",
+            &["-h", &socket, "-p", &port, "-U", "postgres", name],
+        ) {
+            panic!("could not create database {name}: {error}");
+        }
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{name}",
+            Self::PASSWORD,
+            self.port
+        )
+    }
+
+    /// Runs `sql` with `psql` in `database` (over the unix socket) and returns its output
+    /// (unaligned, tuples only); panics with psql's message if it fails.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let output = self
+            .command("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.socket_dir())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-c",
+                sql,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run psql");
+        assert!(
+            output.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server cleanly (fast shutdown: open connections are closed) and waits.
+    pub fn stop(&mut self) {
+        self.signal_and_wait(libc::SIGINT);
+    }
+
+    /// Kills the server and every backend at once (`SIGKILL`), as when its machine dies.
+    pub fn kill(&mut self) {
+        self.signal_and_wait(libc::SIGKILL);
+    }
+
+    /// Starts the stopped (or killed) server again on the same port and data, and waits until
+    /// it accepts connections.
+    pub fn restart(&mut self) {
+        if self.server.is_some() {
+            self.stop();
+        }
+        if let Err(error) = self.launch() {
+            panic!("could not restart PostgreSQL: {error}");
+        }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn socket_dir(&self) -> PathBuf {
+        self.dir.path().join("socket")
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let mut command = Command::new(self.bin.join(tool));
+        if let Some((uid, gid)) = self.run_as {
+            // std drops the supplementary groups too when it changes the user.
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
+        }
+        command.current_dir(self.dir.path());
+        command
+    }
+
+    fn run_tool(&self, tool: &str, args: &[&str]) -> Result<(), PgUnavailable> {
+        let output = self
+            .command(tool)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| PgUnavailable(format!("could not run {tool}: {error}")))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(PgUnavailable(format!(
+                "{tool} failed ({}): {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )))
+        }
+    }
+
+    fn launch(&mut self) -> Result<(), PgUnavailable> {
+        use std::os::unix::process::CommandExt;
+        let log = std::fs::File::create(self.dir.path().join("server.log"))
+            .map_err(|error| PgUnavailable(format!("could not create the server log: {error}")))?;
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(self.dir.path().join("server.log"), Some(uid), Some(gid))
+                .map_err(|error| PgUnavailable(format!("could not chown the log: {error}")))?;
+        }
+        let log_err = log
+            .try_clone()
+            .map_err(|error| PgUnavailable(format!("could not open the server log: {error}")))?;
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-k")
+            .arg(self.socket_dir())
+            // Tests kill the server, not the machine: the page cache keeps what fsync would.
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            // Its own process group, so `kill` reaches every backend as a machine loss would.
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|error| PgUnavailable(format!("could not start postgres: {error}")))?;
+        self.server = Some(child);
+        self.wait_ready()
+    }
+
+    /// Polls `pg_isready` until the server accepts connections, the server exits, or
+    /// [`READY_DEADLINE`] passes.
+    fn wait_ready(&mut self) -> Result<(), PgUnavailable> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            let ready = self
+                .command("pg_isready")
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .stdin(Stdio::null())
+                .status()
+                .map_err(|error| PgUnavailable(format!("could not run pg_isready: {error}")))?;
+            if ready.success() {
+                return Ok(());
+            }
+            if let Some(server) = &mut self.server
+                && let Ok(Some(status)) = server.try_wait()
+            {
+                self.server = None;
+                return Err(PgUnavailable(format!(
+                    "postgres exited ({status}) before accepting connections: {}",
+                    self.log()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(PgUnavailable(format!(
+                    "postgres did not accept connections within {READY_DEADLINE:?}: {}",
+                    self.log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn signal_and_wait(&mut self, signal: libc::c_int) {
+        if let Some(mut server) = self.server.take() {
+            let group = server.id() as libc::pid_t;
+            // SAFETY: kill(2) with a process group we created; no memory is involved.
+            unsafe {
+                if signal == libc::SIGKILL {
+                    libc::kill(-group, signal);
+                } else {
+                    libc::kill(group, signal);
+                }
+            }
+            let _ = server.wait();
+            if signal == libc::SIGKILL {
+                // Backends of the killed server may linger a moment holding shared memory;
+                // wait for the whole group to be gone before a restart.
+                let deadline = Instant::now() + READY_DEADLINE;
+                // SAFETY: signal 0 only asks whether the group still exists.
+                while unsafe { libc::kill(-group, 0) } == 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` that has `initdb`.
+fn find_bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn postgres_user() -> Result<(u32, u32), PgUnavailable> {
+    let id = |flag: &str| -> Result<u32, PgUnavailable> {
+        let output = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .map_err(|error| PgUnavailable(format!("could not run id: {error}")))?;
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| {
+                PgUnavailable(
+                    "running as root and there is no `postgres` OS user to run PostgreSQL as"
+                        .into(),
+                )
+            })
+    };
+    Ok((id("-u")?, id("-g")?))
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), PgUnavailable> {
+    let failed = |error: std::io::Error| {
+        PgUnavailable(format!("could not chown {}: {error}", path.display()))
+    };
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(failed)?;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(failed)? {
+            chown_tree(&entry.map_err(failed)?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+fn free_port() -> Result<u16, PgUnavailable> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|error| PgUnavailable(format!("could not find a free port: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_starts_accepts_connections_and_comes_back_after_a_kill() {
+        let Some(mut cluster) = PgCluster::start_or_skip("postgres::tests::cluster") else {
+            return;
+        };
+        let ready = |cluster: &PgCluster| {
+            cluster
+                .command("pg_isready")
+                .args(["-q", "-h", "127.0.0.1", "-p", &cluster.port().to_string()])
+                .status()
+                .expect("pg_isready")
+                .success()
+        };
+        assert!(ready(&cluster));
+        assert!(cluster.url().contains(PgCluster::PASSWORD));
+        assert!(!cluster.url_without_password().contains(PgCluster::PASSWORD));
+        cluster.kill();
+        assert!(!ready(&cluster));
+        cluster.restart();
+        assert!(ready(&cluster));
+        cluster.stop();
+        assert!(!ready(&cluster));
+        cluster.restart();
+        assert!(ready(&cluster));
+    }
+}
