@@ -55,19 +55,35 @@ pub(crate) trait Tool {
     const NAME: &'static str;
     type Args: DeserializeOwned;
 
+    /// What the model is told the tool does.
+    const DESCRIPTION: &'static str;
+
+    /// The JSON schema of [`Tool::Args`], as the model sees it.
+    fn parameters() -> serde_json::Value;
+
     /// What the model is told about the tool with each request.
-    fn spec() -> ToolSpec;
+    fn spec() -> ToolSpec {
+        ToolSpec {
+            name: Self::NAME.to_owned(),
+            description: Self::DESCRIPTION.to_owned(),
+            parameters: Self::parameters(),
+        }
+    }
 
     /// The call's arguments (JSON text) as [`Tool::Args`].
     fn parse(arguments: &str) -> Result<Self::Args, ToolError> {
-        serde_json::from_str(arguments).map_err(|err| {
-            ToolError::ForModel(format!("invalid arguments for {}: {err}", Self::NAME))
-        })
+        parse_json(Self::NAME, arguments)
     }
 
     /// Runs the call within `turn`; the text is the call's output for the model.
     async fn run(turn: &mut Turn<'_>, args: Self::Args, call_id: &str)
     -> Result<String, ToolError>;
+}
+
+/// A tool's JSON arguments, or the error the model is told.
+fn parse_json<T: DeserializeOwned>(tool: &str, arguments: &str) -> Result<T, ToolError> {
+    serde_json::from_str(arguments)
+        .map_err(|err| ToolError::ForModel(format!("invalid arguments for {tool}: {err}")))
 }
 
 /// Runs a command (argv, or a script run with `bash -lc`) under the sandbox and approval
@@ -82,32 +98,27 @@ impl Tool for Shell {
     const NAME: &'static str = "shell";
     type Args = ShellArgs;
 
-    fn spec() -> ToolSpec {
-        ToolSpec {
-            name: SHELL_TOOL.to_owned(),
-            description: "Runs a command and returns its exit code and output (stdout and stderr, \
+    const DESCRIPTION: &'static str = "Runs a command and returns its exit code and output (stdout and stderr, \
                           capped). The command is an argv array executed directly, without a shell; \
-                          use [\"bash\", \"-lc\", \"…\"] for pipes, globs or redirections."
-                .to_owned(),
-            parameters: json!({
-                "type": "object",
-                "properties": {
-                    "command": {"type": "array", "items": {"type": "string"}, "description": "argv of the command"},
-                    "workdir": {"type": "string", "description": "working directory, relative to the session cwd"},
-                    "timeout_ms": {"type": "integer", "description": "kill the command after this many milliseconds (default 60000)"},
-                    "with_escalated_permissions": {"type": "boolean", "description": "ask the user to run this command outside the sandbox"},
-                    "justification": {"type": "string", "description": "why escalated permissions are needed"}
-                },
-                "required": ["command"],
-                "additionalProperties": false
-            }),
-        }
+                          use [\"bash\", \"-lc\", \"…\"] for pipes, globs or redirections.";
+
+    fn parameters() -> serde_json::Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "command": {"type": "array", "items": {"type": "string"}, "description": "argv of the command"},
+                "workdir": {"type": "string", "description": "working directory, relative to the session cwd"},
+                "timeout_ms": {"type": "integer", "description": "kill the command after this many milliseconds (default 60000)"},
+                "with_escalated_permissions": {"type": "boolean", "description": "ask the user to run this command outside the sandbox"},
+                "justification": {"type": "string", "description": "why escalated permissions are needed"}
+            },
+            "required": ["command"],
+            "additionalProperties": false
+        })
     }
 
     fn parse(arguments: &str) -> Result<ShellArgs, ToolError> {
-        let args: ShellArgs = serde_json::from_str(arguments).map_err(|err| {
-            ToolError::ForModel(format!("invalid arguments for {}: {err}", Self::NAME))
-        })?;
+        let args: ShellArgs = parse_json(Self::NAME, arguments)?;
         if args.argv().is_empty() {
             return Err(ToolError::ForModel(
                 "invalid arguments for shell: `command` is empty".to_owned(),
@@ -125,22 +136,19 @@ impl Tool for ApplyPatch {
     const NAME: &'static str = "apply_patch";
     type Args = ApplyPatchArgs;
 
-    fn spec() -> ToolSpec {
-        ToolSpec {
-            name: APPLY_PATCH_TOOL.to_owned(),
-            description: "Edits files with a patch in this format: '*** Begin Patch', then \
+    const DESCRIPTION: &'static str = "Edits files with a patch in this format: '*** Begin Patch', then \
                           '*** Add File: path' (lines prefixed +), '*** Delete File: path', or \
                           '*** Update File: path' (optionally '*** Move to: new path') followed by \
                           '@@' hunks of ' ', '-', '+' lines; end with '*** End Patch'. Paths are \
-                          relative to the session cwd."
-                .to_owned(),
-            parameters: json!({
-                "type": "object",
-                "properties": {"input": {"type": "string", "description": "the whole patch"}},
-                "required": ["input"],
-                "additionalProperties": false
-            }),
-        }
+                          relative to the session cwd.";
+
+    fn parameters() -> serde_json::Value {
+        json!({
+            "type": "object",
+            "properties": {"input": {"type": "string", "description": "the whole patch"}},
+            "required": ["input"],
+            "additionalProperties": false
+        })
     }
 
     async fn run(
@@ -156,34 +164,31 @@ impl Tool for UpdatePlan {
     const NAME: &'static str = "update_plan";
     type Args = Plan;
 
-    fn spec() -> ToolSpec {
-        ToolSpec {
-            name: UPDATE_PLAN_TOOL.to_owned(),
-            description: "Sets the plan of the task: its steps, each pending, in_progress or \
+    const DESCRIPTION: &'static str = "Sets the plan of the task: its steps, each pending, in_progress or \
                           completed (at most one in_progress). Send the whole plan each time a \
-                          step starts or ends; the person following the task sees it."
-                .to_owned(),
-            parameters: json!({
-                "type": "object",
-                "properties": {
-                    "explanation": {"type": "string", "description": "why the plan changed, if it did"},
-                    "plan": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "step": {"type": "string"},
-                                "status": {"type": "string", "enum": ["pending", "in_progress", "completed"]}
-                            },
-                            "required": ["step", "status"],
-                            "additionalProperties": false
-                        }
+                          step starts or ends; the person following the task sees it.";
+
+    fn parameters() -> serde_json::Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "explanation": {"type": "string", "description": "why the plan changed, if it did"},
+                "plan": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "step": {"type": "string"},
+                            "status": {"type": "string", "enum": ["pending", "in_progress", "completed"]}
+                        },
+                        "required": ["step", "status"],
+                        "additionalProperties": false
                     }
-                },
-                "required": ["plan"],
-                "additionalProperties": false
-            }),
-        }
+                }
+            },
+            "required": ["plan"],
+            "additionalProperties": false
+        })
     }
 
     async fn run(turn: &mut Turn<'_>, plan: Plan, _call_id: &str) -> Result<String, ToolError> {
@@ -299,36 +304,31 @@ pub(crate) struct CommandApproval<'a> {
 /// `on-request` asks only when the model requests escalation; `on-failure` asks after a
 /// sandboxed failure (see [`retry_after_failure`]); `never` never asks.
 pub(crate) fn plan_command(request: &CommandApproval<'_>) -> CommandPlan {
-    let CommandApproval {
-        policy,
-        sandbox,
-        argv,
-        wants_escalation,
-        justification,
-        approved_for_session,
-    } = *request;
+    let sandbox = request.sandbox;
     let unsandboxed = SandboxPolicy {
         mode: SandboxMode::DangerFullAccess,
         ..sandbox.clone()
     };
-    if wants_escalation && sandbox.mode != SandboxMode::DangerFullAccess {
-        return match policy {
+    if request.wants_escalation && sandbox.mode != SandboxMode::DangerFullAccess {
+        return match request.policy {
             ApprovalPolicy::Never => CommandPlan::Refuse(
                 "the approval policy is `never`, so the command cannot run outside the sandbox"
                     .into(),
             ),
-            _ if approved_for_session => CommandPlan::Run(unsandboxed),
+            _ if request.approved_for_session => CommandPlan::Run(unsandboxed),
             _ => CommandPlan::Ask {
-                reason: justification
+                reason: request
+                    .justification
                     .unwrap_or("the command asks to run outside the sandbox")
                     .to_owned(),
                 sandbox: unsandboxed,
             },
         };
     }
-    match policy {
+    match request.policy {
         ApprovalPolicy::Untrusted
-            if !approved_for_session && !baton_exec::is_known_safe_command(argv) =>
+            if !request.approved_for_session
+                && !baton_exec::is_known_safe_command(request.argv) =>
         {
             CommandPlan::Ask {
                 reason:
