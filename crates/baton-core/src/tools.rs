@@ -99,8 +99,8 @@ impl Tool for Shell {
     type Args = ShellArgs;
 
     const DESCRIPTION: &'static str = "Runs a command and returns its exit code and output (stdout and stderr, \
-                          capped). The command is an argv array executed directly, without a shell; \
-                          use [\"bash\", \"-lc\", \"…\"] for pipes, globs or redirections.";
+     capped). The command is an argv array executed directly, without a shell; \
+     use [\"bash\", \"-lc\", \"…\"] for pipes, globs or redirections.";
 
     fn parameters() -> serde_json::Value {
         json!({
@@ -137,10 +137,10 @@ impl Tool for ApplyPatch {
     type Args = ApplyPatchArgs;
 
     const DESCRIPTION: &'static str = "Edits files with a patch in this format: '*** Begin Patch', then \
-                          '*** Add File: path' (lines prefixed +), '*** Delete File: path', or \
-                          '*** Update File: path' (optionally '*** Move to: new path') followed by \
-                          '@@' hunks of ' ', '-', '+' lines; end with '*** End Patch'. Paths are \
-                          relative to the session cwd.";
+     '*** Add File: path' (lines prefixed +), '*** Delete File: path', or \
+     '*** Update File: path' (optionally '*** Move to: new path') followed by \
+     '@@' hunks of ' ', '-', '+' lines; end with '*** End Patch'. Paths are \
+     relative to the session cwd.";
 
     fn parameters() -> serde_json::Value {
         json!({
@@ -165,8 +165,8 @@ impl Tool for UpdatePlan {
     type Args = Plan;
 
     const DESCRIPTION: &'static str = "Sets the plan of the task: its steps, each pending, in_progress or \
-                          completed (at most one in_progress). Send the whole plan each time a \
-                          step starts or ends; the person following the task sees it.";
+     completed (at most one in_progress). Send the whole plan each time a \
+     step starts or ends; the person following the task sees it.";
 
     fn parameters() -> serde_json::Value {
         json!({
