@@ -1,4 +1,4 @@
-//! Continuing sessions written by the real Codex CLI (SPEC §6), from the fixtures in
+//! Continuing sessions written by the real Codex CLI, from the fixtures in
 //! `tests/fixtures/codex-home` (made by `scripts/gen-codex-fixtures.sh`, see its README).
 //!
 //! Each test copies the fixture tree into the temporary `codex_home` that [`TestEnv`]

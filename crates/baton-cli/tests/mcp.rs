@@ -1,5 +1,5 @@
 //! `baton mcp-server` driven by a real MCP client (rmcp's) and by raw JSON-RPC lines, against
-//! the scripted model server: the "Must show" list of issue 4 and SPEC §3.
+//! the scripted model server: the "Must show" list of issue 4 and the MCP tools' contract.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Loads baton's configuration: `$BATON_HOME/config.toml`, the selected profile, and the
 //! overrides given on the command line (`-c key=value`, `--model`, `--profile`) or in an MCP
-//! call, into one resolved [`Config`] (SPEC §2).
+//! call, into one resolved [`Config`].
 //!
 //! Precedence, lowest first: built-in defaults, `config.toml` top level, the selected profile,
 //! `-c` / MCP `config` overrides, then the explicit flags (`--model`, the `sandbox` argument …).
@@ -72,7 +72,7 @@ pub struct SandboxWorkspaceWrite {
     pub allow_unix_sockets: Vec<PathBuf>,
 }
 
-/// `[server]`: how `baton mcp-server --listen` serves a team (SPEC §8.1). Read once when the
+/// `[server]`: how `baton mcp-server --listen` serves a team over HTTP. Read once when the
 /// server starts; a per-call `config` override cannot loosen it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

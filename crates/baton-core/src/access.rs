@@ -1,6 +1,6 @@
 //! What a caller may reach. Local callers (stdio, the CLI) reach every thread and directory;
 //! a caller over HTTP is confined to its owner's threads and the server's workspace roots
-//! (SPEC §8.1).
+//! (so one team member cannot read or continue another's threads).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

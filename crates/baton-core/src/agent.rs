@@ -1,7 +1,7 @@
 //! One turn of the agent: the user's prompt, then model requests and tool calls until the
 //! model answers without calling a tool.
 //!
-//! Write order (SPEC §7): every item is appended to the transcript when it is complete and
+//! Write order (what makes a transcript survive a crash): every item is appended to the transcript when it is complete and
 //! before anything depends on it; the file is fsynced after each tool output and at the end.
 
 use std::collections::HashSet;
@@ -22,7 +22,8 @@ use crate::error::CoreError;
 use crate::hooks::{ApprovalDecision, ApprovalRequest, TurnHooks};
 use crate::redact::Secrets;
 use crate::tools::{
-    self, APPLY_PATCH_TOOL, ApplyPatchArgs, CommandPlan, SHELL_TOOL, ShellArgs, UPDATE_PLAN_TOOL,
+    self, APPLY_PATCH_TOOL, ApplyPatch, CommandApproval, CommandPlan, Shell, ShellArgs, Tool,
+    ToolError, UpdatePlan,
 };
 use crate::usage::TurnUsage;
 
@@ -116,6 +117,29 @@ pub(crate) struct LiveThread {
 }
 
 impl LiveThread {
+    /// A thread as its transcript holds it: `history` read back (or just written) and
+    /// `file_len` bytes on disk. Its plan is the newest one in the history; nothing is
+    /// approved for the session yet.
+    pub fn new(
+        meta: SessionMeta,
+        path: PathBuf,
+        settings: ThreadSettings,
+        history: Vec<ResponseItem>,
+        file_len: u64,
+    ) -> Self {
+        Self {
+            id: meta.id,
+            path,
+            meta,
+            settings,
+            plan: tools::latest_plan(&history),
+            history,
+            file_len,
+            approved_commands: HashSet::new(),
+            turn_usage: TurnUsage::default(),
+        }
+    }
+
     pub fn instructions(&self) -> String {
         let base = self
             .meta
@@ -152,21 +176,52 @@ pub(crate) fn default_base_instructions() -> &'static str {
 
 /// Runs one turn and returns the final agent message.
 pub(crate) struct Turn<'a> {
-    pub thread: &'a mut LiveThread,
-    pub writer: &'a mut dyn TranscriptWriter,
-    pub model: Arc<dyn ModelClient>,
-    pub hooks: &'a TurnHooks,
+    thread: &'a mut LiveThread,
+    writer: &'a mut dyn TranscriptWriter,
+    model: Arc<dyn ModelClient>,
+    hooks: &'a TurnHooks,
     /// Compact before a request estimated at this many tokens or more; `None`: only when the
     /// provider reports that the context length was exceeded.
-    pub compact_limit: Option<u64>,
+    compact_limit: Option<u64>,
     /// Compact before the prompt, whatever the size (`exec resume --compact`).
-    pub compact_first: bool,
+    compact_first: bool,
     /// Items recorded but not yet passed to the progress sink.
-    pub unreported: usize,
+    unreported: usize,
     /// The environment commands run with (baton's, filtered by `[shell_environment_policy]`).
-    pub command_env: Vec<(OsString, OsString)>,
+    command_env: Vec<(OsString, OsString)>,
     /// Provider key values, redacted from what the model and the tools produce.
-    pub secrets: Secrets,
+    secrets: Secrets,
+}
+
+impl<'a> Turn<'a> {
+    /// A turn of `thread` under `config`: its compaction limit, the environment its commands
+    /// get and the secrets redacted from what they print all come from the config.
+    pub fn new(
+        thread: &'a mut LiveThread,
+        writer: &'a mut dyn TranscriptWriter,
+        model: Arc<dyn ModelClient>,
+        hooks: &'a TurnHooks,
+        config: &baton_config::Config,
+        compact_first: bool,
+    ) -> Self {
+        let compact_limit = config.auto_compact_token_limit_for(&thread.settings.model);
+        let secret_names = config.secret_env_names();
+        Self {
+            thread,
+            writer,
+            model,
+            hooks,
+            compact_limit,
+            compact_first,
+            unreported: 0,
+            command_env: baton_exec::command_env(
+                &config.shell_environment_policy,
+                &secret_names,
+                std::env::vars_os(),
+            ),
+            secrets: Secrets::from_env(&secret_names, std::env::vars_os()),
+        }
+    }
 }
 
 impl Turn<'_> {
@@ -281,51 +336,52 @@ impl Turn<'_> {
         ))
     }
 
-    async fn run_tool(&mut self, name: &str, arguments: &str, call_id: &str) -> String {
+    async fn run_tool(
+        &mut self,
+        name: &str,
+        arguments: &str,
+        call_id: &str,
+    ) -> Result<String, ToolError> {
         match name {
-            SHELL_TOOL => match serde_json::from_str::<ShellArgs>(arguments) {
-                Ok(args) => self.run_shell(args, call_id).await,
-                Err(err) => format!("invalid arguments for shell: {err}"),
-            },
-            APPLY_PATCH_TOOL => match serde_json::from_str::<ApplyPatchArgs>(arguments) {
-                Ok(args) => self.apply_patch(&args.input, call_id).await,
-                Err(err) => format!("invalid arguments for apply_patch: {err}"),
-            },
-            UPDATE_PLAN_TOOL => match serde_json::from_str::<Plan>(arguments) {
-                Ok(plan) => self.update_plan(plan).await,
-                Err(err) => format!("invalid arguments for update_plan: {err}"),
-            },
-            other => format!(
+            Shell::NAME => self.call::<Shell>(arguments, call_id).await,
+            ApplyPatch::NAME => self.call::<ApplyPatch>(arguments, call_id).await,
+            UpdatePlan::NAME => self.call::<UpdatePlan>(arguments, call_id).await,
+            other => Err(ToolError::ForModel(format!(
                 "unknown tool `{other}`; the tools are `shell`, `apply_patch` and `update_plan`"
-            ),
+            ))),
         }
     }
 
-    async fn run_shell(&mut self, args: ShellArgs, call_id: &str) -> String {
+    async fn call<T: Tool>(&mut self, arguments: &str, call_id: &str) -> Result<String, ToolError> {
+        let args = T::parse(arguments)?;
+        T::run(self, args, call_id).await
+    }
+
+    pub(crate) async fn run_shell(
+        &mut self,
+        args: ShellArgs,
+        call_id: &str,
+    ) -> Result<String, ToolError> {
         let argv = args.argv();
-        if argv.is_empty() {
-            return "invalid arguments for shell: `command` is empty".to_owned();
-        }
         let settings = self.thread.settings.clone();
         let wants_escalation = args.with_escalated_permissions.unwrap_or(false);
         let key = ApprovalKey {
             command: argv.clone(),
             unsandboxed: wants_escalation,
         };
-        let approved = self.thread.approved_commands.contains(&key);
-        let plan = tools::plan_command(
-            settings.approval_policy,
-            &settings.sandbox,
-            &argv,
+        let plan = tools::plan_command(&CommandApproval {
+            policy: settings.approval_policy,
+            sandbox: &settings.sandbox,
+            argv: &argv,
             wants_escalation,
-            args.justification.as_deref(),
-            approved,
-        );
+            justification: args.justification.as_deref(),
+            approved_for_session: self.thread.approved_commands.contains(&key),
+        });
         let description = tools::describe_command(&argv);
-        let sandbox = match self.resolve_plan(plan, &argv, key).await {
-            Ok(sandbox) => sandbox,
-            Err(reason) => return format!("command not run: {description}: {reason}"),
-        };
+        let sandbox = self
+            .resolve_plan(plan, &argv, key)
+            .await
+            .map_err(|err| err.prefixed(&format!("command not run: {description}")))?;
         self.progress(&format!("running: {description}")).await;
         let output = self.exec(&args, sandbox, call_id).await;
         self.retry_if_sandbox_stopped(&args, call_id, output).await
@@ -337,8 +393,8 @@ impl Turn<'_> {
         &mut self,
         args: &ShellArgs,
         call_id: &str,
-        output: Result<ExecOutcome, String>,
-    ) -> String {
+        output: Result<ExecOutcome, ToolError>,
+    ) -> Result<String, ToolError> {
         let argv = args.argv();
         let settings = &self.thread.settings;
         let retry = match &output {
@@ -365,20 +421,16 @@ impl Turn<'_> {
             },
             None => output,
         };
-        match output {
-            Ok(outcome) => outcome.text,
-            Err(text) => text,
-        }
+        output.map(|outcome| outcome.text)
     }
 
-    /// Runs the command; `Ok((exit code, text for the model))`, or `Err(text)` if it could not
-    /// be started.
+    /// Runs the command; what it printed and how it ended, or why it could not be started.
     async fn exec(
         &mut self,
         args: &ShellArgs,
         sandbox: SandboxPolicy,
         call_id: &str,
-    ) -> Result<ExecOutcome, String> {
+    ) -> Result<ExecOutcome, ToolError> {
         let sandboxed = sandbox.mode != SandboxMode::DangerFullAccess;
         let request = args.request(&self.thread.settings.cwd, sandbox, self.command_env.clone());
         let argv = request.argv.clone();
@@ -393,7 +445,7 @@ impl Turn<'_> {
         argv: Vec<String>,
         sandboxed: bool,
         (result, elapsed): TimedRun,
-    ) -> Result<ExecOutcome, String> {
+    ) -> Result<ExecOutcome, ToolError> {
         match result {
             Ok(output) => {
                 self.note(RolloutItem::EventMsg(EventMsg::ExecCommandEnd {
@@ -407,7 +459,9 @@ impl Turn<'_> {
                     denied_by_sandbox: sandboxed && baton_exec::looks_like_sandbox_denial(&output),
                 })
             }
-            Err(err) => Err(format!("the command was not run: {err}")),
+            Err(err) => Err(ToolError::ForModel(format!(
+                "the command was not run: {err}"
+            ))),
         }
     }
 
@@ -434,6 +488,10 @@ impl Turn<'_> {
                 vec![self.run_tool(name, arguments, call_id).await]
             };
             for output in outputs {
+                let output = match output {
+                    Ok(text) | Err(ToolError::ForModel(text)) => text,
+                    Err(ToolError::EndTurn(err)) => return Err(err),
+                };
                 let call_id = calls[next].2.clone();
                 let output = self.secrets.redact(&output);
                 self.record(ResponseItem::FunctionCallOutput { call_id, output })?;
@@ -451,10 +509,10 @@ impl Turn<'_> {
     /// The arguments of a `shell` call that only reads (the known-safe list approvals use) and
     /// runs without asking; `None` for every other call.
     fn read_only_shell(&self, name: &str, arguments: &str) -> Option<ShellArgs> {
-        if name != SHELL_TOOL {
+        if name != Shell::NAME {
             return None;
         }
-        let args: ShellArgs = serde_json::from_str(arguments).ok()?;
+        let args = Shell::parse(arguments).ok()?;
         let argv = args.argv();
         if args.with_escalated_permissions.unwrap_or(false)
             || !baton_exec::is_known_safe_command(&argv)
@@ -466,19 +524,22 @@ impl Turn<'_> {
             command: argv.clone(),
             unsandboxed: false,
         });
-        let plan = tools::plan_command(
-            settings.approval_policy,
-            &settings.sandbox,
-            &argv,
-            false,
-            None,
-            approved,
-        );
+        let plan = tools::plan_command(&CommandApproval {
+            policy: settings.approval_policy,
+            sandbox: &settings.sandbox,
+            argv: &argv,
+            wants_escalation: false,
+            justification: None,
+            approved_for_session: approved,
+        });
         matches!(plan, CommandPlan::Run(_)).then_some(args)
     }
 
     /// Runs read-only commands at the same time; their outputs in the order given.
-    async fn run_concurrently(&mut self, calls: Vec<(ShellArgs, &str)>) -> Vec<String> {
+    async fn run_concurrently(
+        &mut self,
+        calls: Vec<(ShellArgs, &str)>,
+    ) -> Vec<Result<String, ToolError>> {
         let sandbox = self.thread.settings.sandbox.clone();
         let sandboxed = sandbox.mode != SandboxMode::DangerFullAccess;
         let mut running = Vec::with_capacity(calls.len());
@@ -502,7 +563,9 @@ impl Turn<'_> {
             let run = match task.await {
                 Ok(run) => run,
                 Err(err) => {
-                    outputs.push(format!("the command was not run: {err}"));
+                    outputs.push(Err(ToolError::ForModel(format!(
+                        "the command was not run: {err}"
+                    ))));
                     continue;
                 }
             };
@@ -514,7 +577,7 @@ impl Turn<'_> {
 
     /// Records the plan for people (an event and a progress message) and keeps it as the
     /// thread's current plan.
-    async fn update_plan(&mut self, plan: Plan) -> String {
+    pub(crate) async fn update_plan(&mut self, plan: Plan) -> String {
         self.note(RolloutItem::EventMsg(EventMsg::PlanUpdate(plan.clone())));
         self.progress(&plan.progress_line()).await;
         self.thread.plan = Some(plan);
@@ -536,16 +599,16 @@ impl Turn<'_> {
         plan: CommandPlan,
         argv: &[String],
         remember: ApprovalKey,
-    ) -> Result<SandboxPolicy, String> {
+    ) -> Result<SandboxPolicy, ToolError> {
         if self.hooks.sandbox_required
             && let CommandPlan::Run(sandbox) | CommandPlan::Ask { sandbox, .. } = &plan
             && sandbox.mode == baton_protocol::SandboxMode::DangerFullAccess
         {
-            return Err("running outside the sandbox is not allowed over HTTP on this server (allow_danger_full_access under [server])".to_owned());
+            return Err(ToolError::ForModel("running outside the sandbox is not allowed over HTTP on this server (allow_danger_full_access under [server])".to_owned()));
         }
         match plan {
             CommandPlan::Run(sandbox) => Ok(sandbox),
-            CommandPlan::Refuse(reason) => Err(reason),
+            CommandPlan::Refuse(reason) => Err(ToolError::ForModel(reason)),
             CommandPlan::Ask { reason, sandbox } => {
                 let decision = match &self.hooks.approver {
                     Some(approver) => {
@@ -566,18 +629,22 @@ impl Turn<'_> {
                         self.thread.approved_commands.insert(remember);
                         Ok(sandbox)
                     }
-                    Ok(ApprovalDecision::Deny) => {
-                        Err(format!("the user denied approval ({reason})"))
-                    }
-                    Err(why) => Err(format!(
+                    Ok(ApprovalDecision::Deny) => Err(ToolError::ForModel(format!(
+                        "the user denied approval ({reason})"
+                    ))),
+                    Err(why) => Err(ToolError::ForModel(format!(
                         "approval was needed ({reason}) but {why}; denied by default"
-                    )),
+                    ))),
                 }
             }
         }
     }
 
-    async fn apply_patch(&mut self, patch: &str, call_id: &str) -> String {
+    pub(crate) async fn apply_patch(
+        &mut self,
+        patch: &str,
+        call_id: &str,
+    ) -> Result<String, ToolError> {
         // Under `untrusted` an edit asks first, like a command; "approve for this session"
         // covers every later patch.
         if self.thread.settings.approval_policy == ApprovalPolicy::Untrusted {
@@ -598,9 +665,9 @@ impl Turn<'_> {
                     command,
                     unsandboxed: false,
                 };
-                if let Err(reason) = self.resolve_plan(plan, &described, remember).await {
-                    return format!("patch not applied: {reason}");
-                }
+                self.resolve_plan(plan, &described, remember)
+                    .await
+                    .map_err(|err| err.prefixed("patch not applied"))?;
             }
         }
         self.progress("applying patch").await;
@@ -621,7 +688,7 @@ impl Turn<'_> {
             success,
             files,
         }));
-        text
+        Ok(text)
     }
 
     /// The size of the next request: instructions, tool specs and history.
@@ -695,25 +762,12 @@ impl Turn<'_> {
 
     /// Pairs every call of this thread's history that has no output yet.
     fn close_dangling_calls(&mut self, text: &str) -> Result<(), CoreError> {
-        let answered: HashSet<String> = self
-            .thread
-            .history
-            .iter()
-            .filter_map(|item| item.output_call_id().map(str::to_owned))
+        let outputs: Vec<ResponseItem> = baton_protocol::unanswered_calls(&self.thread.history)
+            .into_iter()
+            .filter_map(|index| baton_protocol::call_output(&self.thread.history[index], text))
             .collect();
-        let dangling: Vec<String> = self
-            .thread
-            .history
-            .iter()
-            .filter_map(|item| item.call_id())
-            .filter(|id| !answered.contains(*id))
-            .map(str::to_owned)
-            .collect();
-        for call_id in dangling {
-            self.record(ResponseItem::FunctionCallOutput {
-                call_id,
-                output: text.to_owned(),
-            })?;
+        for output in outputs {
+            self.record(output)?;
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! Turns a Codex conversation into one baton's tools and any provider can continue (SPEC §6).
+//! Turns a Codex conversation into one baton's tools and any provider can continue, under the same thread id.
 //!
 //! Codex's shell tools (`shell`, `exec_command`, `local_shell_call`) and its free-form
 //! `apply_patch` become calls of baton's `shell` and `apply_patch`; other tool calls become

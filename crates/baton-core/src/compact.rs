@@ -16,9 +16,6 @@ the conversation so far that lets you continue the work without it: the user's g
 constraints, what was done (commands, files changed, results), what was decided, and what \
 remains. Be concise and concrete; do not call tools.";
 
-/// The first message of a compacted history.
-pub(crate) const SUMMARY_HEADER: &str = "Summary of the earlier conversation (compacted by baton):";
-
 /// A rough token count: serialized bytes / 4, the usual rule of thumb for English and code.
 pub(crate) fn estimate_tokens(items: &[ResponseItem]) -> u64 {
     items.iter().map(item_tokens).sum()
@@ -75,9 +72,7 @@ pub(crate) fn replacement_history(
         })
         .cloned()
         .collect();
-    replacement.push(ResponseItem::user_message(format!(
-        "{SUMMARY_HEADER}\n{summary}"
-    )));
+    replacement.push(baton_protocol::compaction_summary_message(summary));
     let mut kept: Vec<usize> = Vec::new();
     if let Some(user) = last_user_index(history)
         && user < cut
@@ -189,7 +184,10 @@ mod tests {
         let replacement = replacement_history(&history, 2, "we did things");
         assert_eq!(replacement.len(), 4);
         let (_, first) = replacement[0].message_text().expect("message");
-        assert!(first.starts_with(SUMMARY_HEADER) && first.ends_with("we did things"));
+        assert!(
+            first.starts_with(baton_protocol::COMPACTION_SUMMARY_HEADER)
+                && first.ends_with("we did things")
+        );
         assert_eq!(replacement[1], history[1]);
         assert_eq!(&replacement[2..], &history[2..]);
     }
@@ -207,7 +205,8 @@ mod tests {
         assert!(
             replacement[1]
                 .message_text()
-                .is_some_and(|(role, text)| role == "user" && text.starts_with(SUMMARY_HEADER))
+                .is_some_and(|(role, text)| role == "user"
+                    && text.starts_with(baton_protocol::COMPACTION_SUMMARY_HEADER))
         );
         assert_eq!(replacement[2], history[3]);
         assert_eq!(replacement.len(), 3);

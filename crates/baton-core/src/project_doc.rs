@@ -1,4 +1,4 @@
-//! Project instructions, read as Codex reads them (SPEC §5): `$BATON_HOME/AGENTS.md`, then
+//! Project instructions, read as Codex reads them: `$BATON_HOME/AGENTS.md`, then
 //! one file per directory from the repository root down to the cwd, sent to the model as one
 //! user message at the start of a session.
 //!

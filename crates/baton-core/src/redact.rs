@@ -1,4 +1,4 @@
-//! The last line of defence for API keys (SPEC §2, §7): whatever a command printed or the model
+//! The last line of defence for API keys: whatever a command printed or the model
 //! wrote, a provider key's value is replaced by `[redacted]` before it is recorded in the
 //! transcript or the index, or sent to the model. Commands do not get the key variables in the
 //! first place (`baton_exec::command_env`); this catches a key that reached them another way.

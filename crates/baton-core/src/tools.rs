@@ -1,5 +1,9 @@
 //! The tools offered to the model (`shell`, `apply_patch`, `update_plan`) and the approval
 //! rules that decide whether a command runs, asks first, or is refused.
+//!
+//! Each tool is a type implementing [`Tool`]: its name, the spec the model sees, how its
+//! arguments are parsed, and how it runs within a turn (the running itself is in `agent.rs`,
+//! next to the transcript and the approval hooks it needs).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -9,77 +13,192 @@ use baton_exec::{OutputCap, ShellRequest};
 use baton_model::ToolSpec;
 use baton_protocol::{ApprovalPolicy, Plan, ResponseItem, SandboxMode, SandboxPolicy};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
-pub(crate) const SHELL_TOOL: &str = "shell";
-pub(crate) const APPLY_PATCH_TOOL: &str = "apply_patch";
-pub(crate) const UPDATE_PLAN_TOOL: &str = "update_plan";
+use crate::agent::Turn;
+use crate::error::CoreError;
+
+pub(crate) const SHELL_TOOL: &str = Shell::NAME;
+pub(crate) const APPLY_PATCH_TOOL: &str = ApplyPatch::NAME;
+pub(crate) const UPDATE_PLAN_TOOL: &str = UpdatePlan::NAME;
 const DEFAULT_SHELL_TIMEOUT: Duration = Duration::from_millis(60_000);
 
-pub(crate) fn tool_specs() -> Vec<ToolSpec> {
-    vec![
+/// Why a tool call has no ordinary result.
+#[derive(Debug)]
+pub(crate) enum ToolError {
+    /// Goes back to the model as the call's output and the turn goes on: bad arguments, a
+    /// command refused, denied or not startable, a patch that does not apply.
+    ForModel(String),
+    /// Ends the turn: the transcript cannot be written, or the turn was cancelled.
+    EndTurn(CoreError),
+}
+
+impl ToolError {
+    /// The same error, its text for the model prefixed with what was not done.
+    pub fn prefixed(self, what: &str) -> Self {
+        match self {
+            Self::ForModel(text) => Self::ForModel(format!("{what}: {text}")),
+            end => end,
+        }
+    }
+}
+
+impl From<CoreError> for ToolError {
+    fn from(err: CoreError) -> Self {
+        Self::EndTurn(err)
+    }
+}
+
+/// A tool the model can call.
+pub(crate) trait Tool {
+    const NAME: &'static str;
+    type Args: DeserializeOwned;
+
+    /// What the model is told the tool does.
+    const DESCRIPTION: &'static str;
+
+    /// The JSON schema of [`Tool::Args`], as the model sees it.
+    fn parameters() -> serde_json::Value;
+
+    /// What the model is told about the tool with each request.
+    fn spec() -> ToolSpec {
         ToolSpec {
-            name: SHELL_TOOL.to_owned(),
-            description: "Runs a command and returns its exit code and output (stdout and stderr, \
-                          capped). The command is an argv array executed directly, without a shell; \
-                          use [\"bash\", \"-lc\", \"…\"] for pipes, globs or redirections."
-                .to_owned(),
-            parameters: json!({
-                "type": "object",
-                "properties": {
-                    "command": {"type": "array", "items": {"type": "string"}, "description": "argv of the command"},
-                    "workdir": {"type": "string", "description": "working directory, relative to the session cwd"},
-                    "timeout_ms": {"type": "integer", "description": "kill the command after this many milliseconds (default 60000)"},
-                    "with_escalated_permissions": {"type": "boolean", "description": "ask the user to run this command outside the sandbox"},
-                    "justification": {"type": "string", "description": "why escalated permissions are needed"}
-                },
-                "required": ["command"],
-                "additionalProperties": false
-            }),
-        },
-        ToolSpec {
-            name: APPLY_PATCH_TOOL.to_owned(),
-            description: "Edits files with a patch in this format: '*** Begin Patch', then \
-                          '*** Add File: path' (lines prefixed +), '*** Delete File: path', or \
-                          '*** Update File: path' (optionally '*** Move to: new path') followed by \
-                          '@@' hunks of ' ', '-', '+' lines; end with '*** End Patch'. Paths are \
-                          relative to the session cwd."
-                .to_owned(),
-            parameters: json!({
-                "type": "object",
-                "properties": {"input": {"type": "string", "description": "the whole patch"}},
-                "required": ["input"],
-                "additionalProperties": false
-            }),
-        },
-        ToolSpec {
-            name: UPDATE_PLAN_TOOL.to_owned(),
-            description: "Sets the plan of the task: its steps, each pending, in_progress or \
-                          completed (at most one in_progress). Send the whole plan each time a \
-                          step starts or ends; the person following the task sees it."
-                .to_owned(),
-            parameters: json!({
-                "type": "object",
-                "properties": {
-                    "explanation": {"type": "string", "description": "why the plan changed, if it did"},
-                    "plan": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "step": {"type": "string"},
-                                "status": {"type": "string", "enum": ["pending", "in_progress", "completed"]}
-                            },
-                            "required": ["step", "status"],
-                            "additionalProperties": false
-                        }
+            name: Self::NAME.to_owned(),
+            description: Self::DESCRIPTION.to_owned(),
+            parameters: Self::parameters(),
+        }
+    }
+
+    /// The call's arguments (JSON text) as [`Tool::Args`].
+    fn parse(arguments: &str) -> Result<Self::Args, ToolError> {
+        parse_json(Self::NAME, arguments)
+    }
+
+    /// Runs the call within `turn`; the text is the call's output for the model.
+    async fn run(turn: &mut Turn<'_>, args: Self::Args, call_id: &str)
+    -> Result<String, ToolError>;
+}
+
+/// A tool's JSON arguments, or the error the model is told.
+fn parse_json<T: DeserializeOwned>(tool: &str, arguments: &str) -> Result<T, ToolError> {
+    serde_json::from_str(arguments)
+        .map_err(|err| ToolError::ForModel(format!("invalid arguments for {tool}: {err}")))
+}
+
+/// Runs a command (argv, or a script run with `bash -lc`) under the sandbox and approval
+/// policy.
+pub(crate) struct Shell;
+/// Edits files with a patch.
+pub(crate) struct ApplyPatch;
+/// Records the model's plan of the task.
+pub(crate) struct UpdatePlan;
+
+impl Tool for Shell {
+    const NAME: &'static str = "shell";
+    type Args = ShellArgs;
+
+    const DESCRIPTION: &'static str = "Runs a command and returns its exit code and output (stdout and stderr, \
+     capped). The command is an argv array executed directly, without a shell; \
+     use [\"bash\", \"-lc\", \"…\"] for pipes, globs or redirections.";
+
+    fn parameters() -> serde_json::Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "command": {"type": "array", "items": {"type": "string"}, "description": "argv of the command"},
+                "workdir": {"type": "string", "description": "working directory, relative to the session cwd"},
+                "timeout_ms": {"type": "integer", "description": "kill the command after this many milliseconds (default 60000)"},
+                "with_escalated_permissions": {"type": "boolean", "description": "ask the user to run this command outside the sandbox"},
+                "justification": {"type": "string", "description": "why escalated permissions are needed"}
+            },
+            "required": ["command"],
+            "additionalProperties": false
+        })
+    }
+
+    fn parse(arguments: &str) -> Result<ShellArgs, ToolError> {
+        let args: ShellArgs = parse_json(Self::NAME, arguments)?;
+        if args.argv().is_empty() {
+            return Err(ToolError::ForModel(
+                "invalid arguments for shell: `command` is empty".to_owned(),
+            ));
+        }
+        Ok(args)
+    }
+
+    async fn run(turn: &mut Turn<'_>, args: ShellArgs, call_id: &str) -> Result<String, ToolError> {
+        turn.run_shell(args, call_id).await
+    }
+}
+
+impl Tool for ApplyPatch {
+    const NAME: &'static str = "apply_patch";
+    type Args = ApplyPatchArgs;
+
+    const DESCRIPTION: &'static str = "Edits files with a patch in this format: '*** Begin Patch', then \
+     '*** Add File: path' (lines prefixed +), '*** Delete File: path', or \
+     '*** Update File: path' (optionally '*** Move to: new path') followed by \
+     '@@' hunks of ' ', '-', '+' lines; end with '*** End Patch'. Paths are \
+     relative to the session cwd.";
+
+    fn parameters() -> serde_json::Value {
+        json!({
+            "type": "object",
+            "properties": {"input": {"type": "string", "description": "the whole patch"}},
+            "required": ["input"],
+            "additionalProperties": false
+        })
+    }
+
+    async fn run(
+        turn: &mut Turn<'_>,
+        args: ApplyPatchArgs,
+        call_id: &str,
+    ) -> Result<String, ToolError> {
+        turn.apply_patch(&args.input, call_id).await
+    }
+}
+
+impl Tool for UpdatePlan {
+    const NAME: &'static str = "update_plan";
+    type Args = Plan;
+
+    const DESCRIPTION: &'static str = "Sets the plan of the task: its steps, each pending, in_progress or \
+     completed (at most one in_progress). Send the whole plan each time a \
+     step starts or ends; the person following the task sees it.";
+
+    fn parameters() -> serde_json::Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "explanation": {"type": "string", "description": "why the plan changed, if it did"},
+                "plan": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "step": {"type": "string"},
+                            "status": {"type": "string", "enum": ["pending", "in_progress", "completed"]}
+                        },
+                        "required": ["step", "status"],
+                        "additionalProperties": false
                     }
-                },
-                "required": ["plan"],
-                "additionalProperties": false
-            }),
-        },
-    ]
+                }
+            },
+            "required": ["plan"],
+            "additionalProperties": false
+        })
+    }
+
+    async fn run(turn: &mut Turn<'_>, plan: Plan, _call_id: &str) -> Result<String, ToolError> {
+        Ok(turn.update_plan(plan).await)
+    }
+}
+
+/// The specs of every tool, in the order the model sees them.
+pub(crate) fn tool_specs() -> Vec<ToolSpec> {
+    vec![Shell::spec(), ApplyPatch::spec(), UpdatePlan::spec()]
 }
 
 /// The newest plan in a history: the arguments of its last valid `update_plan` call.
@@ -167,39 +286,49 @@ pub(crate) enum CommandPlan {
     Refuse(String),
 }
 
+/// What the approval decision for one command looks at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CommandApproval<'a> {
+    pub policy: ApprovalPolicy,
+    pub sandbox: &'a SandboxPolicy,
+    pub argv: &'a [String],
+    /// The model asked to run the command outside the sandbox.
+    pub wants_escalation: bool,
+    /// The model's reason for the escalation, shown to the person asked.
+    pub justification: Option<&'a str>,
+    /// The person approved this command "for this session" earlier.
+    pub approved_for_session: bool,
+}
+
 /// Codex's approval semantics: `untrusted` asks for everything not known to be safe;
 /// `on-request` asks only when the model requests escalation; `on-failure` asks after a
 /// sandboxed failure (see [`retry_after_failure`]); `never` never asks.
-pub(crate) fn plan_command(
-    policy: ApprovalPolicy,
-    sandbox: &SandboxPolicy,
-    argv: &[String],
-    wants_escalation: bool,
-    justification: Option<&str>,
-    approved_for_session: bool,
-) -> CommandPlan {
+pub(crate) fn plan_command(request: &CommandApproval<'_>) -> CommandPlan {
+    let sandbox = request.sandbox;
     let unsandboxed = SandboxPolicy {
         mode: SandboxMode::DangerFullAccess,
         ..sandbox.clone()
     };
-    if wants_escalation && sandbox.mode != SandboxMode::DangerFullAccess {
-        return match policy {
+    if request.wants_escalation && sandbox.mode != SandboxMode::DangerFullAccess {
+        return match request.policy {
             ApprovalPolicy::Never => CommandPlan::Refuse(
                 "the approval policy is `never`, so the command cannot run outside the sandbox"
                     .into(),
             ),
-            _ if approved_for_session => CommandPlan::Run(unsandboxed),
+            _ if request.approved_for_session => CommandPlan::Run(unsandboxed),
             _ => CommandPlan::Ask {
-                reason: justification
+                reason: request
+                    .justification
                     .unwrap_or("the command asks to run outside the sandbox")
                     .to_owned(),
                 sandbox: unsandboxed,
             },
         };
     }
-    match policy {
+    match request.policy {
         ApprovalPolicy::Untrusted
-            if !approved_for_session && !baton_exec::is_known_safe_command(argv) =>
+            if !request.approved_for_session
+                && !baton_exec::is_known_safe_command(request.argv) =>
         {
             CommandPlan::Ask {
                 reason:
@@ -275,6 +404,24 @@ mod tests {
 
     fn workspace() -> SandboxPolicy {
         SandboxPolicy::default()
+    }
+
+    fn plan_command(
+        policy: ApprovalPolicy,
+        sandbox: &SandboxPolicy,
+        argv: &[String],
+        wants_escalation: bool,
+        justification: Option<&str>,
+        approved_for_session: bool,
+    ) -> CommandPlan {
+        super::plan_command(&CommandApproval {
+            policy,
+            sandbox,
+            argv,
+            wants_escalation,
+            justification,
+            approved_for_session,
+        })
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! What every command's child does between fork and exec besides the sandbox proper: shed the
-//! descriptors it inherited and, when sandboxed, every capability (SPEC §7: "a sandboxed
+//! descriptors it inherited and, when sandboxed, every capability (the rule: "a sandboxed
 //! command has no capabilities and no descriptor above 2 that baton did not open for it").
 //!
 //! The numbers these need (the last capability, the descriptor limit) are read in the parent

@@ -1,4 +1,4 @@
-//! The environment of a command the model runs (SPEC §7 "Commands' environment"): baton's own
+//! The environment of a command the model runs: baton's own
 //! environment filtered by `[shell_environment_policy]`, so that API keys and other secrets in
 //! baton's environment never reach a command (whose output goes to the model and the transcript).
 

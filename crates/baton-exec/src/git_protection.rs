@@ -1,5 +1,5 @@
 //! Keeps the `.git` directories of the writable roots read-only for a `workspace-write` command,
-//! as Codex does (SPEC §7 "Sandbox config").
+//! as Codex does (so a sandboxed command cannot rewrite history or hooks).
 //!
 //! Landlock can only allow (it cannot carve a read-only hole into a writable tree), so the child
 //! enters a private mount namespace before exec, bind-mounts each `.git` onto itself and remounts
@@ -384,6 +384,24 @@ fn probe() -> Result<Mechanism, String> {
     Err(reasons.join("; "))
 }
 
+/// Reads everything a forked probe child wrote to its pipe (after closing this process's copy
+/// of the write end, so the read ends when the child does), then reaps the child: the report
+/// and the child's wait status.
+pub(crate) fn collect_probe_report(
+    pid: libc::pid_t,
+    mut reader: io::PipeReader,
+    writer: io::PipeWriter,
+) -> Result<(Vec<u8>, i32), String> {
+    drop(writer);
+    let mut message = Vec::new();
+    let read = reader.read_to_end(&mut message);
+    let mut status = 0;
+    // SAFETY: waits for the child forked by the caller.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    read.map_err(|error| format!("reading the probe's report: {error}"))?;
+    Ok((message, status))
+}
+
 /// Forks; the child (optionally after becoming `become_user` = (uid, gid)) applies
 /// `protection` and checks that `dir` refuses writes, then reports back through a pipe.
 fn check_in_forked_child(
@@ -392,7 +410,7 @@ fn check_in_forked_child(
     become_user: Option<(u32, u32)>,
 ) -> Result<(), String> {
     let dir = CString::new(dir.as_os_str().as_bytes()).map_err(|error| error.to_string())?;
-    let (mut reader, writer) =
+    let (reader, writer) =
         io::pipe().map_err(|error| format!("creating the probe's pipe: {error}"))?;
     let report_fd = writer.as_raw_fd();
 
@@ -424,13 +442,7 @@ fn check_in_forked_child(
         unsafe { libc::_exit(code) };
     }
 
-    drop(writer);
-    let mut message = Vec::new();
-    let read = reader.read_to_end(&mut message);
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    read.map_err(|error| format!("reading the probe's report: {error}"))?;
+    let (message, status) = collect_probe_report(pid, reader, writer)?;
     if let [step, errno @ ..] = message.as_slice() {
         let step = Step::ALL
             .into_iter()

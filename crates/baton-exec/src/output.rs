@@ -13,7 +13,7 @@ pub struct OutputCap {
 }
 
 impl Default for OutputCap {
-    /// 10 KiB head + 10 KiB tail (SPEC §7 "Shell output cap").
+    /// 10 KiB head + 10 KiB tail, so the model sees how a long output starts and ends.
     fn default() -> Self {
         Self {
             head_bytes: 10 * 1024,

@@ -20,7 +20,7 @@
 //! Entering the namespace needs `CAP_SYS_ADMIN` (baton run as root) or an unprivileged user
 //! namespace (identity uid/gid maps, as for `.git`); [`availability`] probes which, once.
 
-use std::io::{self, Read as _};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 
@@ -277,7 +277,7 @@ fn check_in_forked_child(
     namespace: &PidNamespace,
     become_user: Option<(u32, u32)>,
 ) -> Result<(), String> {
-    let (mut reader, writer) =
+    let (reader, writer) =
         io::pipe().map_err(|error| format!("creating the probe's pipe: {error}"))?;
     let report_fd = writer.as_raw_fd();
     // SAFETY: the child only makes raw syscalls and ends in `_exit`.
@@ -312,13 +312,7 @@ fn check_in_forked_child(
             libc::_exit(code)
         }
     }
-    drop(writer);
-    let mut message = Vec::new();
-    let read = reader.read_to_end(&mut message);
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    read.map_err(|error| format!("reading the probe's report: {error}"))?;
+    let (message, status) = crate::git_protection::collect_probe_report(pid, reader, writer)?;
     let value = <[u8; 4]>::try_from(message.as_slice()).map(i32::from_ne_bytes);
     let exited_with = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     match (exited_with, value) {

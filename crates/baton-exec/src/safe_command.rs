@@ -1,5 +1,5 @@
 //! Which commands only list or read, so that `untrusted` need not ask before running them
-//! (SPEC §7 "Approval form").
+//! (the approval rules use it: such commands run without asking).
 //!
 //! The classification is deliberately narrow: anything not recognised needs approval.
 

@@ -1,4 +1,4 @@
-//! OS enforcement of a [`SandboxPolicy`] for one command (SPEC §5, §7 "Sandbox config").
+//! OS enforcement of a [`SandboxPolicy`] for one command (`read-only`, `workspace-write`, `danger-full-access`, as Codex names them).
 //!
 //! Everything that allocates or opens files happens in the parent ([`prepare`]): the Landlock
 //! ruleset is created and filled there, the seccomp program is assembled there. Between fork

@@ -71,10 +71,4 @@ pub(crate) fn code_and_message(error: &Value) -> (Option<String>, String) {
 }
 
 /// On one line and at most `max_chars` characters.
-pub(crate) fn shorten(text: &str, max_chars: usize) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match line.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", &line[..cut]),
-        None => line,
-    }
-}
+pub(crate) use baton_protocol::shorten_line as shorten;

@@ -220,14 +220,6 @@ pub fn content_text(content: &[ContentItem]) -> String {
     text
 }
 
-/// `text` cut to at most `max` characters, with `…` when something was cut.
-pub fn shorten(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
-
 /// A readable rendering of a conversation, for `baton sessions show` and resources.
 pub fn history_text(items: &[ResponseItem]) -> String {
     let mut out = String::new();
@@ -361,13 +353,6 @@ mod tests {
             serde_json::from_value(json!({"type": "web_search_call", "action": {}}))
                 .expect("unknown type");
         assert_eq!(unknown, ResponseItem::Other);
-    }
-
-    #[test]
-    fn shorten_counts_characters() {
-        assert_eq!(shorten("héllo", 10), "héllo");
-        assert_eq!(shorten("héllo", 2), "hé…");
-        assert_eq!(shorten("", 0), "");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Shared data types of baton: thread ids, the items of a conversation, the lines of a rollout
 //! transcript and the sandbox and approval policies.
 //!
-//! This crate has no IO. The shapes follow Codex's rollout format (SPEC §4 and §6) so that
+//! This crate has no IO. The shapes follow Codex's rollout format so that
 //! files written by either tool can be read by the other.
 
+mod history;
 mod items;
 mod one_of;
 mod policy;
@@ -11,7 +12,11 @@ mod provider;
 mod rollout;
 mod thread_id;
 
-pub use items::{ContentItem, ResponseItem, history_text, leading_type, shorten};
+pub use history::{
+    COMPACTION_SUMMARY_HEADER, call_output, compaction_summary_message, is_context_message,
+    shorten, shorten_line, unanswered_calls, user_turn_starts,
+};
+pub use items::{ContentItem, ResponseItem, history_text, leading_type};
 pub use policy::{
     ApprovalPolicy, EnvInherit, ParsePolicyError, SandboxMode, SandboxPolicy,
     ShellEnvironmentPolicy,

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// What the commands of a session may touch (SPEC §5).
+/// What the commands of a session may touch: Codex's three sandbox modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SandboxMode {
@@ -37,7 +37,7 @@ pub struct SandboxPolicy {
     #[serde(default)]
     pub network_access: bool,
     /// Unix socket paths a command may still reach with `network_access = false`; when any is
-    /// given, `AF_UNIX` sockets are allowed (SPEC §7 "Commands' environment").
+    /// given, `AF_UNIX` sockets are allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_unix_sockets: Vec<PathBuf>,
 }

@@ -30,7 +30,7 @@ impl<'de> Deserialize<'de> for WireApi {
     }
 }
 
-/// A model provider as configured under `[model_providers.<id>]` (SPEC §2). Keys baton does
+/// A model provider as configured under `[model_providers.<id>]` in `config.toml`. Keys baton does
 /// not read (Codex's `query_params`, `requires_openai_auth` …) are ignored.
 ///
 /// `Debug` shows the names of `http_headers` but not their values, and `base_url` redacted

@@ -66,7 +66,7 @@ pub struct SessionMeta {
     /// Set when this thread was forked from another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<ThreadId>,
-    /// The owner of the token that started the session over HTTP (SPEC §8.1); only that
+    /// The owner of the token that started the session over HTTP; only that
     /// owner's token sees the session over HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,

@@ -82,8 +82,11 @@ fn shorten_for_message(text: &str) -> String {
     if cleaned.chars().count() <= MAX {
         cleaned
     } else {
-        let head: String = cleaned.chars().take(MAX).collect();
-        format!("{head}… ({} characters)", text.chars().count())
+        format!(
+            "{} ({} characters)",
+            crate::shorten(&cleaned, MAX),
+            text.chars().count()
+        )
     }
 }
 

@@ -1,4 +1,4 @@
-//! Finding a Codex CLI transcript by thread id (SPEC §6). Codex's files are only ever read.
+//! Finding a Codex CLI transcript by thread id, to continue it. Codex's files are only ever read.
 
 use std::path::{Path, PathBuf};
 

@@ -23,7 +23,7 @@ const SCHEMA_VERSION: i64 = 3;
 /// In-place upgrades, append-only: `(from_version, sql)`. Each runs in the transaction that
 /// sets the next version.
 const MIGRATIONS: &[(i64, &str)] = &[
-    // Version 3: the owner of threads started over HTTP with a token (SPEC §8.1). Threads
+    // Version 3: the owner of threads started over HTTP with a token. Threads
     // indexed before had no owner, so NULL is their true value.
     (2, "ALTER TABLE threads ADD COLUMN owner TEXT;"),
 ];

@@ -8,7 +8,7 @@
 //! a transcript file. The index is a cache: it may be deleted or corrupted at any time, and
 //! every lookup then falls back to the files (and refills the index).
 //!
-//! The file format is Codex's (SPEC §4, §6), so [`read_rollout`] and
+//! The file format is Codex's rollout JSONL, so [`read_rollout`] and
 //! [`find_codex_rollout`] also read Codex's transcripts. All IO is blocking; async callers
 //! use `spawn_blocking`.
 

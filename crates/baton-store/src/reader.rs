@@ -1,4 +1,3 @@
-use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -329,34 +328,12 @@ fn history_after_compaction(compacted: Compacted) -> Vec<ResponseItem> {
 /// reject a history with an unanswered call, and a call is unanswered when the process died
 /// while the tool ran.
 pub(crate) fn pair_interrupted_calls(history: &mut Vec<ResponseItem>) {
-    let unanswered: Vec<usize> = {
-        let answered: HashSet<&str> = history
-            .iter()
-            .filter_map(ResponseItem::output_call_id)
-            .collect();
-        history
-            .iter()
-            .enumerate()
-            .filter(|(_, item)| item.call_id().is_some_and(|id| !answered.contains(id)))
-            .map(|(index, _)| index)
-            .collect()
-    };
+    let unanswered = baton_protocol::unanswered_calls(history);
     // From the back, so earlier indices stay valid.
     for &index in unanswered.iter().rev() {
-        let output = match &history[index] {
-            ResponseItem::CustomToolCall { call_id, .. } => ResponseItem::CustomToolCallOutput {
-                call_id: call_id.clone(),
-                output: ABORTED_CALL_OUTPUT.to_owned(),
-            },
-            other => match other.call_id() {
-                Some(call_id) => ResponseItem::FunctionCallOutput {
-                    call_id: call_id.to_owned(),
-                    output: ABORTED_CALL_OUTPUT.to_owned(),
-                },
-                None => continue,
-            },
-        };
-        history.insert(index + 1, output);
+        if let Some(output) = baton_protocol::call_output(&history[index], ABORTED_CALL_OUTPUT) {
+            history.insert(index + 1, output);
+        }
     }
 }
 

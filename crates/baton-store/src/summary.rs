@@ -332,26 +332,7 @@ impl SummaryBuilder {
     }
 }
 
-/// True for a user-role message that a person did not type: the context Codex sends as user
-/// messages (environment, instructions, shell commands, abort notices) and the summary that
-/// replaces the conversation after baton compacts it. Such messages are neither a thread's
-/// first prompt nor a turn.
-pub fn is_context_message(text: &str) -> bool {
-    const PREFIXES: [&str; 7] = [
-        "<environment_context>",
-        "<user_instructions>",
-        "# AGENTS.md instructions",
-        "<INSTRUCTIONS>",
-        "<user_shell_command>",
-        "<turn_aborted>",
-        COMPACTION_SUMMARY_HEADER,
-    ];
-    let text = text.trim_start();
-    PREFIXES.iter().any(|prefix| text.starts_with(prefix))
-}
-
-/// How baton's compaction summary starts (baton-core writes it; the store recognises it).
-const COMPACTION_SUMMARY_HEADER: &str = "Summary of the earlier conversation (compacted by baton):";
+pub use baton_protocol::is_context_message;
 
 pub(crate) fn clip(mut text: String) -> String {
     if text.len() > SUMMARY_TEXT_LIMIT {

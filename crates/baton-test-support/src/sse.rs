@@ -170,20 +170,33 @@ impl<'a> Encoder<'a> {
         self.event("response.completed", json!({"response": response}));
     }
 
-    fn responses_message(&mut self, index: usize, text: &str) -> Value {
-        let item_id = format!("msg_{}_{index}", self.id);
-        let added = json!({"type": "message", "id": item_id, "status": "in_progress",
-            "role": "assistant", "content": []});
+    /// `response.output_item.added` for `added`, then `text` in pieces as `delta_event`
+    /// events: `delta` with the piece as its `delta` field.
+    fn added_then_deltas(
+        &mut self,
+        index: usize,
+        added: Value,
+        delta_event: &str,
+        delta: Value,
+        text: &str,
+    ) {
         self.event(
             "response.output_item.added",
             json!({"output_index": index, "item": added}),
         );
         for piece in pieces(text) {
-            self.event(
-                "response.output_text.delta",
-                json!({"item_id": item_id, "output_index": index, "content_index": 0, "delta": piece}),
-            );
+            let mut event = delta.clone();
+            event["delta"] = json!(piece);
+            self.event(delta_event, event);
         }
+    }
+
+    fn responses_message(&mut self, index: usize, text: &str) -> Value {
+        let item_id = format!("msg_{}_{index}", self.id);
+        let added = json!({"type": "message", "id": item_id, "status": "in_progress",
+            "role": "assistant", "content": []});
+        let delta = json!({"item_id": item_id, "output_index": index, "content_index": 0});
+        self.added_then_deltas(index, added, "response.output_text.delta", delta, text);
         self.event(
             "response.output_text.done",
             json!({"item_id": item_id, "output_index": index, "content_index": 0, "text": text}),
@@ -197,16 +210,9 @@ impl<'a> Encoder<'a> {
         let call_id = self.call_id(index);
         let added = json!({"type": "function_call", "id": item_id, "status": "in_progress",
             "name": name, "arguments": "", "call_id": call_id});
-        self.event(
-            "response.output_item.added",
-            json!({"output_index": index, "item": added}),
-        );
-        for piece in pieces(arguments) {
-            self.event(
-                "response.function_call_arguments.delta",
-                json!({"item_id": item_id, "output_index": index, "delta": piece}),
-            );
-        }
+        let delta = json!({"item_id": item_id, "output_index": index});
+        let event = "response.function_call_arguments.delta";
+        self.added_then_deltas(index, added, event, delta, arguments);
         self.event(
             "response.function_call_arguments.done",
             json!({"item_id": item_id, "output_index": index, "arguments": arguments}),
@@ -218,13 +224,7 @@ impl<'a> Encoder<'a> {
     /// Text first (the Chat API has one message per choice), then each call: id and name in
     /// one chunk, the arguments in several.
     fn chat_items(&mut self, items: &[ReplyItem]) {
-        let texts: Vec<&str> = items
-            .iter()
-            .filter_map(|item| match item {
-                ReplyItem::Text(text) => Some(text.as_str()),
-                ReplyItem::ToolCall { .. } => None,
-            })
-            .collect();
+        let texts = reply_texts(items);
         let text = texts.join("\n");
         for piece in pieces(&text) {
             self.chunk(json!({"content": piece}), None);
@@ -346,19 +346,24 @@ fn usage(request: &RecordedRequest, text: &str, items: &[ReplyItem]) -> Value {
     })
 }
 
+/// The texts of a reply, in order (its tool calls left out).
+fn reply_texts(items: &[ReplyItem]) -> Vec<&str> {
+    items
+        .iter()
+        .filter_map(|item| match item {
+            ReplyItem::Text(text) => Some(text.as_str()),
+            ReplyItem::ToolCall { .. } => None,
+        })
+        .collect()
+}
+
 /// The Responses-shaped usage object the server reports when it answers `request` with
 /// `reply`; `None` for replies that report none (errors, dropped streams).
 pub(crate) fn reported_usage(request: &RecordedRequest, reply: &Reply) -> Option<Value> {
     match reply {
         Reply::Stall { then, .. } => reported_usage(request, then),
         Reply::Items(items) | Reply::StallMidStream { items, .. } => {
-            let texts: Vec<&str> = items
-                .iter()
-                .filter_map(|item| match item {
-                    ReplyItem::Text(text) => Some(text.as_str()),
-                    ReplyItem::ToolCall { .. } => None,
-                })
-                .collect();
+            let texts = reply_texts(items);
             // The Responses stream concatenates the texts; the Chat stream joins them with
             // newlines (one message per choice).
             let text = match request.wire {

@@ -1,5 +1,5 @@
-//! `baton mcp-server --listen`: the same MCP server over Streamable HTTP, for a team
-//! (SPEC §8.1).
+//! `baton mcp-server --listen`: the same MCP server over Streamable HTTP, for a team sharing
+//! one server (callers with tokens, each confined to its own threads and workspace roots).
 //!
 //! rmcp's `StreamableHttpService` serves both eras at `/mcp` with the same `BatonServer`
 //! handler as stdio. Everything a network adds is a tower layer around it, outermost first:
