@@ -785,3 +785,59 @@ async fn an_approved_escalation_still_runs_in_the_sandbox_over_http() {
         "the command did not run outside the sandbox"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_owner_cannot_use_or_end_a_session_it_did_not_create() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model server");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let alice_token = add_token(&env, "alice");
+    let bob_token = add_token(&env, "bob");
+    let server = HttpServerProcess::spawn(&env, &[]);
+    let alice_auth = format!("Bearer {alice_token}");
+    let bob_auth = format!("Bearer {bob_token}");
+
+    let created = server
+        .post(
+            common::http::initialize_body().to_string(),
+            &[("authorization", &alice_auth)],
+        )
+        .await;
+    assert!(created.status().is_success(), "{}", created.status());
+    let session = created
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|value| value.to_str().ok())
+        .expect("a 2025-11-25 session id")
+        .to_owned();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
+    let version = ("mcp-protocol-version", "2025-11-25");
+    let bob = [
+        ("authorization", bob_auth.as_str()),
+        ("mcp-session-id", session.as_str()),
+        version,
+    ];
+    let refused = server.post(list.clone(), &bob).await;
+    assert_eq!(refused.status(), reqwest::StatusCode::NOT_FOUND);
+    let deleted = reqwest::Client::new()
+        .delete(&server.url)
+        .header("authorization", &bob_auth)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status(), reqwest::StatusCode::NOT_FOUND);
+
+    // Alice's session is untouched by Bob's attempts.
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+    let alice = [
+        ("authorization", alice_auth.as_str()),
+        ("mcp-session-id", session.as_str()),
+        version,
+    ];
+    let accepted = server.post(initialized, &alice).await;
+    assert!(accepted.status().is_success(), "{}", accepted.status());
+    let listed = server.post(list, &alice).await;
+    assert!(listed.status().is_success(), "{}", listed.status());
+    let body = listed.text().await.expect("body");
+    assert!(body.contains("baton-reply"), "{body}");
+}

@@ -4,7 +4,8 @@
 //! rmcp's `StreamableHttpService` serves both eras at `/mcp` with the same `BatonServer`
 //! handler as stdio. Everything a network adds is a tower layer around it, outermost first:
 //! Host/Origin checks (403), bearer tokens (401, and the caller's owner for the handler),
-//! the body limit (413, `body_limit.rs`), and per-thread arrival order. Capacity and workspace confinement
+//! the body limit (413, `body_limit.rs`), sessions bound to the owner that created them
+//! (`session_owner.rs`: another owner's `Mcp-Session-Id` is a 404), and per-thread arrival order. Capacity and workspace confinement
 //! are decided per call, in the handler, from the state built here.
 //!
 //! Architecture invariant: nothing here knows about threads; owners and roots reach
@@ -14,6 +15,7 @@ mod arrival;
 mod auth;
 mod body_limit;
 mod origin;
+mod session_owner;
 pub mod tokens;
 mod turns;
 
@@ -171,6 +173,10 @@ fn router(
         .layer(from_fn_with_state(
             Arc::new(ArrivalOrder::default()),
             arrival::take_tickets,
+        ))
+        .layer(from_fn_with_state(
+            Arc::new(session_owner::SessionOwners::default()),
+            session_owner::bind_sessions,
         ))
         .layer(from_fn_with_state(
             options.max_request_bytes,
