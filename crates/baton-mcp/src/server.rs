@@ -368,7 +368,8 @@ impl ServerHandler for BatonServer {
                     "no such resource: {}; baton serves baton://sessions/<threadId>",
                     request.uri
                 ),
-                None,
+                // The requested URI in `data`, as the protocol recommends.
+                Some(serde_json::json!({ "uri": request.uri })),
             ));
         };
         match self.manager.transcript_text_as(id, &access).await {
@@ -378,7 +379,10 @@ impl ServerHandler for BatonServer {
             .into()),
             // A malformed id names no resource either.
             Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::BadInput) => {
-                Err(ErrorData::resource_not_found(err.to_string(), None))
+                Err(ErrorData::resource_not_found(
+                    err.to_string(),
+                    Some(serde_json::json!({ "uri": request.uri })),
+                ))
             }
             Err(err) => Err(ErrorData::internal_error(err.to_string(), None)),
         }

@@ -1,6 +1,7 @@
 //! Per-thread arrival order over HTTP: a tower layer that reads a POST body (already capped
 //! by the body-limit layer) and gives a `baton-reply` call its ticket in the thread's queue
-//! in the order the requests arrived (see `crate::order`).
+//! in the order the requests arrived (see `crate::order`). Having the message in hand, it also
+//! answers a stateless `initialize` itself (see `removed`).
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
+use super::removed;
 use crate::order::{ArrivalOrder, reply_thread};
 
 /// The middleware function; mount with `axum::middleware::from_fn_with_state(order, ...)`.
@@ -34,7 +36,11 @@ pub async fn take_tickets(
             };
         }
     };
-    if let Ok(message) = serde_json::from_slice::<serde_json::Value>(&bytes)
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+    if let Some(response) = message.as_ref().and_then(removed::stateless_initialize) {
+        return response;
+    }
+    if let Some(message) = message
         && message.get("method").and_then(|m| m.as_str()) == Some("tools/call")
         && let Some(params) = message.get("params")
         && let Some(tool) = params.get("name").and_then(|n| n.as_str())

@@ -13,6 +13,7 @@
 mod arrival;
 mod auth;
 mod origin;
+mod removed;
 pub mod tokens;
 mod turns;
 
