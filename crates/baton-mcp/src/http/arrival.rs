@@ -12,12 +12,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
-use super::removed;
+use super::{Metrics, removed};
 use crate::order::{ArrivalOrder, reply_thread};
 
 /// The middleware function; mount with `axum::middleware::from_fn_with_state(order, ...)`.
 pub async fn take_tickets(
-    State(order): State<Arc<ArrivalOrder>>,
+    State((order, metrics)): State<(Arc<ArrivalOrder>, Arc<Metrics>)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -39,6 +39,13 @@ pub async fn take_tickets(
     let message = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
     if let Some(response) = message.as_ref().and_then(removed::stateless_initialize) {
         return response;
+    }
+    if let Some(message) = &message
+        && message.get("method").and_then(|m| m.as_str()) == Some("tools/call")
+        && let Some(params) = message.get("params")
+        && let Some(tool) = params.get("name").and_then(|n| n.as_str())
+    {
+        metrics.tool_called(tool);
     }
     if let Some(message) = message
         && message.get("method").and_then(|m| m.as_str()) == Some("tools/call")

@@ -12,6 +12,7 @@
 
 mod arrival;
 mod auth;
+mod metrics;
 mod origin;
 mod removed;
 pub mod tokens;
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 
 pub use auth::Caller;
+pub(crate) use metrics::{Metrics, RunningTurn};
 pub use tokens::{TokenTable, TokensError, add_token};
 pub(crate) use turns::{HttpPolicy, abort_with};
 
@@ -110,6 +112,7 @@ pub async fn serve_http(
             allow_danger_full_access: options.allow_danger_full_access,
         }),
         turns: turns::TurnGate::new(options.max_running_turns),
+        metrics: Arc::new(Metrics::new()),
     });
     let rmcp_stop = CancellationToken::new();
     let app = router(manager, &options, local, policy.clone(), rmcp_stop.clone());
@@ -149,6 +152,7 @@ fn router(
     policy: Arc<HttpPolicy>,
     rmcp_stop: CancellationToken,
 ) -> Router {
+    let metrics = policy.metrics.clone();
     let server = BatonServer::for_http(manager, policy);
     // Host and Origin are checked by our own layer (it knows the listener's real port), so
     // rmcp's copy of the check is off.
@@ -167,10 +171,11 @@ fn router(
         &options.allowed_hosts,
         &options.allowed_origins,
     ));
+    let peers_for_metrics = peers.clone();
     let mcp_routes = Router::new()
         .route_service("/mcp", mcp)
         .layer(from_fn_with_state(
-            Arc::new(ArrivalOrder::default()),
+            (Arc::new(ArrivalOrder::default()), metrics.clone()),
             arrival::take_tickets,
         ))
         .layer(RequestBodyLimitLayer::new(options.max_request_bytes))
@@ -179,7 +184,21 @@ fn router(
             auth::authenticate,
         ))
         .layer(from_fn_with_state(peers, origin::check_host_and_origin));
+    // /metrics is authenticated exactly like /mcp (open only where /mcp is: loopback without
+    // tokens); no body limit or tickets, it has no body.
+    let metrics_routes = Router::new()
+        .route("/metrics", get(metrics::serve).with_state(metrics.clone()))
+        .layer(from_fn_with_state(
+            Arc::new(options.tokens.clone()),
+            auth::authenticate,
+        ))
+        .layer(from_fn_with_state(
+            peers_for_metrics,
+            origin::check_host_and_origin,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(mcp_routes)
+        .merge(metrics_routes)
+        .layer(from_fn_with_state(metrics, metrics::count_requests))
 }
