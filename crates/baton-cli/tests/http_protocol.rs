@@ -160,6 +160,20 @@ async fn metrics_count_the_turns_and_tool_calls_and_need_the_token() {
     assert_eq!(value("baton_turns_running"), 0.0);
     assert_eq!(value(r#"baton_tool_calls_total{tool="baton"}"#), 1.0);
     assert_eq!(value(r#"baton_tool_calls_total{tool="baton-reply"}"#), 1.0);
+    // One model request per turn with the default script's plain answer; store operations
+    // on the turns' path were timed.
+    assert_eq!(
+        value(r#"baton_model_request_seconds_count{result="ok"}"#),
+        2.0
+    );
+    for operation in ["create_thread", "append_to", "append", "sync"] {
+        assert!(
+            value(&format!(
+                r#"baton_store_operation_seconds_count{{operation="{operation}"}}"#
+            )) >= 1.0,
+            "{operation}: {text}"
+        );
+    }
     assert!(
         value(r#"baton_http_requests_total{status="401"}"#) >= 2.0,
         "{text}"

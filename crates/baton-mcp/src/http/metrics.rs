@@ -12,7 +12,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct Outcome {
@@ -22,6 +24,16 @@ pub(crate) struct Outcome {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct Tool {
     tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Operation {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ModelResult {
+    result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -36,6 +48,8 @@ pub(crate) struct Metrics {
     turns_finished: Family<Outcome, Counter>,
     tool_calls: Family<Tool, Counter>,
     http_requests: Family<Status, Counter>,
+    model_seconds: Family<ModelResult, Histogram>,
+    store_seconds: Family<Operation, Histogram>,
 }
 
 impl Metrics {
@@ -45,6 +59,23 @@ impl Metrics {
         let turns_finished = Family::<Outcome, Counter>::default();
         let tool_calls = Family::<Tool, Counter>::default();
         let http_requests = Family::<Status, Counter>::default();
+        // Model requests: 10 ms to ~3 min; store operations: 10 µs to ~5 s.
+        let model_seconds = Family::<ModelResult, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.01, 2.0, 15))) as fn() -> Histogram,
+        );
+        let store_seconds = Family::<Operation, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.00001, 3.0, 13))) as fn() -> Histogram,
+        );
+        registry.register(
+            "model_request_seconds",
+            "Latency of model requests (the whole streamed answer), by result (ok, error)",
+            model_seconds.clone(),
+        );
+        registry.register(
+            "store_operation_seconds",
+            "Latency of session store operations, by operation",
+            store_seconds.clone(),
+        );
         registry.register("turns_running", "Turns running now", turns_running.clone());
         registry.register(
             "turns_finished",
@@ -67,7 +98,26 @@ impl Metrics {
             turns_finished,
             tool_calls,
             http_requests,
+            model_seconds,
+            store_seconds,
         }
+    }
+
+    pub fn model_request(&self, elapsed: Duration, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.model_seconds
+            .get_or_create(&ModelResult {
+                result: result.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn store_operation(&self, operation: &'static str, elapsed: Duration) {
+        self.store_seconds
+            .get_or_create(&Operation {
+                operation: operation.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn tool_called(&self, tool: &str) {

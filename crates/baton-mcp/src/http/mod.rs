@@ -13,6 +13,7 @@
 mod arrival;
 mod auth;
 mod metrics;
+mod observe;
 mod origin;
 mod removed;
 pub mod tokens;
@@ -35,6 +36,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 pub use auth::Caller;
 pub(crate) use metrics::{Metrics, RunningTurn};
+pub use observe::HttpMetrics;
 pub use tokens::{TokenTable, TokensError, add_token};
 pub(crate) use turns::{HttpPolicy, abort_with};
 
@@ -55,6 +57,8 @@ pub struct HttpOptions {
     pub max_request_bytes: usize,
     pub max_running_turns: usize,
     pub shutdown_grace: Duration,
+    /// Also wraps the manager's model factory and store (see [`HttpMetrics`]).
+    pub metrics: HttpMetrics,
 }
 
 /// Why the HTTP server cannot start.
@@ -112,7 +116,7 @@ pub async fn serve_http(
             allow_danger_full_access: options.allow_danger_full_access,
         }),
         turns: turns::TurnGate::new(options.max_running_turns),
-        metrics: Arc::new(Metrics::new()),
+        metrics: options.metrics.0.clone(),
     });
     let rmcp_stop = CancellationToken::new();
     let app = router(manager, &options, local, policy.clone(), rmcp_stop.clone());
