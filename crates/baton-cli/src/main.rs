@@ -185,8 +185,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::McpServer(McpServerArgs {
             listen: Some(listen),
         }) => {
-            let manager = manager(store, overrides, SessionSource::Mcp)?;
-            let options = http_options(&manager, &listen).await?;
+            // Built first: it also times the manager's model requests and store operations.
+            let metrics = baton_mcp::http::HttpMetrics::default();
+            let manager = observed_manager(store, overrides, &metrics)?;
+            let options = http_options(&manager, &listen, metrics).await?;
             baton_mcp::serve_http(manager, options).await?;
             Ok(())
         }
@@ -222,6 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn http_options(
     manager: &ThreadManager,
     listen: &str,
+    metrics: baton_mcp::http::HttpMetrics,
 ) -> anyhow::Result<baton_mcp::HttpOptions> {
     let listen_addr = tokio::net::lookup_host(listen)
         .await
@@ -257,6 +260,7 @@ async fn http_options(
         max_request_bytes: server.max_request_bytes,
         max_running_turns: server.max_running_turns,
         shutdown_grace: server.shutdown_grace,
+        metrics,
     };
     baton_mcp::http::check_listen(&options).map_err(|err| UsageError(err.to_string()))?;
     Ok(options)
@@ -292,6 +296,29 @@ fn manager(
         Some(store) => ThreadManager::with_store(options, models, store)?,
         None => ThreadManager::new(options, models)?,
     };
+    Ok(Arc::new(manager))
+}
+
+/// The HTTP server's manager: its model factory and store wrapped by `metrics`.
+fn observed_manager(
+    store: Option<&str>,
+    overrides: ConfigOverrides,
+    metrics: &baton_mcp::http::HttpMetrics,
+) -> anyhow::Result<Arc<ThreadManager>> {
+    let home = baton_config::find_baton_home()?;
+    let store = match open_store(store, &home, &overrides)? {
+        Some(store) => store,
+        None => Arc::new(baton_store::FileStore::open(&home)?),
+    };
+    let manager = ThreadManager::with_store(
+        ThreadManagerOptions {
+            home,
+            overrides,
+            source: SessionSource::Mcp,
+        },
+        metrics.models(Arc::new(HttpModelClientFactory::default())),
+        metrics.store(store),
+    )?;
     Ok(Arc::new(manager))
 }
 

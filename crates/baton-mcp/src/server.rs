@@ -24,7 +24,7 @@ use crate::args::{
     TurnOutput, UsageOutput, input_schema,
 };
 use crate::hooks::turn_hooks;
-use crate::http::{Caller, HttpPolicy, abort_with};
+use crate::http::{Caller, HttpPolicy, RunningTurn, abort_with};
 use crate::order::Ticket;
 
 const SESSION_URI_PREFIX: &str = "baton://sessions/";
@@ -44,6 +44,18 @@ pub struct BatonServer {
 struct TurnAdmission {
     _permit: tokio::sync::OwnedSemaphorePermit,
     _abort_link: tokio_util::sync::DropGuard,
+    _running: RunningTurn,
+    policy: Arc<HttpPolicy>,
+}
+
+impl TurnAdmission {
+    /// Counts the turn's outcome in the HTTP server's metrics.
+    fn record(&self, outcome: &Result<TurnResult, CoreError>) {
+        let error = outcome.as_ref().err().map(CoreError::kind);
+        self.policy
+            .metrics
+            .turn_finished(error, self.policy.turns.aborting());
+    }
 }
 
 #[tool_router]
@@ -100,11 +112,15 @@ impl BatonServer {
             config,
         };
         let (mut hooks, _heartbeat) = turn_hooks(&ctx);
-        let _admission = match self.admit(&mut hooks) {
+        let admission = match self.admit(&mut hooks) {
             Ok(admission) => admission,
             Err(message) => return tool_error(message),
         };
-        turn_result(self.manager.start_thread(request, hooks).await)
+        let outcome = self.manager.start_thread(request, hooks).await;
+        if let Some(admission) = &admission {
+            admission.record(&outcome);
+        }
+        turn_result(outcome)
     }
 
     #[tool(
@@ -149,11 +165,15 @@ impl BatonServer {
             }
         }
         let (mut hooks, _heartbeat) = turn_hooks(&ctx);
-        let _admission = match self.admit(&mut hooks) {
+        let admission = match self.admit(&mut hooks) {
             Ok(admission) => admission,
             Err(message) => return tool_error(message),
         };
-        turn_result(self.manager.reply(request, hooks).await)
+        let outcome = self.manager.reply(request, hooks).await;
+        if let Some(admission) = &admission {
+            admission.record(&outcome);
+        }
+        turn_result(outcome)
     }
 
     #[tool(
@@ -268,6 +288,8 @@ impl BatonServer {
         Ok(Some(TurnAdmission {
             _permit: permit,
             _abort_link: abort_with(&hooks.cancel, policy.turns.abort_token()),
+            _running: policy.metrics.turn_started(),
+            policy: policy.clone(),
         }))
     }
 }
@@ -370,7 +392,8 @@ impl ServerHandler for BatonServer {
                     "no such resource: {}; baton serves baton://sessions/<threadId>",
                     request.uri
                 ),
-                None,
+                // The requested URI in `data`, as the protocol recommends.
+                Some(serde_json::json!({ "uri": request.uri })),
             ));
         };
         match self.manager.transcript_text_as(id, &access).await {
@@ -380,7 +403,10 @@ impl ServerHandler for BatonServer {
             .into()),
             // A malformed id names no resource either.
             Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::BadInput) => {
-                Err(ErrorData::resource_not_found(err.to_string(), None))
+                Err(ErrorData::resource_not_found(
+                    err.to_string(),
+                    Some(serde_json::json!({ "uri": request.uri })),
+                ))
             }
             Err(err) => Err(ErrorData::internal_error(err.to_string(), None)),
         }

@@ -1,6 +1,7 @@
-//! Per-thread arrival order over HTTP: a tower layer that reads a POST body (already read
-//! and capped by the body-limit layer) and gives a `baton-reply` call its ticket in the thread's queue
-//! in the order the requests arrived (see `crate::order`).
+//! Per-thread arrival order over HTTP: a tower layer that reads a POST body (already capped
+//! by the body-limit layer) and gives a `baton-reply` call its ticket in the thread's queue
+//! in the order the requests arrived (see `crate::order`). Having the message in hand, it also
+//! answers a stateless `initialize` itself (see `removed`).
 
 use std::sync::Arc;
 
@@ -11,11 +12,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
+use super::{Metrics, removed};
 use crate::order::{ArrivalOrder, reply_thread};
 
 /// The middleware function; mount with `axum::middleware::from_fn_with_state(order, ...)`.
 pub async fn take_tickets(
-    State(order): State<Arc<ArrivalOrder>>,
+    State((order, metrics)): State<(Arc<ArrivalOrder>, Arc<Metrics>)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -29,7 +31,18 @@ pub async fn take_tickets(
             return (StatusCode::BAD_REQUEST, "cannot read the request body\n").into_response();
         }
     };
-    if let Ok(message) = serde_json::from_slice::<serde_json::Value>(&bytes)
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+    if let Some(response) = message.as_ref().and_then(removed::stateless_initialize) {
+        return response;
+    }
+    if let Some(message) = &message
+        && message.get("method").and_then(|m| m.as_str()) == Some("tools/call")
+        && let Some(params) = message.get("params")
+        && let Some(tool) = params.get("name").and_then(|n| n.as_str())
+    {
+        metrics.tool_called(tool);
+    }
+    if let Some(message) = message
         && message.get("method").and_then(|m| m.as_str()) == Some("tools/call")
         && let Some(params) = message.get("params")
         && let Some(tool) = params.get("name").and_then(|n| n.as_str())

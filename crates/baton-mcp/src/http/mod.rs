@@ -14,7 +14,10 @@
 mod arrival;
 mod auth;
 mod body_limit;
+mod metrics;
+mod observe;
 mod origin;
+mod removed;
 mod session_owner;
 pub mod tokens;
 mod turns;
@@ -34,6 +37,8 @@ use rmcp::transport::streamable_http_server::tower::StreamableHttpService;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::Caller;
+pub(crate) use metrics::{Metrics, RunningTurn};
+pub use observe::HttpMetrics;
 pub use tokens::{TokenTable, TokensError, add_token};
 pub(crate) use turns::{HttpPolicy, abort_with};
 
@@ -54,6 +59,8 @@ pub struct HttpOptions {
     pub max_request_bytes: usize,
     pub max_running_turns: usize,
     pub shutdown_grace: Duration,
+    /// Also wraps the manager's model factory and store (see [`HttpMetrics`]).
+    pub metrics: HttpMetrics,
 }
 
 /// Why the HTTP server cannot start.
@@ -111,6 +118,7 @@ pub async fn serve_http(
             allow_danger_full_access: options.allow_danger_full_access,
         }),
         turns: turns::TurnGate::new(options.max_running_turns),
+        metrics: options.metrics.0.clone(),
     });
     let rmcp_stop = CancellationToken::new();
     let app = router(manager, &options, local, policy.clone(), rmcp_stop.clone());
@@ -150,6 +158,7 @@ fn router(
     policy: Arc<HttpPolicy>,
     rmcp_stop: CancellationToken,
 ) -> Router {
+    let metrics = policy.metrics.clone();
     let server = BatonServer::for_http(manager, policy);
     // Host and Origin are checked by our own layer (it knows the listener's real port), so
     // rmcp's copy of the check is off.
@@ -168,10 +177,11 @@ fn router(
         &options.allowed_hosts,
         &options.allowed_origins,
     ));
+    let peers_for_metrics = peers.clone();
     let mcp_routes = Router::new()
         .route_service("/mcp", mcp)
         .layer(from_fn_with_state(
-            Arc::new(ArrivalOrder::default()),
+            (Arc::new(ArrivalOrder::default()), metrics.clone()),
             arrival::take_tickets,
         ))
         .layer(from_fn_with_state(
@@ -187,7 +197,21 @@ fn router(
             auth::authenticate,
         ))
         .layer(from_fn_with_state(peers, origin::check_host_and_origin));
+    // /metrics is authenticated exactly like /mcp (open only where /mcp is: loopback without
+    // tokens); no body limit or tickets, it has no body.
+    let metrics_routes = Router::new()
+        .route("/metrics", get(metrics::serve).with_state(metrics.clone()))
+        .layer(from_fn_with_state(
+            Arc::new(options.tokens.clone()),
+            auth::authenticate,
+        ))
+        .layer(from_fn_with_state(
+            peers_for_metrics,
+            origin::check_host_and_origin,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(mcp_routes)
+        .merge(metrics_routes)
+        .layer(from_fn_with_state(metrics, metrics::count_requests))
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct HttpPolicy {
     pub confinement: Arc<Confinement>,
     pub turns: TurnGate,
+    pub metrics: Arc<super::Metrics>,
 }
 
 /// At most `max` turns at once; beyond that a call is refused at once (never queued).
@@ -43,6 +44,11 @@ impl TurnGate {
                 self.max
             )
         })
+    }
+
+    /// True once the shutdown grace is over and running turns are being aborted.
+    pub fn aborting(&self) -> bool {
+        self.abort.is_cancelled()
     }
 
     pub fn abort_token(&self) -> CancellationToken {
