@@ -15,9 +15,13 @@
 //! * both modes: no capabilities (`child`), and a PID namespace per command where this machine
 //!   allows one (`pid_namespace`), so nothing the command starts outlives it.
 //!
-//! * `.git` directly inside a writable root stays read-only under `workspace-write`, through a
-//!   private mount namespace (see `git_protection`) where this machine allows one. Where it does
-//!   not, commands still run (Landlock confines them to the workspace) and the report says so.
+//! * `.git` inside a writable root (nested ones too, to a bounded depth) stays read-only under
+//!   `workspace-write`, through a private mount namespace (see `git_protection`) where this
+//!   machine allows one. Where it does not, commands still run (Landlock confines them to the
+//!   workspace) and the report says so.
+//! * baton's home, when inside a writable root, is hidden under an empty read-only tmpfs by the
+//!   same means; where that is impossible the command is refused (it could rewrite baton's
+//!   config and escape the sandbox on the next call).
 //!
 //! When the kernel cannot enforce a mode, [`prepare`] fails and the command is not run.
 
@@ -34,7 +38,7 @@ use landlock::{
 
 use crate::ExecError;
 use crate::child::{self, ChildLimits};
-use crate::git_protection::{self, GitProtection};
+use crate::git_protection::{self, ProtectedDirs};
 use crate::pid_namespace::{self, PidNamespace};
 use crate::seccomp;
 
@@ -248,7 +252,7 @@ pub(crate) struct PreparedSandbox {
     pid_namespace: Option<PidNamespace>,
     ruleset: Option<OwnedFd>,
     network_filter: Option<Vec<libc::sock_filter>>,
-    git: Option<GitProtection>,
+    git: Option<ProtectedDirs>,
     private_tmp: Option<tempfile::TempDir>,
 }
 
@@ -260,7 +264,7 @@ pub(crate) struct ChildRestrictions {
     pid_namespace: Option<PidNamespace>,
     ruleset_fd: Option<RawFd>,
     network_filter: Option<Vec<libc::sock_filter>>,
-    git: Option<GitProtection>,
+    git: Option<ProtectedDirs>,
 }
 
 impl PreparedSandbox {
@@ -301,7 +305,7 @@ impl ChildRestrictions {
         if let Some(git) = &self.git
             && let Err(failure) = git.apply_in_child()
         {
-            if failure.leaves_the_process_unusable() {
+            if failure.leaves_the_process_unusable() || git.is_required() {
                 return Err(io::Error::from_raw_os_error(failure.errno));
             }
             // Landlock still confines the command to the workspace; say that .git is open.
@@ -337,6 +341,7 @@ impl ChildRestrictions {
 pub(crate) fn prepare(
     policy: &SandboxPolicy,
     workspace: &Path,
+    hide: &[PathBuf],
 ) -> Result<PreparedSandbox, ExecError> {
     let unavailable = |reason: String| ExecError::SandboxUnavailable {
         mode: policy.mode,
@@ -353,7 +358,7 @@ pub(crate) fn prepare(
     let landlock_blocks_tcp = block_network && abi >= 4;
 
     let git = if policy.mode == SandboxMode::WorkspaceWrite {
-        GitProtection::for_roots(&writable)
+        ProtectedDirs::for_roots(&writable, hide).map_err(unavailable)?
     } else {
         None
     };
