@@ -204,19 +204,33 @@ impl fmt::Display for SandboxReport {
             )?;
         }
         if self.git_read_only {
+            writeln!(
+                f,
+                ".git read-only under workspace-write: enforced ({} makes every .git directory \
+                 up to {} levels below a writable root a read-only bind mount, nested \
+                 repositories included; apply_patch refuses paths in any .git)",
+                self.git_read_only_detail,
+                git_protection::GIT_WALK_DEPTH
+            )?;
             write!(
                 f,
-                ".git read-only under workspace-write: enforced ({} makes the .git directory of \
-                 each writable root a read-only bind mount; apply_patch refuses paths in .git)",
-                self.git_read_only_detail
+                "baton's home inside a writable root: hidden from workspace-write commands under \
+                 an empty read-only mount (config, tokens and transcripts can be neither read \
+                 nor changed); apply_patch refuses paths in it"
             )
         } else {
-            write!(
+            writeln!(
                 f,
                 ".git read-only under workspace-write: not enforced for commands (no mount \
                  namespace: {}); commands can write .git like the rest of the workspace, \
-                 apply_patch still refuses paths in .git",
+                 apply_patch still refuses paths in any .git",
                 self.git_read_only_detail
+            )?;
+            write!(
+                f,
+                "baton's home inside a writable root: cannot be hidden here, so workspace-write \
+                 commands are refused while BATON_HOME lies inside a writable root; apply_patch \
+                 refuses paths in it"
             )
         }
     }
@@ -560,13 +574,23 @@ mod tests {
             escaped_processes_killed: true,
             escaped_processes_detail: "a PID namespace per sandboxed command".to_owned(),
         };
+        let text = report.to_string();
         assert!(
-            report.to_string().ends_with(
+            text.contains(
                 ".git read-only under workspace-write: not enforced for commands (no mount \
                  namespace: unshare failed: Operation not permitted (os error 1)); commands can \
-                 write .git like the rest of the workspace, apply_patch still refuses paths in .git"
+                 write .git like the rest of the workspace, apply_patch still refuses paths in \
+                 any .git\n"
             ),
-            "{report}"
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "baton's home inside a writable root: cannot be hidden here, so workspace-write \
+                 commands are refused while BATON_HOME lies inside a writable root; apply_patch \
+                 refuses paths in it"
+            ),
+            "{text}"
         );
     }
 

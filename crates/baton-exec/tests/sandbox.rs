@@ -259,6 +259,7 @@ fn capabilities_report_is_readable() {
         "descriptors above 2:",
         "escaped processes",
         ".git read-only",
+        "baton's home inside a writable root:",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }
