@@ -309,12 +309,20 @@ impl ProtectedDirs {
     /// `hide` lies in a root and the namespace is unavailable, the command must not run: the
     /// error says why.
     pub(crate) fn for_roots(roots: &[PathBuf], hide: &[PathBuf]) -> Result<Option<Self>, String> {
+        Self::for_roots_with(roots, hide, availability())
+    }
+
+    fn for_roots_with(
+        roots: &[PathBuf],
+        hide: &[PathBuf],
+        availability: &Result<Mechanism, String>,
+    ) -> Result<Option<Self>, String> {
         let dirs = git_dirs(roots);
         let hidden = hidden_dirs(roots, hide);
         if dirs.is_empty() && hidden.is_empty() {
             return Ok(None);
         }
-        match availability() {
+        match availability {
             Ok(mechanism) => Ok(Some(
                 Self::new(*mechanism, &dirs, current_ids()).hiding(&hidden),
             )),
@@ -668,6 +676,64 @@ mod tests {
             .canonicalize()
             .expect("canonical");
         assert_eq!(git_dirs(&roots), vec![expected]);
+    }
+
+    #[test]
+    fn git_dirs_include_nested_repositories_up_to_the_depth_bound() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let root_path = root.path().canonicalize().expect("canonical");
+        for dir in [
+            "a/.git",
+            "a/b/c/.git",
+            "a/b/c/d/.git",
+            "node_modules/x/.git",
+        ] {
+            std::fs::create_dir_all(root_path.join(dir)).expect("mkdir");
+        }
+        let mut found = git_dirs(std::slice::from_ref(&root_path));
+        found.sort();
+        // `a/b/c/d/.git` is 5 levels down; node_modules is skipped.
+        assert_eq!(
+            found,
+            vec![root_path.join("a/.git"), root_path.join("a/b/c/.git")]
+        );
+    }
+
+    #[test]
+    fn a_home_inside_a_root_refuses_the_command_without_a_namespace() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let home = root.path().join(".baton");
+        std::fs::create_dir(&home).expect("mkdir");
+        std::fs::create_dir(root.path().join(".git")).expect("mkdir");
+        let roots = [root.path().to_path_buf()];
+        let unavailable = Err("unshare failed".to_owned());
+        let refused =
+            ProtectedDirs::for_roots_with(&roots, std::slice::from_ref(&home), &unavailable)
+                .expect_err("must refuse");
+        assert!(
+            refused.contains("set BATON_HOME to a directory outside"),
+            "{refused}"
+        );
+        // `.git` alone only loses its protection (Landlock still confines the command).
+        let git_only = ProtectedDirs::for_roots_with(&roots, &[], &unavailable).expect("runs");
+        assert!(git_only.is_none());
+        // A home outside every root needs nothing.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let outside = ProtectedDirs::for_roots_with(
+            &[elsewhere.path().to_path_buf()],
+            std::slice::from_ref(&home),
+            &unavailable,
+        )
+        .expect("runs");
+        assert!(outside.is_none());
+        let available = ProtectedDirs::for_roots_with(
+            &roots,
+            std::slice::from_ref(&home),
+            &Ok(Mechanism::MountNamespace),
+        )
+        .expect("runs")
+        .expect("protection");
+        assert!(available.is_required());
     }
 
     /// When the tests run as root, the probe picks the plain mount namespace and the user
