@@ -508,9 +508,15 @@ fn probe() -> Result<Mechanism, String> {
     let git = scratch.path().join(".git");
     fs_err::create_dir(&git).map_err(|error| error.to_string())?;
     let git = git.canonicalize().unwrap_or(git);
+    // Hiding baton's home needs a tmpfs mount as well: probe it too, so a machine that allows
+    // binds but not tmpfs refuses commands up front with the reason, not at spawn.
+    let home = scratch.path().join("home");
+    fs_err::create_dir(&home).map_err(|error| error.to_string())?;
+    let home = home.canonicalize().unwrap_or(home);
     let mut reasons = Vec::new();
     for mechanism in [Mechanism::MountNamespace, Mechanism::UserNamespace] {
-        let protection = ProtectedDirs::new(mechanism, std::slice::from_ref(&git), current_ids());
+        let protection = ProtectedDirs::new(mechanism, std::slice::from_ref(&git), current_ids())
+            .hiding(std::slice::from_ref(&home));
         match check_in_forked_child(&protection, &git, None) {
             Ok(()) => return Ok(mechanism),
             Err(failure) => reasons.push(format!("{}: {failure}", mechanism.describe())),
@@ -763,9 +769,17 @@ mod tests {
             .expect_err("nobody has no CAP_SYS_ADMIN");
         assert!(refused.starts_with("unshare failed"), "{refused}");
 
-        let user = ProtectedDirs::new(Mechanism::UserNamespace, std::slice::from_ref(&git), nobody);
+        let home = scratch.path().join("home");
+        std::fs::create_dir(&home).expect("mkdir");
+        std::os::unix::fs::chown(&home, Some(nobody.0), Some(nobody.1)).expect("chown");
+        let home = home.canonicalize().expect("canonical");
+        let user = ProtectedDirs::new(Mechanism::UserNamespace, std::slice::from_ref(&git), nobody)
+            .hiding(std::slice::from_ref(&home));
         match check_in_forked_child(&user, &git, Some(nobody)) {
-            Ok(()) => {}
+            Ok(()) => {
+                // The tmpfs over the home is read-only in the user namespace too.
+                check_in_forked_child(&user, &home, Some(nobody)).expect("home hidden");
+            }
             Err(reason) if reason.starts_with("unshare failed") => {
                 eprintln!("note: unprivileged user namespaces are disabled here: {reason}");
             }
