@@ -317,26 +317,30 @@ impl ProtectedDirs {
         hide: &[PathBuf],
         availability: &Result<Mechanism, String>,
     ) -> Result<Option<Self>, String> {
-        let dirs = git_dirs(roots);
         let hidden = hidden_dirs(roots, hide);
+        let mechanism = match availability {
+            Ok(mechanism) => *mechanism,
+            Err(reason) if hidden.is_empty() => {
+                // No walk for `.git` either: nothing could be done with what it finds.
+                tracing::debug!("not protecting .git ({reason})");
+                return Ok(None);
+            }
+            Err(reason) => {
+                return Err(format!(
+                    "baton's home {} lies inside a writable root, and hiding it from the command \
+                     needs a private mount namespace, which this machine refuses ({reason}); set \
+                     BATON_HOME to a directory outside the workspace",
+                    hidden[0].display()
+                ));
+            }
+        };
+        let dirs = git_dirs(roots);
         if dirs.is_empty() && hidden.is_empty() {
             return Ok(None);
         }
-        match availability {
-            Ok(mechanism) => Ok(Some(
-                Self::new(*mechanism, &dirs, current_ids()).hiding(&hidden),
-            )),
-            Err(reason) if hidden.is_empty() => {
-                tracing::debug!("not protecting .git ({reason})");
-                Ok(None)
-            }
-            Err(reason) => Err(format!(
-                "baton's home {} lies inside a writable root, and hiding it from the command \
-                 needs a private mount namespace, which this machine refuses ({reason}); set \
-                 BATON_HOME to a directory outside the workspace",
-                hidden[0].display()
-            )),
-        }
+        Ok(Some(
+            Self::new(mechanism, &dirs, current_ids()).hiding(&hidden),
+        ))
     }
 
     fn hiding(mut self, dirs: &[PathBuf]) -> Self {
