@@ -237,6 +237,8 @@ const GIT_WALK_MAX_DIRS: usize = 4000;
 const GIT_WALK_MAX_FOUND: usize = 200;
 /// Directories not descended into: big trees of generated files that hold no repositories.
 const GIT_WALK_SKIP: [&str; 4] = ["node_modules", "target", ".cache", ".venv"];
+/// Kernel trees with thousands of entries and no repositories (a writable root of `/`).
+const GIT_WALK_SKIP_ABSOLUTE: [&str; 3] = ["/proc", "/sys", "/dev"];
 
 /// The `.git` directories inside `roots`, up to [`GIT_WALK_DEPTH`] (symlinks resolved and not
 /// followed in the walk, duplicates removed).
@@ -274,6 +276,9 @@ pub(crate) fn git_dirs(roots: &[PathBuf]) -> Vec<PathBuf> {
                     }
                 } else if kind.is_dir()
                     && depth < GIT_WALK_DEPTH
+                    && !GIT_WALK_SKIP_ABSOLUTE
+                        .iter()
+                        .any(|skip| path == Path::new(skip))
                     && !GIT_WALK_SKIP.iter().any(|skip| name == *skip)
                 {
                     pending.push((path, depth + 1));
