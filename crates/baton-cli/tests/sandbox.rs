@@ -178,6 +178,7 @@ fn sandbox_check_prints_one_line_per_promise() {
             "descriptors above 2",
             "escaped processes (setsid, double fork)",
             ".git read-only under workspace-write",
+            "baton's home inside a writable root",
         ],
         "{text}"
     );
@@ -285,4 +286,55 @@ fn a_sandboxed_command_has_no_capabilities_and_no_escaped_process_outlives_the_t
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// The workspace contains baton's home (as when the server starts in `~`): a sandboxed command
+/// cannot rewrite its config (which would widen the sandbox of the next call) nor forge tokens,
+/// and apply_patch refuses the home too.
+#[test]
+fn baton_home_inside_the_workspace_stays_untouched() {
+    if !enforced("hiding baton's home", |report| {
+        report.filesystem_enforced() && report.git_read_only
+    }) {
+        return;
+    }
+    let server = ScriptedModelServer::start_blocking(default_script).expect("server");
+    let env = env_with(&server);
+    let config = env.home.join("config.toml");
+    let before = std::fs::read_to_string(&config).expect("config");
+    let workspace = env.root.to_str().expect("utf-8");
+    let command = format!(
+        "echo '[sandbox_workspace_write]' >> {config} ; echo 'alice sha256:00' >> {tokens} ; \
+         echo ok > {inside} && echo inside-ok",
+        config = config.display(),
+        tokens = env.home.join("tokens").display(),
+        inside = env.root.join("inside.txt").display(),
+    );
+    let output = env.run(&[
+        "-c",
+        "sandbox_mode=\"workspace-write\"",
+        "exec",
+        "--cd",
+        workspace,
+        &format!("shell: {command}"),
+    ]);
+    assert_success(&output);
+    let answer = stdout(&output);
+    assert!(answer.contains("inside-ok"), "{answer}");
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), before);
+    assert!(!env.home.join("tokens").exists(), "{answer}");
+
+    let patch = "*** Begin Patch\n*** Add File: baton-home/tokens\n+alice sha256:00\n*** End Patch";
+    let output = env.run(&[
+        "-c",
+        "sandbox_mode=\"workspace-write\"",
+        "exec",
+        "--cd",
+        workspace,
+        &format!("patch: {patch}"),
+    ]);
+    assert_success(&output);
+    let answer = stdout(&output);
+    assert!(answer.contains("baton's home"), "{answer}");
+    assert!(!env.home.join("tokens").exists(), "{answer}");
 }

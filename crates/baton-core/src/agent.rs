@@ -191,6 +191,8 @@ pub(crate) struct Turn<'a> {
     command_env: Vec<(OsString, OsString)>,
     /// Provider key values, redacted from what the model and the tools produce.
     secrets: Secrets,
+    /// baton's home: hidden from sandboxed commands and refused to sandboxed edits.
+    baton_home: PathBuf,
 }
 
 impl<'a> Turn<'a> {
@@ -220,6 +222,7 @@ impl<'a> Turn<'a> {
                 std::env::vars_os(),
             ),
             secrets: Secrets::from_env(&secret_names, std::env::vars_os()),
+            baton_home: config.home.clone(),
         }
     }
 }
@@ -432,7 +435,9 @@ impl Turn<'_> {
         call_id: &str,
     ) -> Result<ExecOutcome, ToolError> {
         let sandboxed = sandbox.mode != SandboxMode::DangerFullAccess;
-        let request = args.request(&self.thread.settings.cwd, sandbox, self.command_env.clone());
+        let mut request =
+            args.request(&self.thread.settings.cwd, sandbox, self.command_env.clone());
+        request.hidden_dirs = vec![self.baton_home.clone()];
         let argv = request.argv.clone();
         let run = timed_run(request, self.hooks.cancel.child_token()).await;
         self.exec_finished(call_id, argv, sandboxed, run)
@@ -549,11 +554,12 @@ impl Turn<'_> {
                 tools::describe_command(&args.argv())
             ))
             .await;
-            let request = args.request(
+            let mut request = args.request(
                 &self.thread.settings.cwd,
                 sandbox.clone(),
                 self.command_env.clone(),
             );
+            request.hidden_dirs = vec![self.baton_home.clone()];
             let argv = request.argv.clone();
             let task = tokio::spawn(timed_run(request, self.hooks.cancel.child_token()));
             running.push((task, argv, *call_id));
@@ -674,8 +680,9 @@ impl Turn<'_> {
         let cwd = self.thread.settings.cwd.clone();
         let roots = baton_exec::writable_roots(&self.thread.settings.sandbox, &cwd);
         let patch = patch.to_owned();
+        let protected = [self.baton_home.clone()];
         let result = tokio::task::spawn_blocking(move || {
-            baton_exec::apply_patch(&patch, &cwd, roots.as_deref())
+            baton_exec::apply_patch_protecting(&patch, &cwd, roots.as_deref(), &protected)
         })
         .await;
         let (success, files, text) = match result {

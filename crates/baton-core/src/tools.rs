@@ -263,6 +263,7 @@ impl ShellArgs {
             sandbox,
             output_cap: OutputCap::default(),
             env,
+            hidden_dirs: Vec::new(),
         }
     }
 }

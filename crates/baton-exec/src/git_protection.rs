@@ -1,5 +1,8 @@
 //! Keeps the `.git` directories of the writable roots read-only for a `workspace-write` command,
-//! as Codex does (so a sandboxed command cannot rewrite history or hooks).
+//! as Codex does (so a sandboxed command cannot rewrite history or hooks), and hides baton's
+//! home (`BATON_HOME`: config, tokens, transcripts) when it lies inside a writable root, so a
+//! command can neither widen its own sandbox through `config.toml`, forge tokens, nor read or
+//! change other sessions. Unlike `.git`, a home that cannot be hidden refuses the command.
 //!
 //! Landlock can only allow (it cannot carve a read-only hole into a writable tree), so the child
 //! enters a private mount namespace before exec, bind-mounts each `.git` onto itself and remounts
@@ -12,8 +15,9 @@
 //! * otherwise a user namespace as well, mapping the caller's uid and gid onto themselves, so
 //!   files keep their owners and `exec` drops the namespace's capabilities again.
 //!
-//! Only a `.git` *directory* directly inside a writable root is protected: a `.git` file that
-//! points to a git directory elsewhere (worktrees, submodules) is not followed.
+//! `.git` directories are looked for up to [`GIT_WALK_DEPTH`] levels below each writable root
+//! (nested repositories included); a `.git` file that points to a git directory elsewhere
+//! (worktrees, submodules) is not followed.
 //!
 //! As in `sandbox`, the parent prepares everything (C strings, mount flags, id maps); the child
 //! only makes raw syscalls and does not allocate.
@@ -56,10 +60,15 @@ pub(crate) fn availability() -> &'static Result<Mechanism, String> {
     AVAILABILITY.get_or_init(probe)
 }
 
-/// The `.git` directories of one command, ready to be made read-only in its child.
+/// The directories one command must not change, ready to be protected in its child: the
+/// `.git` directories of its writable roots (bound read-only) and baton's home when it lies in
+/// a writable root (covered by an empty read-only tmpfs, so the command can neither change
+/// baton's config and tokens nor read other sessions' transcripts).
 #[derive(Debug, Clone)]
-pub(crate) struct GitProtection {
+pub(crate) struct ProtectedDirs {
     binds: Vec<ReadOnlyBind>,
+    /// Covered by an empty read-only tmpfs; a failure there is fatal for the command.
+    hidden: Vec<CString>,
     /// Present for [`Mechanism::UserNamespace`].
     id_maps: Option<IdMaps>,
 }
@@ -90,6 +99,8 @@ pub(crate) enum Step {
     MakePrivate,
     Bind,
     Remount,
+    /// Covering a hidden directory with a tmpfs.
+    Hide,
     /// Probe only: the remounted directory still accepted writes.
     StillWritable,
     /// Test only: dropping to another user before the probe.
@@ -97,7 +108,7 @@ pub(crate) enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 9] = [
+    const ALL: [Step; 10] = [
         Step::Unshare,
         Step::SetGroups,
         Step::UidMap,
@@ -105,6 +116,7 @@ impl Step {
         Step::MakePrivate,
         Step::Bind,
         Step::Remount,
+        Step::Hide,
         Step::StillWritable,
         Step::DropPrivileges,
     ];
@@ -118,6 +130,7 @@ impl Step {
             Step::MakePrivate => "making mounts private",
             Step::Bind => "bind-mounting .git",
             Step::Remount => "remounting .git read-only",
+            Step::Hide => "hiding baton's home",
             Step::StillWritable => "checking the remount",
             Step::DropPrivileges => "dropping privileges",
         }
@@ -214,35 +227,138 @@ fn write_decimal(buffer: &mut [u8], value: i32) -> usize {
     copy_into(buffer, &digits[digits.len() - count..])
 }
 
-/// The `.git` directories directly inside `roots` (symlinks resolved, duplicates removed).
+/// How deep below a writable root `.git` directories are looked for (a root's own `.git` is
+/// depth 1, `sub/.git` depth 2, ...), how many directories the walk may read and how many `.git`
+/// it protects: bounds that keep the walk to milliseconds per command even in a home directory.
+/// A repository nested deeper, or past the bounds, keeps a writable `.git` (the sandbox report
+/// says so).
+pub(crate) const GIT_WALK_DEPTH: usize = 4;
+const GIT_WALK_MAX_DIRS: usize = 4000;
+const GIT_WALK_MAX_FOUND: usize = 200;
+/// Directories not descended into: big trees of generated files that hold no repositories.
+const GIT_WALK_SKIP: [&str; 4] = ["node_modules", "target", ".cache", ".venv"];
+/// Kernel trees with thousands of entries and no repositories (a writable root of `/`).
+const GIT_WALK_SKIP_ABSOLUTE: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// The `.git` directories inside `roots`, up to [`GIT_WALK_DEPTH`] (symlinks resolved and not
+/// followed in the walk, duplicates removed).
 pub(crate) fn git_dirs(roots: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut read = 0;
     for root in roots {
-        let Ok(dir) = root.join(".git").canonicalize() else {
+        let Ok(root) = root.canonicalize() else {
             continue;
         };
-        if dir.is_dir() && !dirs.contains(&dir) {
+        let mut pending = vec![(root, 1)];
+        while let Some((dir, depth)) = pending.pop() {
+            if read >= GIT_WALK_MAX_DIRS || dirs.len() >= GIT_WALK_MAX_FOUND {
+                tracing::debug!("stopped looking for .git directories at the walk's bounds");
+                return dirs;
+            }
+            read += 1;
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                // `file_type` does not follow symlinks: a link to a directory is not walked.
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                let name = entry.file_name();
+                let path = entry.path();
+                if name == ".git" {
+                    // A `.git` symlink to a directory is protected at its target.
+                    if let Ok(git) = path.canonicalize()
+                        && git.is_dir()
+                        && !dirs.contains(&git)
+                    {
+                        dirs.push(git);
+                    }
+                } else if kind.is_dir()
+                    && depth < GIT_WALK_DEPTH
+                    && !GIT_WALK_SKIP_ABSOLUTE
+                        .iter()
+                        .any(|skip| path == Path::new(skip))
+                    && !GIT_WALK_SKIP.iter().any(|skip| name == *skip)
+                {
+                    pending.push((path, depth + 1));
+                }
+            }
+        }
+    }
+    dirs
+}
+
+/// The directories of `hide` that lie inside one of `roots` (both resolved).
+pub(crate) fn hidden_dirs(roots: &[PathBuf], hide: &[PathBuf]) -> Vec<PathBuf> {
+    let roots: Vec<PathBuf> = roots
+        .iter()
+        .filter_map(|root| root.canonicalize().ok())
+        .collect();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for dir in hide {
+        let Ok(dir) = dir.canonicalize() else {
+            continue;
+        };
+        if dir.is_dir() && roots.iter().any(|root| dir.starts_with(root)) && !dirs.contains(&dir) {
             dirs.push(dir);
         }
     }
     dirs
 }
 
-impl GitProtection {
-    /// Protection for the `.git` directories of `roots`: `None` when there are none, or when
-    /// this machine cannot set up the namespace (the sandbox report says why).
-    pub(crate) fn for_roots(roots: &[PathBuf]) -> Option<Self> {
-        let dirs = git_dirs(roots);
-        if dirs.is_empty() {
-            return None;
-        }
-        match availability() {
-            Ok(mechanism) => Some(Self::new(*mechanism, &dirs, current_ids())),
-            Err(reason) => {
+impl ProtectedDirs {
+    /// Protection for the `.git` directories of `roots` and the directories of `hide` inside
+    /// them: `None` when there is nothing to protect, or when this machine cannot set up the
+    /// namespace and only `.git` needed it (the sandbox report says why). When a directory of
+    /// `hide` lies in a root and the namespace is unavailable, the command must not run: the
+    /// error says why.
+    pub(crate) fn for_roots(roots: &[PathBuf], hide: &[PathBuf]) -> Result<Option<Self>, String> {
+        Self::for_roots_with(roots, hide, availability())
+    }
+
+    fn for_roots_with(
+        roots: &[PathBuf],
+        hide: &[PathBuf],
+        availability: &Result<Mechanism, String>,
+    ) -> Result<Option<Self>, String> {
+        let hidden = hidden_dirs(roots, hide);
+        let mechanism = match availability {
+            Ok(mechanism) => *mechanism,
+            Err(reason) if hidden.is_empty() => {
+                // No walk for `.git` either: nothing could be done with what it finds.
                 tracing::debug!("not protecting .git ({reason})");
-                None
+                return Ok(None);
             }
+            Err(reason) => {
+                return Err(format!(
+                    "baton's home {} lies inside a writable root, and hiding it from the command \
+                     needs a private mount namespace, which this machine refuses ({reason}); set \
+                     BATON_HOME to a directory outside the workspace",
+                    hidden[0].display()
+                ));
+            }
+        };
+        let dirs = git_dirs(roots);
+        if dirs.is_empty() && hidden.is_empty() {
+            return Ok(None);
         }
+        Ok(Some(
+            Self::new(mechanism, &dirs, current_ids()).hiding(&hidden),
+        ))
+    }
+
+    fn hiding(mut self, dirs: &[PathBuf]) -> Self {
+        self.hidden = dirs
+            .iter()
+            .filter_map(|dir| CString::new(dir.as_os_str().as_bytes()).ok())
+            .collect();
+        self
+    }
+
+    /// Whether a failure in the child must stop the command (a hidden directory would be open).
+    pub(crate) fn is_required(&self) -> bool {
+        !self.hidden.is_empty()
     }
 
     fn new(mechanism: Mechanism, dirs: &[PathBuf], (uid, gid): (u32, u32)) -> Self {
@@ -262,7 +378,11 @@ impl GitProtection {
             uid_map: format!("{uid} {uid} 1\n").into_bytes(),
             gid_map: format!("{gid} {gid} 1\n").into_bytes(),
         });
-        Self { binds, id_maps }
+        Self {
+            binds,
+            hidden: Vec::new(),
+            id_maps,
+        }
     }
 
     /// Runs between fork and exec, before Landlock (which forbids mount changes): only raw
@@ -295,6 +415,11 @@ impl GitProtection {
             mount(Some(&bind.path), &bind.path, libc::MS_BIND, Step::Bind)?;
             mount(None, &bind.path, bind.remount_flags, Step::Remount)?;
         }
+        // After the binds, so a `.git` inside a hidden directory ends up hidden too. A fresh
+        // tmpfs carries no locked flags, so this works in a user namespace as well.
+        for dir in &self.hidden {
+            mount_empty_tmpfs(dir)?;
+        }
         Ok(())
     }
 }
@@ -320,6 +445,25 @@ fn mount(
         Ok(())
     } else {
         Err(ChildFailure::last_os_error(step))
+    }
+}
+
+fn mount_empty_tmpfs(target: &CStr) -> Result<(), ChildFailure> {
+    let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // SAFETY: NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            flags,
+            c"size=4k,mode=0555".as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(ChildFailure::last_os_error(Step::Hide))
     }
 }
 
@@ -373,9 +517,15 @@ fn probe() -> Result<Mechanism, String> {
     let git = scratch.path().join(".git");
     fs_err::create_dir(&git).map_err(|error| error.to_string())?;
     let git = git.canonicalize().unwrap_or(git);
+    // Hiding baton's home needs a tmpfs mount as well: probe it too, so a machine that allows
+    // binds but not tmpfs refuses commands up front with the reason, not at spawn.
+    let home = scratch.path().join("home");
+    fs_err::create_dir(&home).map_err(|error| error.to_string())?;
+    let home = home.canonicalize().unwrap_or(home);
     let mut reasons = Vec::new();
     for mechanism in [Mechanism::MountNamespace, Mechanism::UserNamespace] {
-        let protection = GitProtection::new(mechanism, std::slice::from_ref(&git), current_ids());
+        let protection = ProtectedDirs::new(mechanism, std::slice::from_ref(&git), current_ids())
+            .hiding(std::slice::from_ref(&home));
         match check_in_forked_child(&protection, &git, None) {
             Ok(()) => return Ok(mechanism),
             Err(failure) => reasons.push(format!("{}: {failure}", mechanism.describe())),
@@ -405,7 +555,7 @@ pub(crate) fn collect_probe_report(
 /// Forks; the child (optionally after becoming `become_user` = (uid, gid)) applies
 /// `protection` and checks that `dir` refuses writes, then reports back through a pipe.
 fn check_in_forked_child(
-    protection: &GitProtection,
+    protection: &ProtectedDirs,
     dir: &Path,
     become_user: Option<(u32, u32)>,
 ) -> Result<(), String> {
@@ -543,6 +693,64 @@ mod tests {
         assert_eq!(git_dirs(&roots), vec![expected]);
     }
 
+    #[test]
+    fn git_dirs_include_nested_repositories_up_to_the_depth_bound() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let root_path = root.path().canonicalize().expect("canonical");
+        for dir in [
+            "a/.git",
+            "a/b/c/.git",
+            "a/b/c/d/.git",
+            "node_modules/x/.git",
+        ] {
+            std::fs::create_dir_all(root_path.join(dir)).expect("mkdir");
+        }
+        let mut found = git_dirs(std::slice::from_ref(&root_path));
+        found.sort();
+        // `a/b/c/d/.git` is 5 levels down; node_modules is skipped.
+        assert_eq!(
+            found,
+            vec![root_path.join("a/.git"), root_path.join("a/b/c/.git")]
+        );
+    }
+
+    #[test]
+    fn a_home_inside_a_root_refuses_the_command_without_a_namespace() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let home = root.path().join(".baton");
+        std::fs::create_dir(&home).expect("mkdir");
+        std::fs::create_dir(root.path().join(".git")).expect("mkdir");
+        let roots = [root.path().to_path_buf()];
+        let unavailable = Err("unshare failed".to_owned());
+        let refused =
+            ProtectedDirs::for_roots_with(&roots, std::slice::from_ref(&home), &unavailable)
+                .expect_err("must refuse");
+        assert!(
+            refused.contains("set BATON_HOME to a directory outside"),
+            "{refused}"
+        );
+        // `.git` alone only loses its protection (Landlock still confines the command).
+        let git_only = ProtectedDirs::for_roots_with(&roots, &[], &unavailable).expect("runs");
+        assert!(git_only.is_none());
+        // A home outside every root needs nothing.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let outside = ProtectedDirs::for_roots_with(
+            &[elsewhere.path().to_path_buf()],
+            std::slice::from_ref(&home),
+            &unavailable,
+        )
+        .expect("runs");
+        assert!(outside.is_none());
+        let available = ProtectedDirs::for_roots_with(
+            &roots,
+            std::slice::from_ref(&home),
+            &Ok(Mechanism::MountNamespace),
+        )
+        .expect("runs")
+        .expect("protection");
+        assert!(available.is_required());
+    }
+
     /// When the tests run as root, the probe picks the plain mount namespace and the user
     /// namespace path would go untested: try it here as `nobody`.
     #[test]
@@ -561,7 +769,7 @@ mod tests {
         // As for a real user, the probed directory is the user's own.
         std::os::unix::fs::chown(&git, Some(nobody.0), Some(nobody.1)).expect("chown");
 
-        let plain = GitProtection::new(
+        let plain = ProtectedDirs::new(
             Mechanism::MountNamespace,
             std::slice::from_ref(&git),
             nobody,
@@ -570,9 +778,17 @@ mod tests {
             .expect_err("nobody has no CAP_SYS_ADMIN");
         assert!(refused.starts_with("unshare failed"), "{refused}");
 
-        let user = GitProtection::new(Mechanism::UserNamespace, std::slice::from_ref(&git), nobody);
+        let home = scratch.path().join("home");
+        std::fs::create_dir(&home).expect("mkdir");
+        std::os::unix::fs::chown(&home, Some(nobody.0), Some(nobody.1)).expect("chown");
+        let home = home.canonicalize().expect("canonical");
+        let user = ProtectedDirs::new(Mechanism::UserNamespace, std::slice::from_ref(&git), nobody)
+            .hiding(std::slice::from_ref(&home));
         match check_in_forked_child(&user, &git, Some(nobody)) {
-            Ok(()) => {}
+            Ok(()) => {
+                // The tmpfs over the home is read-only in the user namespace too.
+                check_in_forked_child(&user, &home, Some(nobody)).expect("home hidden");
+            }
             Err(reason) if reason.starts_with("unshare failed") => {
                 eprintln!("note: unprivileged user namespaces are disabled here: {reason}");
             }

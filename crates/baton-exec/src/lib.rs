@@ -22,7 +22,7 @@ mod shell;
 pub use denial::looks_like_sandbox_denial;
 pub use env::command_env;
 pub use output::OutputCap;
-pub use patch::{PatchError, PatchReport, apply_patch};
+pub use patch::{PatchError, PatchReport, apply_patch, apply_patch_protecting};
 pub use safe_command::is_known_safe_command;
 pub use sandbox::{SandboxReport, sandbox_capabilities, writable_roots};
 pub use shell::{ExecError, ShellOutput, ShellRequest, run_shell};

@@ -15,9 +15,13 @@
 //! * both modes: no capabilities (`child`), and a PID namespace per command where this machine
 //!   allows one (`pid_namespace`), so nothing the command starts outlives it.
 //!
-//! * `.git` directly inside a writable root stays read-only under `workspace-write`, through a
-//!   private mount namespace (see `git_protection`) where this machine allows one. Where it does
-//!   not, commands still run (Landlock confines them to the workspace) and the report says so.
+//! * `.git` inside a writable root (nested ones too, to a bounded depth) stays read-only under
+//!   `workspace-write`, through a private mount namespace (see `git_protection`) where this
+//!   machine allows one. Where it does not, commands still run (Landlock confines them to the
+//!   workspace) and the report says so.
+//! * baton's home, when inside a writable root, is hidden under an empty read-only tmpfs by the
+//!   same means; where that is impossible the command is refused (it could rewrite baton's
+//!   config and escape the sandbox on the next call).
 //!
 //! When the kernel cannot enforce a mode, [`prepare`] fails and the command is not run.
 
@@ -34,7 +38,7 @@ use landlock::{
 
 use crate::ExecError;
 use crate::child::{self, ChildLimits};
-use crate::git_protection::{self, GitProtection};
+use crate::git_protection::{self, ProtectedDirs};
 use crate::pid_namespace::{self, PidNamespace};
 use crate::seccomp;
 
@@ -200,19 +204,33 @@ impl fmt::Display for SandboxReport {
             )?;
         }
         if self.git_read_only {
+            writeln!(
+                f,
+                ".git read-only under workspace-write: enforced ({} makes every .git directory \
+                 up to {} levels below a writable root a read-only bind mount, nested \
+                 repositories included; apply_patch refuses paths in any .git)",
+                self.git_read_only_detail,
+                git_protection::GIT_WALK_DEPTH
+            )?;
             write!(
                 f,
-                ".git read-only under workspace-write: enforced ({} makes the .git directory of \
-                 each writable root a read-only bind mount; apply_patch refuses paths in .git)",
-                self.git_read_only_detail
+                "baton's home inside a writable root: hidden from workspace-write commands under \
+                 an empty read-only mount (config, tokens and transcripts can be neither read \
+                 nor changed); apply_patch refuses paths in it"
             )
         } else {
-            write!(
+            writeln!(
                 f,
                 ".git read-only under workspace-write: not enforced for commands (no mount \
                  namespace: {}); commands can write .git like the rest of the workspace, \
-                 apply_patch still refuses paths in .git",
+                 apply_patch still refuses paths in any .git",
                 self.git_read_only_detail
+            )?;
+            write!(
+                f,
+                "baton's home inside a writable root: cannot be hidden here, so workspace-write \
+                 commands are refused while BATON_HOME lies inside a writable root; apply_patch \
+                 refuses paths in it"
             )
         }
     }
@@ -248,7 +266,7 @@ pub(crate) struct PreparedSandbox {
     pid_namespace: Option<PidNamespace>,
     ruleset: Option<OwnedFd>,
     network_filter: Option<Vec<libc::sock_filter>>,
-    git: Option<GitProtection>,
+    git: Option<ProtectedDirs>,
     private_tmp: Option<tempfile::TempDir>,
 }
 
@@ -260,7 +278,7 @@ pub(crate) struct ChildRestrictions {
     pid_namespace: Option<PidNamespace>,
     ruleset_fd: Option<RawFd>,
     network_filter: Option<Vec<libc::sock_filter>>,
-    git: Option<GitProtection>,
+    git: Option<ProtectedDirs>,
 }
 
 impl PreparedSandbox {
@@ -301,7 +319,7 @@ impl ChildRestrictions {
         if let Some(git) = &self.git
             && let Err(failure) = git.apply_in_child()
         {
-            if failure.leaves_the_process_unusable() {
+            if failure.leaves_the_process_unusable() || git.is_required() {
                 return Err(io::Error::from_raw_os_error(failure.errno));
             }
             // Landlock still confines the command to the workspace; say that .git is open.
@@ -337,6 +355,7 @@ impl ChildRestrictions {
 pub(crate) fn prepare(
     policy: &SandboxPolicy,
     workspace: &Path,
+    hide: &[PathBuf],
 ) -> Result<PreparedSandbox, ExecError> {
     let unavailable = |reason: String| ExecError::SandboxUnavailable {
         mode: policy.mode,
@@ -353,7 +372,7 @@ pub(crate) fn prepare(
     let landlock_blocks_tcp = block_network && abi >= 4;
 
     let git = if policy.mode == SandboxMode::WorkspaceWrite {
-        GitProtection::for_roots(&writable)
+        ProtectedDirs::for_roots(&writable, hide).map_err(unavailable)?
     } else {
         None
     };
@@ -555,13 +574,23 @@ mod tests {
             escaped_processes_killed: true,
             escaped_processes_detail: "a PID namespace per sandboxed command".to_owned(),
         };
+        let text = report.to_string();
         assert!(
-            report.to_string().ends_with(
+            text.contains(
                 ".git read-only under workspace-write: not enforced for commands (no mount \
                  namespace: unshare failed: Operation not permitted (os error 1)); commands can \
-                 write .git like the rest of the workspace, apply_patch still refuses paths in .git"
+                 write .git like the rest of the workspace, apply_patch still refuses paths in \
+                 any .git\n"
             ),
-            "{report}"
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "baton's home inside a writable root: cannot be hidden here, so workspace-write \
+                 commands are refused while BATON_HOME lies inside a writable root; apply_patch \
+                 refuses paths in it"
+            ),
+            "{text}"
         );
     }
 

@@ -42,6 +42,10 @@ pub struct ShellRequest {
     /// The command's whole environment (see [`crate::command_env`]): nothing of baton's own
     /// environment reaches it otherwise. The sandbox adds its `TMPDIR`.
     pub env: Vec<(OsString, OsString)>,
+    /// Directories a `workspace-write` command must neither see nor change when they lie in a
+    /// writable root: baton's home (config, tokens, transcripts). Hidden under an empty
+    /// read-only mount; the command is refused where that is impossible.
+    pub hidden_dirs: Vec<PathBuf>,
 }
 
 /// What a command did.
@@ -176,7 +180,7 @@ pub async fn run_shell(
     }
     // The workspace, never the cwd: the cwd comes from the model's `workdir`, and making it
     // writable would let `"workdir": "/"` open the whole filesystem.
-    let sandbox = sandbox::prepare(&req.sandbox, &req.workspace)?;
+    let sandbox = sandbox::prepare(&req.sandbox, &req.workspace, &req.hidden_dirs)?;
 
     // One pipe for stdout and stderr keeps their interleaving exactly as the command wrote it.
     let io_error = |context: &str| {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use baton_exec::{PatchError, apply_patch};
+use baton_exec::{PatchError, apply_patch, apply_patch_protecting};
 
 fn write(path: &Path, text: &str) {
     if let Some(parent) = path.parent() {
@@ -471,4 +471,63 @@ fn deleting_a_symlink_removes_the_link_and_binary_files_can_be_deleted() {
     assert!(!dir.path().join("link.txt").is_symlink());
     assert!(!dir.path().join("blob.bin").exists());
     assert_eq!(read(&dir.path().join("real.txt")), "keep\n");
+}
+
+#[test]
+fn paths_in_a_nested_git_are_refused_under_workspace_write() {
+    let root = tempfile::tempdir().expect("tempdir");
+    write(&root.path().join("nested/.git/config"), "[core]\n");
+    let roots = [root.path().to_path_buf()];
+    for patch in [
+        "*** Begin Patch\n*** Add File: nested/.git/hooks/post-checkout\n+evil\n*** End Patch",
+        "*** Begin Patch\n*** Add File: a/b/.git/hooks/post-commit\n+evil\n*** End Patch",
+        "*** Begin Patch\n*** Delete File: nested/.git/config\n*** End Patch",
+    ] {
+        let error = apply_patch(patch, root.path(), Some(&roots)).expect_err("must refuse");
+        assert!(
+            matches!(error, PatchError::InsideGitDir { .. }),
+            "{patch}: {error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("stays read-only under workspace-write"),
+            "{error}"
+        );
+    }
+    assert!(!root.path().join("nested/.git/hooks").exists());
+    assert!(!root.path().join("a").exists());
+    assert_eq!(read(&root.path().join("nested/.git/config")), "[core]\n");
+}
+
+#[test]
+fn paths_in_baton_home_are_refused_under_workspace_write() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let home = root.path().join(".baton");
+    write(&home.join("config.toml"), "model = \"m\"\n");
+    let roots = [root.path().to_path_buf()];
+    let protected = [home.clone()];
+    for patch in [
+        "*** Begin Patch\n*** Add File: .baton/tokens\n+alice sha256:00\n*** End Patch",
+        "*** Begin Patch\n*** Update File: .baton/config.toml\n@@\n-model = \"m\"\n+model = \"x\"\n*** End Patch",
+        "*** Begin Patch\n*** Add File: sub/../.baton/sessions/x.jsonl\n+{}\n*** End Patch",
+    ] {
+        let error = apply_patch_protecting(patch, root.path(), Some(&roots), &protected)
+            .expect_err("must refuse");
+        assert!(
+            matches!(error, PatchError::InsideBatonHome { .. }),
+            "{patch}: {error:?}"
+        );
+        assert!(error.to_string().contains("baton's home"), "{error}");
+    }
+    assert!(!home.join("tokens").exists());
+    assert!(!home.join("sessions").exists());
+    assert_eq!(read(&home.join("config.toml")), "model = \"m\"\n");
+    apply_patch_protecting(
+        "*** Begin Patch\n*** Add File: ok.txt\n+ok\n*** End Patch",
+        root.path(),
+        Some(&roots),
+        &protected,
+    )
+    .expect("the rest of the workspace is writable");
 }

@@ -100,6 +100,7 @@ async fn run_in_workspace(
         sandbox,
         output_cap: OutputCap::default(),
         env: std::env::vars_os().collect(),
+        hidden_dirs: Vec::new(),
     };
     run_shell(request, CancellationToken::new())
         .await
@@ -258,6 +259,7 @@ fn capabilities_report_is_readable() {
         "descriptors above 2:",
         "escaped processes",
         ".git read-only",
+        "baton's home inside a writable root:",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }
@@ -447,6 +449,7 @@ async fn a_relative_workspace_is_refused() {
         sandbox: workspace_write(),
         output_cap: OutputCap::default(),
         env: std::env::vars_os().collect(),
+        hidden_dirs: Vec::new(),
     };
     let error = run_shell(request, CancellationToken::new())
         .await
@@ -777,6 +780,7 @@ async fn processes_that_escape_the_process_group_die_with_the_command() {
         sandbox: workspace_write(),
         output_cap: OutputCap::default(),
         env: std::env::vars_os().collect(),
+        hidden_dirs: Vec::new(),
     };
     let out = run_shell(request, CancellationToken::new())
         .await
@@ -801,6 +805,7 @@ async fn processes_that_escape_the_process_group_die_with_the_command() {
         sandbox: workspace_write(),
         output_cap: OutputCap::default(),
         env: std::env::vars_os().collect(),
+        hidden_dirs: Vec::new(),
     };
     let ready = cwd.path().join("escaped-ready");
     let trigger = cancel.clone();
@@ -858,6 +863,7 @@ async fn a_sandboxed_command_ends_as_it_would_without_the_pid_namespace() {
         sandbox: workspace_write(),
         output_cap: OutputCap::default(),
         env: std::env::vars_os().collect(),
+        hidden_dirs: Vec::new(),
     };
     let error = run_shell(missing, CancellationToken::new())
         .await
@@ -866,4 +872,76 @@ async fn a_sandboxed_command_ends_as_it_would_without_the_pid_namespace() {
         matches!(error, baton_exec::ExecError::ProgramNotFound { .. }),
         "{error}"
     );
+}
+
+/// A workspace that contains baton's home (the HTTP server started in `~`): the command can
+/// neither change the home's config nor tokens, nor read the transcripts there.
+#[tokio::test]
+async fn baton_home_inside_the_workspace_is_hidden_and_read_only() {
+    if !filesystem_supported() || !supported(Feature::MountNamespace) {
+        return;
+    }
+    let workspace = tempfile::tempdir().expect("tempdir");
+    let home = workspace.path().join(".baton");
+    std::fs::create_dir_all(home.join("sessions")).expect("mkdir");
+    std::fs::write(home.join("config.toml"), "model = \"m\"\n").expect("write");
+    std::fs::write(home.join("tokens"), "").expect("write");
+    std::fs::write(home.join("sessions/other.jsonl"), "secret transcript\n").expect("write");
+    let script = "echo '[sandbox_workspace_write]' >> .baton/config.toml \
+                  && echo config-written || echo config-blocked; \
+                  echo 'alice sha256:00' >> .baton/tokens && echo token-written || echo token-blocked; \
+                  cat .baton/sessions/other.jsonl || echo transcript-hidden; \
+                  echo ok > elsewhere.txt && echo elsewhere-ok";
+    let request = ShellRequest {
+        argv: vec!["bash".into(), "-c".into(), script.into()],
+        cwd: workspace.path().to_path_buf(),
+        workspace: workspace.path().to_path_buf(),
+        timeout: Duration::from_secs(30),
+        sandbox: SandboxPolicy {
+            mode: SandboxMode::WorkspaceWrite,
+            ..SandboxPolicy::default()
+        },
+        output_cap: OutputCap::default(),
+        env: std::env::vars_os().collect(),
+        hidden_dirs: vec![home.clone()],
+    };
+    let out = run_shell(request, CancellationToken::new())
+        .await
+        .expect("sandboxed command runs");
+    assert!(out.output.contains("config-blocked"), "{}", out.output);
+    assert!(out.output.contains("token-blocked"), "{}", out.output);
+    assert!(out.output.contains("transcript-hidden"), "{}", out.output);
+    assert!(!out.output.contains("secret transcript"), "{}", out.output);
+    assert!(out.output.contains("elsewhere-ok"), "{}", out.output);
+    assert_eq!(
+        std::fs::read_to_string(home.join("config.toml")).expect("config"),
+        "model = \"m\"\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join("tokens")).expect("tokens"),
+        ""
+    );
+}
+
+/// A repository nested in the workspace keeps its `.git` read-only too (its hooks would run
+/// outside the sandbox on the user's next git command).
+#[tokio::test]
+async fn a_nested_repository_keeps_its_git_read_only() {
+    if !filesystem_supported() || !supported(Feature::MountNamespace) {
+        return;
+    }
+    let workspace = tempfile::tempdir().expect("tempdir");
+    let hooks = workspace.path().join("sub/inner/.git/hooks");
+    std::fs::create_dir_all(&hooks).expect("mkdir");
+    let out = run_with_policy(
+        "echo evil > sub/inner/.git/hooks/post-commit && echo hook-written || echo hook-blocked",
+        workspace.path(),
+        SandboxPolicy {
+            mode: SandboxMode::WorkspaceWrite,
+            ..SandboxPolicy::default()
+        },
+    )
+    .await;
+    assert!(out.output.contains("hook-blocked"), "{}", out.output);
+    assert!(!hooks.join("post-commit").exists());
 }

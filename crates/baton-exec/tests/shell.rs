@@ -23,6 +23,7 @@ fn request(argv: &[&str], cwd: &Path) -> ShellRequest {
         },
         output_cap: OutputCap::default(),
         env: std::env::vars_os().collect(),
+        hidden_dirs: Vec::new(),
     }
 }
 

@@ -104,6 +104,13 @@ pub enum PatchError {
         git_dir.display()
     )]
     InsideGitDir { path: PathBuf, git_dir: PathBuf },
+    #[error(
+        "{} is inside baton's home {}, which a sandboxed edit may not change; nothing was \
+         changed",
+        path.display(),
+        home.display()
+    )]
+    InsideBatonHome { path: PathBuf, home: PathBuf },
     #[error("{context} {}: {source}", path.display())]
     Io {
         context: &'static str,
@@ -124,7 +131,7 @@ fn io_error(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Pat
 
 /// Applies `patch` with paths relative to `cwd`. With `writable_roots = Some(roots)`, every
 /// touched path must lie inside one of `roots` (after resolving `..` and symlinks) but not in
-/// the `.git` directory directly inside that root (read-only as in Codex), or nothing is
+/// a `.git` directory at any depth (read-only as in Codex), or nothing is
 /// written; `None` means no restriction (`danger-full-access`). For `workspace-write` pass
 /// [`crate::writable_roots`], which includes the cwd.
 ///
@@ -136,8 +143,26 @@ pub fn apply_patch(
     cwd: &Path,
     writable_roots: Option<&[PathBuf]>,
 ) -> Result<PatchReport, PatchError> {
+    apply_patch_protecting(patch, cwd, writable_roots, &[])
+}
+
+/// [`apply_patch`], refusing as well every path inside one of `protected` (baton's home) when
+/// `writable_roots` restricts the edit: a sandboxed edit must not rewrite baton's config,
+/// tokens or transcripts.
+pub fn apply_patch_protecting(
+    patch: &str,
+    cwd: &Path,
+    writable_roots: Option<&[PathBuf]>,
+    protected: &[PathBuf],
+) -> Result<PatchReport, PatchError> {
     let ops = parse_patch(patch)?;
-    let guard = RootGuard::new(writable_roots);
+    let mut guard = RootGuard::new(writable_roots);
+    if guard.roots.is_some() {
+        guard.protected = protected
+            .iter()
+            .map(|dir| (resolve_existing(dir), dir.clone()))
+            .collect();
+    }
 
     let mut report = PatchReport::default();
     let mut files = PlannedFiles::default();
@@ -229,6 +254,8 @@ struct RootGuard {
     roots: Option<Vec<PathBuf>>,
     /// The roots as the caller gave them, for error messages.
     given: Vec<PathBuf>,
+    /// Directories refused inside the roots: (resolved, as given).
+    protected: Vec<(PathBuf, PathBuf)>,
 }
 
 impl RootGuard {
@@ -236,6 +263,7 @@ impl RootGuard {
         Self {
             roots: roots.map(|roots| roots.iter().map(|root| resolve_existing(root)).collect()),
             given: roots.map(<[PathBuf]>::to_vec).unwrap_or_default(),
+            protected: Vec::new(),
         }
     }
 
@@ -249,13 +277,34 @@ impl RootGuard {
         let Some(roots) = &self.roots else {
             return target(Path::new("/"), &resolved, Links::Follow, path);
         };
+        if let Some((_, home)) = self
+            .protected
+            .iter()
+            .find(|(resolved_home, _)| resolved.starts_with(resolved_home))
+        {
+            return Err(PatchError::InsideBatonHome {
+                path: path.to_path_buf(),
+                home: home.clone(),
+            });
+        }
         let mut git_dir = None;
         for root in roots {
             let Ok(inside) = resolved.strip_prefix(root) else {
                 continue;
             };
-            if inside.components().next() == Some(Component::Normal(".git".as_ref())) {
-                git_dir.get_or_insert_with(|| root.join(".git"));
+            // Any `.git` on the way, not only the root's own: a nested repository's hooks run
+            // outside the sandbox on the user's next git command.
+            let mut prefix = root.clone();
+            let mut nested_git = None;
+            for component in inside.components() {
+                prefix.push(component);
+                if component == Component::Normal(".git".as_ref()) {
+                    nested_git = Some(prefix.clone());
+                    break;
+                }
+            }
+            if let Some(dir) = nested_git {
+                git_dir.get_or_insert(dir);
             } else {
                 return target(root, &resolved, Links::Refuse, path);
             }
