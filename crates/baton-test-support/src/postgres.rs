@@ -407,11 +407,27 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), PgUnavailable> {
     Ok(())
 }
 
+/// A free port never handed out before in this process. Tests kill and restart clusters on
+/// their port: had another test's cluster been given that port in between, a store
+/// reconnecting "to the killed database" would silently reach the wrong one.
 fn free_port() -> Result<u16, PgUnavailable> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(|error| PgUnavailable(format!("could not find a free port: {error}")))
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .map_err(|error| PgUnavailable(format!("could not find a free port: {error}")))?;
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return Ok(port);
+        }
+    }
+    Err(PgUnavailable(
+        "could not find a port not used before by this test process".to_owned(),
+    ))
 }
 
 #[cfg(test)]
