@@ -51,6 +51,14 @@ pub trait Store: Send + Sync {
     /// newline); a torn last line is left out.
     fn export_thread(&self, id: ThreadId) -> Result<String, StoreError>;
 
+    /// Every line of the thread baton understands, in order, for showing it to people
+    /// (`sessions show`). The default goes through [`Store::export_thread`]; a store that can
+    /// stream its lines overrides it, so memory follows what is kept, not the whole text.
+    fn read_timeline(&self, id: ThreadId) -> Result<Vec<RolloutItem>, StoreError> {
+        let text = self.export_thread(id)?;
+        crate::timeline_of_text(&self.searched_location(), &text)
+    }
+
     /// Adds a whole transcript (JSONL, as [`Store::export_thread`] gives it) under the id of
     /// its `session_meta`, keeping every line byte for byte; a torn last line is left out.
     /// Refused, naming the id, when the store has that thread already.

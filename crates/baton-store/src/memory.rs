@@ -198,12 +198,12 @@ impl Store for MemoryStore {
 
     fn thread_meta(&self, id: ThreadId) -> Result<SessionMeta, StoreError> {
         let bytes = self.with_transcript(id, |transcript| transcript.bytes.clone())?;
-        crate::reader::session_meta_of(&path_of(id), &bytes[..])
+        crate::session_meta_from_bytes(&path_of(id), &bytes)
     }
 
     fn import_thread(&self, transcript: &str) -> Result<ThreadId, StoreError> {
         let whole = whole_lines(transcript.as_bytes());
-        let meta = crate::reader::session_meta_of(&path_of(ThreadId::new()), whole.as_bytes())?;
+        let meta = crate::session_meta_from_bytes(&path_of(ThreadId::new()), whole.as_bytes())?;
         self.insert(meta.id, whole.into_bytes())?;
         Ok(meta.id)
     }

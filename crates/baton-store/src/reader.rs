@@ -81,8 +81,7 @@ pub fn read_session_meta(path: &Path) -> Result<SessionMeta, StoreError> {
     session_meta_of(path, &FileSource { file: &file, len })
 }
 
-/// [`read_session_meta`] of a transcript already in memory.
-/// Only the `session_meta` of a transcript held in memory (`path` names it in errors).
+/// [`read_session_meta`] of a transcript held in memory (`path` names it in errors).
 pub fn session_meta_from_bytes(path: &Path, bytes: &[u8]) -> Result<SessionMeta, StoreError> {
     session_meta_of(path, bytes)
 }

@@ -125,7 +125,7 @@ impl FileStore {
     pub fn import_thread(&self, transcript: &str) -> Result<ThreadId, StoreError> {
         let whole = whole_lines(transcript.as_bytes());
         let meta =
-            crate::reader::session_meta_of(Path::new("the imported transcript"), whole.as_bytes())?;
+            crate::session_meta_from_bytes(Path::new("the imported transcript"), whole.as_bytes())?;
         if let Ok(existing) = self.locate(meta.id) {
             return Err(StoreError::Io {
                 doing: "import the session: its thread id exists already at",
@@ -407,6 +407,10 @@ impl Store for FileStore {
         let path = self.locate(id)?.path;
         let bytes = std::fs::read(&path).map_err(StoreError::io("read the transcript", &path))?;
         Ok(whole_lines(&bytes))
+    }
+
+    fn read_timeline(&self, id: ThreadId) -> Result<Vec<RolloutItem>, StoreError> {
+        crate::read_timeline(&self.locate(id)?.path)
     }
 
     fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {

@@ -68,8 +68,8 @@ impl ThreadManager {
         let store = self.store.clone();
         let id = loaded.meta.id;
         // From the store (files or a database); a Codex session is only a file of Codex's.
-        let timeline = blocking(move || match store.export_thread(id) {
-            Ok(text) => baton_store::timeline_of_text(&path, &text),
+        let timeline = blocking(move || match store.read_timeline(id) {
+            Ok(timeline) => Ok(timeline),
             Err(baton_store::StoreError::NotFound { .. }) => baton_store::read_timeline(&path),
             Err(err) => Err(err),
         })

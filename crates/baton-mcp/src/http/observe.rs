@@ -130,6 +130,10 @@ impl Store for TimedStore {
         self.timed("export_thread", || self.inner.export_thread(id))
     }
 
+    fn read_timeline(&self, id: ThreadId) -> Result<Vec<RolloutItem>, StoreError> {
+        self.timed("read_timeline", || self.inner.read_timeline(id))
+    }
+
     fn import_thread(&self, transcript: &str) -> Result<ThreadId, StoreError> {
         self.timed("import_thread", || self.inner.import_thread(transcript))
     }

@@ -2,32 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use baton_protocol::{
-    BaseInstructions, ORIGINATOR, SessionMeta, SessionSource, ThreadId, format_timestamp,
-};
+use baton_protocol::ThreadId;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-pub fn meta(id: ThreadId, cwd: &Path) -> SessionMeta {
-    SessionMeta {
-        id,
-        timestamp: format_timestamp(id.created_at().unwrap_or_else(Utc::now)),
-        cwd: cwd.to_path_buf(),
-        originator: ORIGINATOR.to_owned(),
-        cli_version: "0.1.0".to_owned(),
-        source: SessionSource::Exec,
-        model_provider: Some("openai".to_owned()),
-        model: Some("gpt-test".to_owned()),
-        base_instructions: Some(BaseInstructions {
-            text: "be brief".to_owned(),
-        }),
-        developer_instructions: None,
-        git: None,
-        imported_from: None,
-        forked_from: None,
-        owner: None,
-    }
-}
+/// A `session_meta` as baton writes it (the same one the store contract checks use).
+#[allow(unused_imports)] // not every test binary uses it
+pub use baton_store::contract::meta;
 
 /// One transcript line as Codex or baton writes it.
 pub fn line(kind: &str, payload: Value) -> String {
