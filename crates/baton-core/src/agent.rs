@@ -372,6 +372,7 @@ impl Turn<'_> {
             {
                 self.compact().await?;
             }
+            self.progress("waiting for the model").await;
             let request = ModelRequest {
                 model: self.thread.settings.model.clone(),
                 instructions: self.thread.instructions(),

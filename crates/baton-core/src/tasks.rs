@@ -319,7 +319,9 @@ mod tests {
         assert_eq!(view.state, TaskState::InputRequired);
         assert_eq!(view.approval, waiting.approval);
         let mut items = items;
-        items.push(RolloutItem::EventMsg(EventMsg::BatonTask(Box::new(resumed))));
+        items.push(RolloutItem::EventMsg(EventMsg::BatonTask(Box::new(
+            resumed,
+        ))));
         let view = TaskView::from_timeline(id, &items).expect("found");
         assert_eq!((view.state, view.resumptions), (TaskState::Working, 1));
         assert_eq!(view.approval, None);
