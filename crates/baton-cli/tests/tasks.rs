@@ -546,3 +546,63 @@ async fn a_task_killed_four_times_fails_with_the_reason() {
     );
     assert_eq!(model.requests().len(), 4, "no fifth attempt");
 }
+
+/// A call on the thread of a task whose process died continues that task first: the task
+/// completes, and the new turn sees the finished one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_on_the_thread_of_an_orphaned_task_finishes_the_task_first() {
+    let gate = Gate::new();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let script = {
+        let requests = requests.clone();
+        let held = held_script(gate.clone());
+        move |request: &RecordedRequest| {
+            if requests.fetch_add(1, Ordering::SeqCst) == 0 {
+                held(request)
+            } else {
+                match request.last_user_text() {
+                    Some(text) if text.starts_with("held:") => {
+                        Reply::text(format!("finished after resume: {text}"))
+                    }
+                    _ => default_script(request),
+                }
+            }
+        }
+    };
+    let model = ScriptedModelServer::start_blocking(script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let first = TaskSession::stdio(&env).await;
+    let created = first
+        .call_task(
+            "baton",
+            json!({"prompt": "held: orphan", "cwd": env.project}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    eventually("the model request", || !model.requests().is_empty()).await;
+    signal(first.pid.expect("pid"), "KILL");
+    drop(first);
+    let thread_id = {
+        let files = env.rollout_files();
+        let lines = parse_complete_lines(&files[0]);
+        lines[0]["payload"]["id"].as_str().expect("id").to_owned()
+    };
+
+    // A client without tasks continues the thread: the task's turn is finished first.
+    let plain = common::mcp::McpProcess::spawn(&env).await;
+    let recalled = plain.reply(&thread_id, "RECALL").await;
+    assert_eq!(recalled, "recall: held: orphan (0 tool outputs)");
+    let lines = transcript_lines(&env, &thread_id);
+    assert_eq!(user_messages(&lines, "held: orphan"), 1);
+    assert!(lines.iter().any(|l| l["payload"]["type"] == "agent_message"
+        && l["payload"]["message"] == "finished after resume: held: orphan"));
+    drop(plain);
+
+    let later = TaskSession::stdio(&env).await;
+    let done = later.get(&task_id).await;
+    assert_eq!(done.task.status(), TaskStatus::Completed, "{done:?}");
+    assert_eq!(
+        completed_result(&done)["structuredContent"]["content"],
+        "finished after resume: held: orphan"
+    );
+}

@@ -63,6 +63,7 @@ impl TurnAdmission {
 #[tool_router]
 impl BatonServer {
     pub fn new(manager: Arc<ThreadManager>) -> Self {
+        manager.set_task_renderer(crate::tasks::renderer());
         Self {
             manager,
             http: None,

@@ -253,7 +253,7 @@ fn render(outcome: &Result<TurnResult, CoreError>) -> serde_json::Value {
     })
 }
 
-fn renderer() -> RenderResult {
+pub(crate) fn renderer() -> RenderResult {
     Arc::new(render)
 }
 

@@ -142,6 +142,8 @@ pub struct ThreadManager {
     slots: Mutex<HashMap<ThreadId, Arc<ThreadSlot>>>,
     /// The MCP tasks whose turns run in this process.
     live_tasks: crate::tasks::LiveTasks,
+    /// Set by the MCP server: lets a call on a thread continue the task a dead process left.
+    task_renderer: std::sync::OnceLock<crate::tasks::RenderResult>,
     idle_ttl: Duration,
 }
 
@@ -186,6 +188,7 @@ impl ThreadManager {
             models,
             slots: Mutex::new(HashMap::new()),
             live_tasks: Default::default(),
+            task_renderer: std::sync::OnceLock::new(),
         })
     }
 

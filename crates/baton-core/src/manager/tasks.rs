@@ -6,7 +6,8 @@
 //! thread's lock is held, so exactly one process runs (or continues) a task at a time, and a
 //! process that finds the task unfinished with the lock free knows its runner is gone.
 
-use baton_protocol::{EventMsg, RolloutItem, TaskEvent, TaskState, ThreadId};
+use baton_config::Config;
+use baton_protocol::{EventMsg, ResponseItem, RolloutItem, TaskEvent, TaskState, ThreadId};
 use baton_store::{StoreError, TranscriptWriter};
 use tokio::sync::oneshot;
 
@@ -14,7 +15,7 @@ use super::slots::forget_after_store_error;
 use super::turns::TurnStart;
 use super::{ReplyToThread, StartThread, ThreadManager, TurnResult, blocking};
 use crate::access::Access;
-use crate::agent::blocking_section;
+use crate::agent::{LiveThread, blocking_section};
 use crate::error::{CoreError, ErrorKind};
 use crate::hooks::{ApprovalDecision, TurnHooks};
 use crate::tasks::{
@@ -232,7 +233,7 @@ impl ThreadManager {
     async fn resume_task_with(
         &self,
         id: TaskId,
-        mut hooks: TurnHooks,
+        hooks: TurnHooks,
         setup: &mut TaskSetup,
     ) -> Result<(), CoreError> {
         let thread = id.thread();
@@ -248,27 +249,54 @@ impl ThreadManager {
         }
         let store = self.store.clone();
         let mut writer = blocking(move || store.append_to(thread)).await??;
+        // Memory may hold what the dead process had not written: read the thread again.
+        let live = self.load_thread(thread, &config).await?;
+        *guard = Some(live);
+        let Some(live) = guard.as_mut() else {
+            return Err(CoreError::Internal("thread slot emptied".into()));
+        };
+        let outcome = self
+            .resume_locked(view, live, &mut *writer, &config, hooks, setup)
+            .await;
+        forget_after_store_error(&mut guard, &outcome);
+        slot.touch();
+        outcome.map(drop)
+    }
+
+    /// Continues `view`'s task on `live`, whose lock the caller holds: fails it after
+    /// [`MAX_RESUMPTIONS`], else records the resumption and runs the rest of its turn.
+    async fn resume_locked(
+        &self,
+        view: TaskView,
+        live: &mut LiveThread,
+        writer: &mut dyn TranscriptWriter,
+        config: &Config,
+        mut hooks: TurnHooks,
+        setup: &mut TaskSetup,
+    ) -> Result<TurnResult, CoreError> {
+        let id = view.id;
+        let thread = id.thread();
         if view.resumptions >= MAX_RESUMPTIONS {
             let mut failed = TaskEvent::new(id.to_string(), TaskState::Failed);
-            failed.error = Some(format!(
+            let reason = format!(
                 "the turn was resumed {MAX_RESUMPTIONS} times and the process running it stopped each time \
                  (killed, out of memory, or its machine was lost), so baton stopped resuming it; \
                  thread {thread} keeps everything recorded so far: continue it with baton-reply"
-            ));
+            );
+            failed.error = Some(reason.clone());
             blocking_section(|| -> Result<(), StoreError> {
-                writer.append(&task_item(failed.clone()))?;
+                writer.append(&task_item(failed))?;
                 writer.sync()
             })?;
+            live.file_len = writer.len();
             let mut view = view;
             view.state = TaskState::Failed;
-            view.error = failed.error;
+            view.error = Some(reason.clone());
             view.status_message = None;
             view.approval = None;
             setup.announce(Ok(view));
-            return Ok(());
+            return Err(CoreError::Internal(reason));
         }
-        // Memory may hold what the dead process had not written: read the thread again.
-        let mut live = self.load_thread(thread, &config).await?;
         let rerun_call = match view.state {
             TaskState::InputRequired => view.approval.as_ref().map(|a| a.call_id.clone()),
             _ => None,
@@ -281,27 +309,71 @@ impl ThreadManager {
         ));
         let mut seed = view;
         seed.resumptions = resumed;
-        let task = self.open_task(&mut *writer, seed, event, setup, &mut hooks)?;
+        let task = self.open_task(writer, seed, event, setup, &mut hooks)?;
         live.file_len = writer.len();
         let prompt = last_prompt(&live.history);
-        *guard = Some(live);
-        let Some(live) = guard.as_mut() else {
-            return Err(CoreError::Internal("thread slot emptied".into()));
-        };
         let outcome = self
             .run_turn_from(
                 live,
-                &mut writer,
-                &config,
+                writer,
+                config,
                 TurnStart::Resume { rerun_call, prompt },
                 &hooks,
                 false,
             )
             .await;
-        self.close_task(&mut *writer, task, &outcome);
-        forget_after_store_error(&mut guard, &outcome);
-        slot.touch();
-        outcome.map(drop)
+        self.close_task(writer, task, &outcome);
+        outcome
+    }
+
+    /// Before a new turn on `live` (locked by the caller): a task the thread's last turn ran
+    /// for, left unfinished by a process that died, is continued first. Only a turn that did
+    /// not end with the model's answer can have one, so finished threads cost nothing here.
+    pub(super) async fn finish_orphaned_task(
+        &self,
+        live: &mut LiveThread,
+        writer: &mut dyn TranscriptWriter,
+        config: &Config,
+        hooks: &TurnHooks,
+    ) {
+        let ended_with_answer = matches!(
+            live.history.last(),
+            Some(ResponseItem::Message { role, .. }) if role == "assistant"
+        );
+        let Some(render) = self.task_renderer.get().cloned() else {
+            return;
+        };
+        if ended_with_answer {
+            return;
+        }
+        let store = self.store.clone();
+        let thread = live.id;
+        let items = match blocking(move || store.read_timeline(thread)).await {
+            Ok(Ok(items)) => items,
+            _ => return,
+        };
+        let Some(view) = unfinished_task(thread, &items) else {
+            return;
+        };
+        tracing::info!(task = %view.id, "continuing a task whose process died before this call");
+        let task_hooks = TurnHooks {
+            cancel: hooks.cancel.child_token(),
+            sandbox_required: hooks.sandbox_required,
+            ..Default::default()
+        };
+        let (mut setup, _announced) = TaskSetup::new(render);
+        if let Err(err) = self
+            .resume_locked(view, live, writer, config, task_hooks, &mut setup)
+            .await
+        {
+            tracing::warn!(thread = %thread, "the unfinished task ended with: {err}");
+        }
+    }
+
+    /// How tasks' results are rendered when this manager continues a task on its own (the
+    /// MCP server sets it; without it, only `tasks/get` continues tasks).
+    pub fn set_task_renderer(&self, render: RenderResult) {
+        let _ = self.task_renderer.set(render);
     }
 
     /// Opens a new task for the turn about to run on `thread` (locked by the caller).
@@ -400,6 +472,16 @@ impl ThreadManager {
         };
         TaskView::from_timeline(id, &items).ok_or(CoreError::UnknownTask { id: id.to_string() })
     }
+}
+
+/// The newest task of `thread`'s transcript that has not ended, if any.
+fn unfinished_task(thread: ThreadId, items: &[RolloutItem]) -> Option<TaskView> {
+    let newest = items.iter().rev().find_map(|item| match item {
+        RolloutItem::EventMsg(EventMsg::BatonTask(event)) => Some(event.task_id.clone()),
+        _ => None,
+    })?;
+    let id = TaskId::parse(&newest).filter(|id| id.thread() == thread)?;
+    TaskView::from_timeline(id, items).filter(|view| !view.state.is_terminal())
 }
 
 /// A new task's first state and the event that records it.

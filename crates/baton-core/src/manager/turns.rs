@@ -215,6 +215,8 @@ impl ThreadManager {
         };
         request.access.check_cwd(&cwd)?;
         request.access.check_sandbox(live.settings.sandbox.mode)?;
+        self.finish_orphaned_task(live, &mut *writer, &config, &hooks)
+            .await;
         live.settings.cwd = cwd;
         let task = match task {
             Some(setup) => {
