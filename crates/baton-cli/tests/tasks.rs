@@ -606,3 +606,60 @@ async fn a_reply_on_the_thread_of_an_orphaned_task_finishes_the_task_first() {
         "finished after resume: held: orphan"
     );
 }
+
+/// SIGTERM: once the shutdown grace is over the server aborts the task's turn, but the client
+/// did not cancel it, so the task stays unfinished and the next server continues it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_interrupted_by_a_server_shutdown_is_continued_by_the_next_server() {
+    let gate = Gate::new();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let script = {
+        let requests = requests.clone();
+        let held = held_script(gate.clone());
+        move |request: &RecordedRequest| {
+            if requests.fetch_add(1, Ordering::SeqCst) == 0 {
+                held(request)
+            } else {
+                Reply::text("finished by the next server")
+            }
+        }
+    };
+    let model = ScriptedModelServer::start_blocking(script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let config = env.home.join("config.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("\n[server]\nshutdown_grace = \"200ms\"\n");
+    std::fs::write(&config, text).expect("config");
+
+    let mut server = HttpServerProcess::spawn(&env, &[]);
+    let client = TaskSession::http(&server, None).await;
+    let created = client
+        .call_task(
+            "baton",
+            json!({"prompt": "held: shutdown", "cwd": env.project}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    eventually("the model request", || !model.requests().is_empty()).await;
+    server.signal("TERM");
+    let status =
+        tokio::task::block_in_place(|| server.wait_exit(std::time::Duration::from_secs(60)))
+            .expect("the server exits after the grace");
+    assert!(status.success(), "{status:?}");
+    drop(client);
+    let interrupted = env
+        .rollout_files()
+        .iter()
+        .flat_map(|path| parse_complete_lines(path))
+        .rfind(|l| l["payload"]["type"] == "baton_task")
+        .expect("task events");
+    assert_eq!(interrupted["payload"]["state"], "working", "{interrupted}");
+
+    let next = HttpServerProcess::spawn(&env, &[]);
+    let client = TaskSession::http(&next, None).await;
+    let done = client.wait_for(&task_id, TaskStatus::Completed).await;
+    assert_eq!(
+        completed_result(&done)["structuredContent"]["content"],
+        "finished by the next server"
+    );
+}

@@ -161,6 +161,9 @@ pub(crate) struct LiveTask {
     seed: TaskView,
     status_message: Mutex<String>,
     pending: Mutex<Option<(PendingApproval, oneshot::Sender<ApprovalAnswer>)>>,
+    /// Set by `tasks/cancel`: a turn aborted otherwise (the server shutting down) leaves the
+    /// task unfinished, for the next process to continue.
+    cancelled_by_client: std::sync::atomic::AtomicBool,
 }
 
 impl LiveTask {
@@ -174,7 +177,20 @@ impl LiveTask {
             seed,
             status_message: Mutex::new(status_message.to_owned()),
             pending: Mutex::new(None),
+            cancelled_by_client: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Cancels the task's turn at the client's request.
+    pub(crate) fn cancel_for_client(&self) {
+        self.cancelled_by_client
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cancel.cancel();
+    }
+
+    pub(crate) fn cancelled_by_client(&self) -> bool {
+        self.cancelled_by_client
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Its state right now: waiting for an approval, or working on what the turn reported last.

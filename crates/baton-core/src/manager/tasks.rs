@@ -180,7 +180,7 @@ impl ThreadManager {
     pub async fn cancel_task(&self, id: &str, access: &Access) -> Result<(), CoreError> {
         let id = self.visible_task(id, access).await?;
         if let Some(live) = self.live_tasks.get(id) {
-            live.cancel.cancel();
+            live.cancel_for_client();
             return Ok(());
         }
         let view = self.recorded_task(id).await?;
@@ -419,16 +419,31 @@ impl ThreadManager {
 
     /// Records how the task ended, while the thread is still locked, and forgets it from
     /// memory. A tool error is a completed task whose result says so, as the call would
-    /// have returned it; a cancelled turn is a cancelled task.
+    /// have returned it; a turn the client cancelled is a cancelled task, while one the
+    /// server's shutdown aborted stays unfinished.
     pub(super) fn close_task(
         &self,
         writer: &mut dyn TranscriptWriter,
         task: OpenTask,
         outcome: &Result<TurnResult, CoreError>,
     ) {
+        let by_client = self
+            .live_tasks
+            .get(task.id)
+            .is_some_and(|live| live.cancelled_by_client());
         let event = match outcome {
-            Err(err) if err.kind() == ErrorKind::Cancelled => {
+            Err(err) if err.kind() == ErrorKind::Cancelled && by_client => {
                 TaskEvent::new(task.id.to_string(), TaskState::Cancelled)
+            }
+            Err(err) if err.kind() == ErrorKind::Cancelled => {
+                // The server stopped (shutdown grace over), not the client: the task goes on
+                // in the next process that serves the store.
+                let mut event = TaskEvent::new(task.id.to_string(), TaskState::Working);
+                event.status_message = Some(
+                    "interrupted: the baton server running it stopped; the next one continues it"
+                        .to_owned(),
+                );
+                event
             }
             _ => {
                 let mut event = TaskEvent::new(task.id.to_string(), TaskState::Completed);
