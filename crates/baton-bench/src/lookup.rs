@@ -34,13 +34,13 @@ fn session_spec(index: usize, count: usize) -> anyhow::Result<(ThreadId, DateTim
     Ok((id, started, rng))
 }
 
-struct GeneratedStore {
-    home: PathBuf,
-    project: PathBuf,
+pub(crate) struct GeneratedStore {
+    pub(crate) home: PathBuf,
+    pub(crate) project: PathBuf,
 }
 
 /// The cached store of `count` sessions under `target/`, generated if missing or stale.
-fn ensure_store(bench: &Bench, count: usize) -> anyhow::Result<GeneratedStore> {
+pub(crate) fn ensure_store(bench: &Bench, count: usize) -> anyhow::Result<GeneratedStore> {
     let root = if count == 100_000 {
         bench.target.join("bench-store-100k")
     } else {

@@ -16,6 +16,7 @@ mod rehydrate;
 mod report;
 mod rng;
 mod stats;
+mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -221,7 +222,9 @@ process (`ru_maxrss` from `wait4`); its floor on this machine (a trivial child) 
     rehydrate::run(&bench, &mut report)?;
     eprintln!("3. MCP server start and memory");
     mcp::run(&bench, &mut report)?;
-    eprintln!("4. side by side with Codex");
+    eprintln!("4. durable tasks");
+    tasks::run(&bench, &mut report)?;
+    eprintln!("5. side by side with Codex");
     if options.codex {
         codex::run(&bench, &mut report)?;
     } else {

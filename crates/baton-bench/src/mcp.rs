@@ -29,7 +29,7 @@ const IDLE_TTL: &str = "200ms";
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A running `baton mcp-server` and its output lines.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
@@ -37,7 +37,7 @@ struct Server {
 }
 
 impl Server {
-    fn spawn(bench: &Bench, home: &Path, config: &[&str]) -> anyhow::Result<Server> {
+    pub(crate) fn spawn(bench: &Bench, home: &Path, config: &[&str]) -> anyhow::Result<Server> {
         let stderr = fs_err::File::create(bench.scratch.join("mcp-server.stderr"))?;
         let mut command = bench.baton(home, home);
         for value in config {
@@ -69,11 +69,16 @@ impl Server {
         })
     }
 
+    /// When the process was started.
+    pub(crate) fn spawned(&self) -> Instant {
+        self.spawned
+    }
+
     fn pid(&self) -> String {
         self.child.id().to_string()
     }
 
-    fn send(&mut self, message: &Value) -> anyhow::Result<()> {
+    pub(crate) fn send(&mut self, message: &Value) -> anyhow::Result<()> {
         let stdin = self.stdin.as_mut().context("stdin already closed")?;
         writeln!(stdin, "{message}").context("write to the server")?;
         stdin.flush().context("write to the server")
@@ -81,7 +86,7 @@ impl Server {
 
     /// The next response (a message with an `id` and a `result` or `error`); notifications
     /// and other lines are skipped.
-    fn next_response(&self) -> anyhow::Result<(u64, Value)> {
+    pub(crate) fn next_response(&self) -> anyhow::Result<(u64, Value)> {
         loop {
             let line = match self.lines.recv_timeout(PATIENCE) {
                 Ok(line) => line,
@@ -123,7 +128,7 @@ impl Server {
     }
 
     /// Closes stdin and returns the time until the process exited.
-    fn close_and_wait(mut self) -> anyhow::Result<Duration> {
+    pub(crate) fn close_and_wait(mut self) -> anyhow::Result<Duration> {
         let closed = Instant::now();
         drop(self.stdin.take());
         let deadline = closed + PATIENCE;

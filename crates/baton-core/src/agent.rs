@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use baton_model::{ModelClient, ModelRequest, TokenUsage};
 use baton_protocol::{
-    ApprovalPolicy, Compacted, EventMsg, Plan, ResponseItem, RolloutItem, SandboxMode,
-    SandboxPolicy, SessionMeta, ThreadId, TurnContext,
+    ApprovalPolicy, Compacted, EventMsg, PendingApproval, Plan, ResponseItem, RolloutItem,
+    SandboxMode, SandboxPolicy, SessionMeta, TaskEvent, TaskState, ThreadId, TurnContext,
 };
 use baton_store::TranscriptWriter;
 
@@ -49,6 +49,10 @@ fn tool_specs_bytes() -> u64 {
         })
         .sum()
 }
+
+/// What the model is told about a call that was running when the process running the turn
+/// died; recorded when another process continues the turn.
+pub(crate) const RESUMED_CALL_OUTPUT: &str = "aborted: baton stopped while this call ran (the process running the turn ended) and the call did not finish; its effects, if any, are unknown. The turn was resumed: check the state and run it again if it is still needed.";
 
 /// A model that keeps calling tools forever is stopped after this many requests in one turn.
 const MAX_MODEL_REQUESTS_PER_TURN: usize = 256;
@@ -250,6 +254,90 @@ impl Turn<'_> {
             },
             false => self.model_loop().await,
         };
+        self.finish(result)
+    }
+
+    /// Continues a turn that a process which died had started: the prompt and every item
+    /// recorded since are kept. A call that was running when the process died is recorded as
+    /// aborted and the model is asked again; `rerun_call` (a call that was waiting for
+    /// approval) and the calls after it were never started, so they run now (asking again).
+    pub async fn resume(mut self, rerun_call: Option<&str>) -> Result<String, CoreError> {
+        if let Some(sink) = &self.hooks.progress {
+            sink.thread_started(self.thread.id).await;
+        }
+        self.progress("turn resumed").await;
+        self.thread.turn_usage = TurnUsage::default();
+        let turn_start = baton_protocol::user_turn_starts(&self.thread.history)
+            .last()
+            .copied()
+            .unwrap_or(0);
+        // The reader paired every call left unanswered with a synthetic output (in memory
+        // only); those are the calls the dead process had not finished.
+        let interrupted: Vec<usize> = (turn_start..self.thread.history.len())
+            .filter(|&index| {
+                matches!(&self.thread.history[index],
+                    ResponseItem::FunctionCallOutput { output, .. } if output == baton_store::ABORTED_CALL_OUTPUT)
+            })
+            .collect();
+        let mut rerun: Vec<(String, String, String)> = Vec::new();
+        let mut aborted: Vec<String> = Vec::new();
+        for &index in &interrupted {
+            let ResponseItem::FunctionCallOutput { call_id, .. } = &self.thread.history[index]
+            else {
+                continue;
+            };
+            let call_id = call_id.clone();
+            if rerun.is_empty() && rerun_call != Some(call_id.as_str()) {
+                aborted.push(call_id);
+                continue;
+            }
+            let call = self.thread.history.iter().find_map(|item| match item {
+                ResponseItem::FunctionCall {
+                    name,
+                    arguments,
+                    call_id: id,
+                } if *id == call_id => Some((name.clone(), arguments.clone(), id.clone())),
+                _ => None,
+            });
+            match call {
+                Some(call) => rerun.push(call),
+                None => aborted.push(call_id),
+            }
+        }
+        // Drop the synthetic outputs; what replaces them is recorded below.
+        for &index in interrupted.iter().rev() {
+            self.thread.history.remove(index);
+        }
+        for call_id in aborted {
+            self.record(ResponseItem::FunctionCallOutput {
+                call_id,
+                output: RESUMED_CALL_OUTPUT.to_owned(),
+            })?;
+        }
+        self.sync()?;
+        // Died after the answer was on disk but before the task was marked done: that answer
+        // is the turn's result; asking the model again would answer twice.
+        if rerun.is_empty()
+            && let Some(ResponseItem::Message { role, .. }) = self.thread.history.last()
+            && role == "assistant"
+            && let Some(last) = self.thread.history.last()
+            && let Some((_, text)) = last.message_text()
+        {
+            self.thread.file_len = self.writer.len();
+            return Ok(text);
+        }
+        let result = match rerun.is_empty() {
+            true => self.model_loop().await,
+            false => match self.run_calls(&rerun).await {
+                Ok(()) => self.model_loop().await,
+                Err(err) => Err(err),
+            },
+        };
+        self.finish(result)
+    }
+
+    /// Records how the turn ended (its answer, the abort, or the error) and makes it durable.
+    fn finish(&mut self, result: Result<String, CoreError>) -> Result<String, CoreError> {
         match &result {
             Ok(message) => {
                 self.append(RolloutItem::EventMsg(EventMsg::AgentMessage {
@@ -284,6 +372,7 @@ impl Turn<'_> {
             {
                 self.compact().await?;
             }
+            self.progress("waiting for the model").await;
             let request = ModelRequest {
                 model: self.thread.settings.model.clone(),
                 instructions: self.thread.instructions(),
@@ -382,7 +471,7 @@ impl Turn<'_> {
         });
         let description = tools::describe_command(&argv);
         let sandbox = self
-            .resolve_plan(plan, &argv, key)
+            .resolve_plan(plan, &argv, key, call_id)
             .await
             .map_err(|err| err.prefixed(&format!("command not run: {description}")))?;
         self.progress(&format!("running: {description}")).await;
@@ -413,7 +502,7 @@ impl Turn<'_> {
             unsandboxed: true,
         };
         let output = match retry {
-            Some(plan) => match self.resolve_plan(plan, &argv, unsandboxed).await {
+            Some(plan) => match self.resolve_plan(plan, &argv, unsandboxed, call_id).await {
                 Ok(sandbox) => {
                     let description = tools::describe_command(&argv);
                     self.progress(&format!("running without sandbox: {description}"))
@@ -605,6 +694,7 @@ impl Turn<'_> {
         plan: CommandPlan,
         argv: &[String],
         remember: ApprovalKey,
+        call_id: &str,
     ) -> Result<SandboxPolicy, ToolError> {
         if self.hooks.sandbox_required
             && let CommandPlan::Run(sandbox) | CommandPlan::Ask { sandbox, .. } = &plan
@@ -616,16 +706,23 @@ impl Turn<'_> {
             CommandPlan::Run(sandbox) => Ok(sandbox),
             CommandPlan::Refuse(reason) => Err(ToolError::ForModel(reason)),
             CommandPlan::Ask { reason, sandbox } => {
-                let decision = match &self.hooks.approver {
+                let request = ApprovalRequest {
+                    thread_id: self.thread.id,
+                    call_id: call_id.to_owned(),
+                    command: argv.to_vec(),
+                    cwd: self.thread.settings.cwd.clone(),
+                    reason: reason.clone(),
+                };
+                let decision = match self.hooks.approver.clone() {
                     Some(approver) => {
-                        approver
-                            .request_approval(ApprovalRequest {
-                                thread_id: self.thread.id,
-                                command: argv.to_vec(),
-                                cwd: self.thread.settings.cwd.clone(),
-                                reason: reason.clone(),
-                            })
-                            .await
+                        // A task's question is on disk before it is asked: a process that
+                        // continues the task after a crash asks it again.
+                        self.record_task_state(TaskState::InputRequired, Some(&request))
+                            .map_err(ToolError::EndTurn)?;
+                        let decision = approver.request_approval(request).await;
+                        self.record_task_state(TaskState::Working, None)
+                            .map_err(ToolError::EndTurn)?;
+                        decision
                     }
                     None => Err("no one can be asked for approval here (the client does not support elicitation)".to_owned()),
                 };
@@ -671,7 +768,7 @@ impl Turn<'_> {
                     command,
                     unsandboxed: false,
                 };
-                self.resolve_plan(plan, &described, remember)
+                self.resolve_plan(plan, &described, remember, call_id)
                     .await
                     .map_err(|err| err.prefixed("patch not applied"))?;
             }
@@ -802,6 +899,26 @@ impl Turn<'_> {
     fn sync(&mut self) -> Result<(), CoreError> {
         let writer = &mut *self.writer;
         Ok(blocking_section(|| writer.sync())?)
+    }
+
+    /// Records a change of the turn's MCP task, if it runs for one, durably.
+    fn record_task_state(
+        &mut self,
+        state: TaskState,
+        approval: Option<&ApprovalRequest>,
+    ) -> Result<(), CoreError> {
+        let Some(task_id) = self.hooks.task.clone() else {
+            return Ok(());
+        };
+        let mut event = TaskEvent::new(task_id, state);
+        event.approval = approval.map(|request| PendingApproval {
+            call_id: request.call_id.clone(),
+            command: request.command.clone(),
+            cwd: request.cwd.clone(),
+            reason: request.reason.clone(),
+        });
+        self.append(RolloutItem::EventMsg(EventMsg::BatonTask(Box::new(event))))?;
+        self.sync()
     }
 
     fn append(&mut self, item: RolloutItem) -> Result<(), CoreError> {

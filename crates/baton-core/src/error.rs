@@ -60,6 +60,16 @@ pub enum CoreError {
         #[source]
         source: Box<CoreError>,
     },
+    /// Malformed and unknown task ids get the same answer, and so does another owner's task,
+    /// so ids cannot be probed.
+    #[error(
+        "task {id} not found: a baton task id is the 64 hex digits a task-augmented call returned, and the task must be one of yours"
+    )]
+    UnknownTask { id: String },
+    #[error(
+        "task {id} runs in another baton process; cancel it through the server that runs it, or wait for it to end"
+    )]
+    TaskElsewhere { id: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -90,10 +100,10 @@ impl CoreError {
     pub fn kind(&self) -> ErrorKind {
         use baton_store::StoreError;
         match self {
-            Self::UnknownThread { .. } | Self::Store(StoreError::NotFound { .. }) => {
-                ErrorKind::NotFound
-            }
-            Self::Store(StoreError::Busy { .. }) => ErrorKind::Busy,
+            Self::UnknownThread { .. }
+            | Self::UnknownTask { .. }
+            | Self::Store(StoreError::NotFound { .. }) => ErrorKind::NotFound,
+            Self::Store(StoreError::Busy { .. }) | Self::TaskElsewhere { .. } => ErrorKind::Busy,
             Self::MalformedThreadId(_)
             | Self::RecordedCwdMissing { .. }
             | Self::CwdMissing { .. }

@@ -22,6 +22,8 @@ pub trait ProgressSink: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct ApprovalRequest {
     pub thread_id: ThreadId,
+    /// The tool call that waits for the answer.
+    pub call_id: String,
     pub command: Vec<String>,
     pub cwd: PathBuf,
     pub reason: String,
@@ -52,4 +54,7 @@ pub struct TurnHooks {
     /// Set for callers over the network on a server that does not allow
     /// `danger-full-access`: a command never runs outside the sandbox, approved or not.
     pub sandbox_required: bool,
+    /// The durable MCP task this turn runs for: its state changes (an approval it waits for)
+    /// are recorded in the transcript too.
+    pub task: Option<String>,
 }

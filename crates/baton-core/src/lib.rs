@@ -14,6 +14,7 @@ mod hooks;
 mod manager;
 mod project_doc;
 mod redact;
+mod tasks;
 mod tools;
 mod usage;
 
@@ -22,6 +23,8 @@ pub use error::{CoreError, ErrorKind};
 pub use hooks::{ApprovalDecision, ApprovalRequest, Approver, ProgressSink, TurnHooks};
 pub use manager::{
     HttpModelClientFactory, ModelClientFactory, ReplyToThread, SessionPage, SessionQuery,
-    SessionSummary, StartThread, ThreadManager, ThreadManagerOptions, TurnResult,
+    SessionSummary, StartThread, TaskLookup, TaskSetup, ThreadManager, ThreadManagerOptions,
+    TurnResult,
 };
+pub use tasks::{MAX_RESUMPTIONS, RenderResult, TaskId, TaskView};
 pub use usage::TurnUsage;

@@ -62,54 +62,74 @@ pub(crate) struct ElicitationApprover {
 #[async_trait]
 impl Approver for ElicitationApprover {
     async fn request_approval(&self, request: ApprovalRequest) -> Result<ApprovalDecision, String> {
-        let schema = ElicitationSchema::builder()
-            .required_enum_schema(
-                "decision",
-                EnumSchema::builder(vec![
-                    "approve".into(),
-                    "approve_for_session".into(),
-                    "deny".into(),
-                ])
-                .title("Decision")
-                .build(),
-            )
-            .build()
-            .map_err(|err| format!("the approval form could not be built ({err})"))?;
-        let message = format!(
-            "baton wants to run `{}` in {} (thread {}): {}",
-            request.command.join(" "),
-            request.cwd.display(),
+        let params = approval_form(
+            &request.command,
+            &request.cwd,
             request.thread_id,
-            request.reason
-        );
-        let params = ElicitRequestParams::FormElicitationParams {
-            meta: None,
-            message,
-            requested_schema: schema,
-        };
+            &request.reason,
+        )?;
         // The person may take minutes; a cancelled call must not wait for them.
         let result = tokio::select! {
             result = self.peer.create_elicitation(params) => result
                 .map_err(|err| format!("the client did not answer the approval request ({err})"))?,
             _ = self.cancel.cancelled() => return Err("the call was cancelled".to_owned()),
         };
-        match result.action {
-            ElicitationAction::Accept => Ok(
-                match result
-                    .content
-                    .as_ref()
-                    .and_then(|c| c.get("decision"))
-                    .and_then(|d| d.as_str())
-                {
-                    Some("approve") => ApprovalDecision::Approve,
-                    Some("approve_for_session") => ApprovalDecision::ApproveForSession,
-                    // "deny" or an answer outside the schema: fail safe.
-                    _ => ApprovalDecision::Deny,
-                },
-            ),
-            ElicitationAction::Decline => Err("the user declined the approval form".to_owned()),
-            _ => Err("the user dismissed the approval form".to_owned()),
-        }
+        decision_of(result.action, result.content.as_ref())
+    }
+}
+
+/// The approval form (SPEC: one required enum `decision`), the same for a call's elicitation
+/// and a task's input request, so a question asked again after a restart reads the same.
+pub(crate) fn approval_form(
+    command: &[String],
+    cwd: &std::path::Path,
+    thread_id: baton_protocol::ThreadId,
+    reason: &str,
+) -> Result<ElicitRequestParams, String> {
+    let schema = ElicitationSchema::builder()
+        .required_enum_schema(
+            "decision",
+            EnumSchema::builder(vec![
+                "approve".into(),
+                "approve_for_session".into(),
+                "deny".into(),
+            ])
+            .title("Decision")
+            .build(),
+        )
+        .build()
+        .map_err(|err| format!("the approval form could not be built ({err})"))?;
+    let message = format!(
+        "baton wants to run `{}` in {} (thread {thread_id}): {reason}",
+        command.join(" "),
+        cwd.display(),
+    );
+    Ok(ElicitRequestParams::FormElicitationParams {
+        meta: None,
+        message,
+        requested_schema: schema,
+    })
+}
+
+/// The person's answer to the approval form: anything but an accepted, known decision denies
+/// (fail safe); a declined or dismissed form says so.
+pub(crate) fn decision_of(
+    action: ElicitationAction,
+    content: Option<&serde_json::Value>,
+) -> Result<ApprovalDecision, String> {
+    match action {
+        ElicitationAction::Accept => Ok(
+            match content
+                .and_then(|c| c.get("decision"))
+                .and_then(|d| d.as_str())
+            {
+                Some("approve") => ApprovalDecision::Approve,
+                Some("approve_for_session") => ApprovalDecision::ApproveForSession,
+                _ => ApprovalDecision::Deny,
+            },
+        ),
+        ElicitationAction::Decline => Err("the user declined the approval form".to_owned()),
+        _ => Err("the user dismissed the approval form".to_owned()),
     }
 }
 
@@ -146,6 +166,7 @@ pub(crate) fn turn_hooks(ctx: &RequestContext<RoleServer>) -> (TurnHooks, Option
         progress: progress.map(|p| p as Arc<dyn ProgressSink>),
         approver,
         sandbox_required: false,
+        task: None,
     };
     (hooks, heartbeat)
 }

@@ -12,6 +12,7 @@ mod order;
 mod oversize;
 mod server;
 mod shutdown;
+mod tasks;
 
 use std::sync::Arc;
 use std::time::Duration;

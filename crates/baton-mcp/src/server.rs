@@ -9,12 +9,14 @@ use baton_core::{
 };
 use baton_protocol::shorten;
 use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ContentBlock, CustomRequest, CustomResult, ErrorCode,
-    Implementation, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
-    ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    CustomRequest, CustomResult, ErrorCode, GetTaskParams, GetTaskResult, Implementation,
+    ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceContents, ServerCapabilities, ServerConfig,
+    UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
@@ -41,7 +43,7 @@ pub struct BatonServer {
 }
 
 /// What a turn-running call holds while it runs over HTTP.
-struct TurnAdmission {
+pub(crate) struct TurnAdmission {
     _permit: tokio::sync::OwnedSemaphorePermit,
     _abort_link: tokio_util::sync::DropGuard,
     _running: RunningTurn,
@@ -50,7 +52,7 @@ struct TurnAdmission {
 
 impl TurnAdmission {
     /// Counts the turn's outcome in the HTTP server's metrics.
-    fn record(&self, outcome: &Result<TurnResult, CoreError>) {
+    pub(crate) fn record(&self, outcome: &Result<TurnResult, CoreError>) {
         let error = outcome.as_ref().err().map(CoreError::kind);
         self.policy
             .metrics
@@ -61,6 +63,7 @@ impl TurnAdmission {
 #[tool_router]
 impl BatonServer {
     pub fn new(manager: Arc<ThreadManager>) -> Self {
+        manager.set_task_renderer(crate::tasks::renderer());
         Self {
             manager,
             http: None,
@@ -86,30 +89,13 @@ impl BatonServer {
         StrictParams(args): StrictParams<StartArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let config = match args.config.as_ref() {
-            Some(object) => {
-                match baton_config::json_overrides(&serde_json::Value::Object(object.clone())) {
-                    Ok(values) => values,
-                    Err(message) => return tool_error(format!("invalid `config`: {message}")),
-                }
-            }
-            None => Vec::new(),
-        };
         let access = match self.access(&ctx) {
             Ok(access) => access,
             Err(message) => return tool_error(message),
         };
-        let request = StartThread {
-            access,
-            prompt: args.prompt,
-            cwd: args.cwd.map(PathBuf::from),
-            model: args.model,
-            profile: args.profile,
-            sandbox: args.sandbox.map(Into::into),
-            approval_policy: args.approval_policy.map(Into::into),
-            base_instructions: args.base_instructions,
-            developer_instructions: args.developer_instructions,
-            config,
+        let request = match Self::start_request(args, access) {
+            Ok(request) => request,
+            Err(message) => return tool_error(message),
         };
         let (mut hooks, _heartbeat) = turn_hooks(&ctx);
         let admission = match self.admit(&mut hooks) {
@@ -138,13 +124,7 @@ impl BatonServer {
             Ok(access) => access,
             Err(message) => return tool_error(message),
         };
-        let request = ReplyToThread {
-            thread_id: args.thread_id,
-            prompt: args.prompt,
-            cwd: args.cwd.map(PathBuf::from),
-            compact: args.compact,
-            access,
-        };
+        let request = Self::reply_request(args, access);
         // Calls on one thread run in the order they arrived (see `order`); the ticket is held
         // until this call is done. Over HTTP it comes with the request's parts.
         let ticket = ctx
@@ -259,9 +239,47 @@ impl BatonServer {
 }
 
 impl BatonServer {
+    pub(crate) fn manager(&self) -> &Arc<ThreadManager> {
+        &self.manager
+    }
+
+    /// The `baton` tool's arguments as core's request; `Err` for a `config` that is not a
+    /// set of config overrides.
+    pub(crate) fn start_request(args: StartArgs, access: Access) -> Result<StartThread, String> {
+        let config = match args.config.as_ref() {
+            Some(object) => {
+                baton_config::json_overrides(&serde_json::Value::Object(object.clone()))
+                    .map_err(|message| format!("invalid `config`: {message}"))?
+            }
+            None => Vec::new(),
+        };
+        Ok(StartThread {
+            access,
+            prompt: args.prompt,
+            cwd: args.cwd.map(PathBuf::from),
+            model: args.model,
+            profile: args.profile,
+            sandbox: args.sandbox.map(Into::into),
+            approval_policy: args.approval_policy.map(Into::into),
+            base_instructions: args.base_instructions,
+            developer_instructions: args.developer_instructions,
+            config,
+        })
+    }
+
+    pub(crate) fn reply_request(args: ReplyArgs, access: Access) -> ReplyToThread {
+        ReplyToThread {
+            thread_id: args.thread_id,
+            prompt: args.prompt,
+            cwd: args.cwd.map(PathBuf::from),
+            compact: args.compact,
+            access,
+        }
+    }
+
     /// The caller's reach: everything on stdio; over HTTP its token's owner and the server's
     /// confinement. A request that came over HTTP without a caller is refused (fail closed).
-    fn access(&self, ctx: &RequestContext<RoleServer>) -> Result<Access, String> {
+    pub(crate) fn access(&self, ctx: &RequestContext<RoleServer>) -> Result<Access, String> {
         let Some(policy) = &self.http else {
             return Ok(Access::default());
         };
@@ -279,7 +297,10 @@ impl BatonServer {
     /// Over HTTP a turn needs one of `max_running_turns` slots (refused at once when none is
     /// free), ends when the server's shutdown grace is over, and keeps its commands in the
     /// sandbox unless the server allows `danger-full-access`.
-    fn admit(&self, hooks: &mut baton_core::TurnHooks) -> Result<Option<TurnAdmission>, String> {
+    pub(crate) fn admit(
+        &self,
+        hooks: &mut baton_core::TurnHooks,
+    ) -> Result<Option<TurnAdmission>, String> {
         let Some(policy) = &self.http else {
             return Ok(None);
         };
@@ -301,6 +322,7 @@ impl ServerHandler for BatonServer {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new("baton", env!("CARGO_PKG_VERSION")))
@@ -310,6 +332,45 @@ impl ServerHandler for BatonServer {
              `baton-sessions` finds sessions and `baton-fork` branches one; transcripts are \
              resources at baton://sessions/<threadId>.",
         )
+    }
+
+    /// Turn-running calls of clients that declared the tasks extension become tasks; every
+    /// other call goes to its tool as usual.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if crate::tasks::wants_task(&request, &ctx) {
+            return self.call_as_task(request, ctx).await;
+        }
+        self.tool_router
+            .call(ToolCallContext::new(self, request, ctx))
+            .await
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        self.get_task_state(request, ctx).await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.update_task_inputs(request, ctx).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.cancel_task_turn(request, ctx).await
     }
 
     /// rmcp routes requests whose params do not parse here, known methods included; those
@@ -439,7 +500,7 @@ fn sessions_text(output: &SessionsOutput) -> String {
     text.join("\n")
 }
 
-fn turn_result(outcome: Result<TurnResult, CoreError>) -> CallToolResult {
+pub(crate) fn turn_result(outcome: Result<TurnResult, CoreError>) -> CallToolResult {
     match outcome {
         Ok(TurnResult {
             thread_id,
@@ -482,7 +543,7 @@ fn structured(text: String, value: Result<serde_json::Value, serde_json::Error>)
 }
 
 /// A tool-level failure: `isError` with the message in the text (clients show the text).
-fn tool_error(message: String) -> CallToolResult {
+pub(crate) fn tool_error(message: String) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message)])
 }
 

@@ -23,8 +23,9 @@ pub use policy::{
 };
 pub use provider::{ModelProviderInfo, WireApi};
 pub use rollout::{
-    BaseInstructions, Compacted, EventMsg, GitInfo, ImportedFrom, Plan, PlanStep, RolloutItem,
-    SessionMeta, SessionSource, StepStatus, TurnContext, format_timestamp,
+    BaseInstructions, Compacted, EventMsg, GitInfo, ImportedFrom, PendingApproval, Plan, PlanStep,
+    RolloutItem, SessionMeta, SessionSource, StepStatus, TaskEvent, TaskState, TurnContext,
+    format_timestamp,
 };
 pub use thread_id::{ThreadId, ThreadIdError};
 

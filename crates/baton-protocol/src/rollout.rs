@@ -180,8 +180,86 @@ pub enum EventMsg {
     Error {
         message: String,
     },
+    /// A change of a durable MCP task's state (the tasks extension): the task lives in the
+    /// transcript of the thread whose turn it runs, so any process that can read the thread can
+    /// answer for it, and continue it when the process that ran it died.
+    BatonTask(Box<TaskEvent>),
     #[serde(other)]
     Other,
+}
+
+/// Where an MCP task is, as a `baton_task` event records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Working,
+    InputRequired,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// One `baton_task` event. The first one of a task (its creation) carries `tool` and `ttl_ms`;
+/// later ones carry what changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    pub task_id: String,
+    pub state: TaskState,
+    /// When this change happened (RFC 3339, UTC, milliseconds).
+    pub at: String,
+    /// The tool whose call became the task (on creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+    /// Set when a process continued the task after the one running it died: how many times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<u32>,
+    /// The approval the turn waits for (`input_required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<PendingApproval>,
+    /// The result the call returns (`completed`), in the MCP shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why the task failed (`failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TaskEvent {
+    pub fn new(task_id: impl Into<String>, state: TaskState) -> Self {
+        Self {
+            task_id: task_id.into(),
+            state,
+            at: format_timestamp(Utc::now()),
+            tool: None,
+            ttl_ms: None,
+            status_message: None,
+            resumed: None,
+            approval: None,
+            result: None,
+            error: None,
+        }
+    }
+}
+
+/// A command waiting for a person's approval, recorded so that it is asked again, the same
+/// way, after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingApproval {
+    /// The tool call that waits; also the key of the task's input request.
+    pub call_id: String,
+    pub command: Vec<String>,
+    pub cwd: PathBuf,
+    pub reason: String,
 }
 
 /// A plan the model keeps with the `update_plan` tool: the steps of its work and where it is.

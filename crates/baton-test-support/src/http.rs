@@ -92,6 +92,9 @@ async fn respond(stream: &mut TcpStream, state: &ServerState) -> io::Result<()> 
         .push(recorded.clone());
     let reply = (state.script)(&recorded);
     let answer = answer(&reply, &recorded);
+    for gate in &answer.gates {
+        gate.wait().await;
+    }
     tokio::time::sleep(answer.delay).await;
     match answer.body {
         AnswerBody::Json {

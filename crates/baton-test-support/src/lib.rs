@@ -64,7 +64,7 @@ use tokio::sync::oneshot;
 
 pub use conversation::is_context_message;
 pub use postgres::{PgCluster, PgUnavailable};
-pub use script::{Reply, ReplyItem, default_script, first_n_then, openai_error_body};
+pub use script::{Gate, Reply, ReplyItem, default_script, first_n_then, openai_error_body};
 
 /// Which wire API a request used, decided by its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

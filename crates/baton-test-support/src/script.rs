@@ -25,6 +25,9 @@ pub enum Reply {
     DropMidStream,
     /// Waits `delay` before sending anything (not even headers), then answers with `then`.
     Stall { delay: Duration, then: Box<Reply> },
+    /// Holds the request (sends nothing, not even headers) until the test opens `gate`, then
+    /// answers with `then`: a model "thinking" for exactly as long as a test needs.
+    Hold { gate: Gate, then: Box<Reply> },
     /// Starts a streamed response, waits `delay` between two SSE events, then completes it
     /// with `items`: exercises a client's idle timeout between chunks.
     StallMidStream {
@@ -35,6 +38,39 @@ pub enum Reply {
     /// event with code `context_length_exceeded`; on the Chat wire HTTP 400 with that code,
     /// as OpenAI answers.
     ContextLengthExceeded,
+}
+
+/// A gate that held requests wait at until the test opens it (once, for good).
+#[derive(Debug, Clone)]
+pub struct Gate(std::sync::Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Gate {
+    pub fn new() -> Self {
+        Self(std::sync::Arc::new(tokio::sync::watch::channel(false).0))
+    }
+
+    /// Lets every held request (and every later one) through.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub(crate) async fn wait(&self) {
+        let mut open = self.0.subscribe();
+        // Err only when the sender is gone, which `self` prevents.
+        let _ = open.wait_for(|open| *open).await;
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// One output item of a successful response.

@@ -11,6 +11,8 @@ use crate::{RecordedRequest, Reply, ReplyItem, Wire};
 pub(crate) struct Answer {
     /// Waited before anything is sent.
     pub delay: Duration,
+    /// Waited for before anything is sent.
+    pub gates: Vec<crate::Gate>,
     pub body: AnswerBody,
 }
 
@@ -37,6 +39,11 @@ pub(crate) fn answer(reply: &Reply, request: &RecordedRequest) -> Answer {
         Reply::Stall { delay, then } => {
             let mut answer = answer(then, request);
             answer.delay += *delay;
+            return answer;
+        }
+        Reply::Hold { gate, then } => {
+            let mut answer = answer(then, request);
+            answer.gates.push(gate.clone());
             return answer;
         }
         Reply::Status {
@@ -70,6 +77,7 @@ pub(crate) fn answer(reply: &Reply, request: &RecordedRequest) -> Answer {
     };
     Answer {
         delay: Duration::ZERO,
+        gates: Vec::new(),
         body,
     }
 }
@@ -361,7 +369,7 @@ fn reply_texts(items: &[ReplyItem]) -> Vec<&str> {
 /// `reply`; `None` for replies that report none (errors, dropped streams).
 pub(crate) fn reported_usage(request: &RecordedRequest, reply: &Reply) -> Option<Value> {
     match reply {
-        Reply::Stall { then, .. } => reported_usage(request, then),
+        Reply::Stall { then, .. } | Reply::Hold { then, .. } => reported_usage(request, then),
         Reply::Items(items) | Reply::StallMidStream { items, .. } => {
             let texts = reply_texts(items);
             // The Responses stream concatenates the texts; the Chat stream joins them with

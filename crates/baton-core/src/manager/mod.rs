@@ -7,12 +7,16 @@
 //!
 //! Rooms: `slots` (live threads in memory, one call at a time each, idle eviction), `locate`
 //! (finding a thread: baton's store, then Codex's; rehydration and Codex import), `turns`
-//! (starting, continuing and forking threads), `listing` (listing sessions, transcript text).
+//! (starting, continuing and forking threads), `listing` (listing sessions, transcript text),
+//! `tasks` (durable MCP tasks: their state, answers, cancellation, resumption).
 
 mod listing;
 mod locate;
 mod slots;
+mod tasks;
 mod turns;
+
+pub use tasks::{TaskLookup, TaskSetup};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -136,6 +140,10 @@ pub struct ThreadManager {
     store: Arc<dyn Store>,
     models: Arc<dyn ModelClientFactory>,
     slots: Mutex<HashMap<ThreadId, Arc<ThreadSlot>>>,
+    /// The MCP tasks whose turns run in this process.
+    live_tasks: crate::tasks::LiveTasks,
+    /// Set by the MCP server: lets a call on a thread continue the task a dead process left.
+    task_renderer: std::sync::OnceLock<crate::tasks::RenderResult>,
     idle_ttl: Duration,
 }
 
@@ -179,6 +187,8 @@ impl ThreadManager {
             store,
             models,
             slots: Mutex::new(HashMap::new()),
+            live_tasks: Default::default(),
+            task_renderer: std::sync::OnceLock::new(),
         })
     }
 

@@ -11,6 +11,7 @@ use chrono::Utc;
 
 use super::locate::settings_of;
 use super::slots::forget_after_store_error;
+use super::tasks::TaskSetup;
 use super::{ReplyToThread, StartThread, ThreadManager, TurnResult, blocking, existing_dir};
 use crate::access::Access;
 use crate::agent::{LiveThread, ThreadSettings, Turn, blocking_section, default_base_instructions};
@@ -19,12 +20,35 @@ use crate::error::CoreError;
 use crate::hooks::TurnHooks;
 use crate::project_doc::{self, ProjectDocOptions};
 
+/// Where a turn starts.
+pub(super) enum TurnStart<'a> {
+    /// A new prompt.
+    Prompt(&'a str),
+    /// The turn a process that died had started (with `prompt`); `rerun_call` was waiting for
+    /// approval and is asked again.
+    Resume {
+        rerun_call: Option<String>,
+        prompt: String,
+    },
+}
+
 impl ThreadManager {
     /// Starts a new thread and runs its first turn.
     pub async fn start_thread(
         &self,
         request: StartThread,
         hooks: TurnHooks,
+    ) -> Result<TurnResult, CoreError> {
+        self.start_thread_with(request, hooks, None).await
+    }
+
+    /// [`ThreadManager::start_thread`], running the turn for an MCP task when `task` is set:
+    /// the task is opened (on disk, then announced) once the thread exists and is locked.
+    pub(super) async fn start_thread_with(
+        &self,
+        request: StartThread,
+        mut hooks: TurnHooks,
+        task: Option<&mut TaskSetup>,
     ) -> Result<TurnResult, CoreError> {
         request
             .access
@@ -98,6 +122,12 @@ impl ThreadManager {
         let slot = self.slot(id);
         let mut guard = slot.live.lock().await;
         let _lock = blocking_section(|| self.store.lock_thread(id))?;
+        let task = match task {
+            Some(setup) => {
+                Some(self.open_new_task(&mut *writer, id, "baton", setup, &mut hooks)?)
+            }
+            None => None,
+        };
         *guard = Some(live);
         let Some(live) = guard.as_mut() else {
             return Err(CoreError::Internal("thread slot emptied".into()));
@@ -107,10 +137,14 @@ impl ThreadManager {
             .await;
         forget_after_store_error(&mut guard, &outcome);
         slot.touch();
-        outcome.map_err(|err| CoreError::FirstTurnFailed {
+        let outcome = outcome.map_err(|err| CoreError::FirstTurnFailed {
             id,
             source: Box::new(err),
-        })
+        });
+        if let Some(task) = task {
+            self.close_task(&mut *writer, task, &outcome);
+        }
+        outcome
     }
 
     /// Continues a thread by id: from memory, else from baton's store, else from Codex's.
@@ -118,6 +152,17 @@ impl ThreadManager {
         &self,
         request: ReplyToThread,
         hooks: TurnHooks,
+    ) -> Result<TurnResult, CoreError> {
+        self.reply_with(request, hooks, None).await
+    }
+
+    /// [`ThreadManager::reply`], for an MCP task when `task` is set (opened once the thread is
+    /// locked and the call checked, just before the turn).
+    pub(super) async fn reply_with(
+        &self,
+        request: ReplyToThread,
+        mut hooks: TurnHooks,
+        task: Option<&mut TaskSetup>,
     ) -> Result<TurnResult, CoreError> {
         let id = ThreadId::parse(&request.thread_id)?;
         let config = self.config(None)?;
@@ -170,7 +215,15 @@ impl ThreadManager {
         };
         request.access.check_cwd(&cwd)?;
         request.access.check_sandbox(live.settings.sandbox.mode)?;
+        self.finish_orphaned_task(live, &mut *writer, &config, &hooks)
+            .await;
         live.settings.cwd = cwd;
+        let task = match task {
+            Some(setup) => {
+                Some(self.open_new_task(&mut *writer, id, "baton-reply", setup, &mut hooks)?)
+            }
+            None => None,
+        };
         let outcome = self
             .run_turn(
                 live,
@@ -181,6 +234,9 @@ impl ThreadManager {
                 request.compact,
             )
             .await;
+        if let Some(task) = task {
+            self.close_task(&mut *writer, task, &outcome);
+        }
         forget_after_store_error(&mut guard, &outcome);
         slot.touch();
         outcome
@@ -195,14 +251,40 @@ impl ThreadManager {
         hooks: &TurnHooks,
         compact_first: bool,
     ) -> Result<TurnResult, CoreError> {
+        self.run_turn_from(
+            live,
+            writer,
+            config,
+            TurnStart::Prompt(prompt),
+            hooks,
+            compact_first,
+        )
+        .await
+    }
+
+    /// Runs a turn from a new prompt or, for a task whose process died, from where the
+    /// transcript left it; then updates the listing.
+    pub(super) async fn run_turn_from(
+        &self,
+        live: &mut LiveThread,
+        writer: &mut dyn TranscriptWriter,
+        config: &Config,
+        start: TurnStart<'_>,
+        hooks: &TurnHooks,
+        compact_first: bool,
+    ) -> Result<TurnResult, CoreError> {
         let provider = config
             .provider(&live.settings.provider_id)
             .cloned()
             .unwrap_or_else(|| config.model_provider.clone());
         let model = self.models.client(&provider)?;
-        let outcome = Turn::new(live, writer, model, hooks, config, compact_first)
-            .run(prompt)
-            .await;
+        let turn = Turn::new(live, writer, model, hooks, config, compact_first);
+        let (outcome, prompt) = match start {
+            TurnStart::Prompt(prompt) => (turn.run(prompt).await, prompt.to_owned()),
+            TurnStart::Resume { rerun_call, prompt } => {
+                (turn.resume(rerun_call.as_deref()).await, prompt)
+            }
+        };
         // The index is a cache: a failure to update it is logged, never fatal.
         let record = TurnRecord {
             id: live.id,
@@ -211,7 +293,7 @@ impl ThreadManager {
             created_at: live.id.created_at().unwrap_or_else(Utc::now),
             model: Some(live.settings.model.clone()),
             source: ThreadOrigin::of(&live.meta),
-            user_message: Some(prompt.to_owned()),
+            user_message: Some(prompt),
             agent_message: outcome.as_ref().ok().cloned(),
         };
         let store = self.store.clone();

@@ -1,0 +1,665 @@
+//! Durable MCP tasks (the `io.modelcontextprotocol/tasks` extension, 2026-07-28): a turn that
+//! outlives the request, the connection and the process that ran it. Real binary, real rmcp
+//! client over stdio and HTTP, scripted model.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use baton_test_support::{Gate, RecordedRequest, Reply, ScriptedModelServer, Wire, default_script};
+use common::http::{Era, HttpServerProcess};
+use common::mcp::{processes_matching, signal};
+use common::tasks::{TaskSession, approve, completed_result, eventually, input_request};
+use common::*;
+use rmcp::model::TaskStatus;
+use serde_json::{Value, json};
+
+/// The model holds requests whose prompt starts with `held:` at `gate` (the test opens it, or
+/// kills the server meanwhile); everything else follows the default script.
+fn held_script(gate: Gate) -> impl Fn(&RecordedRequest) -> Reply + Send + Sync + 'static {
+    move |request| {
+        let prompt = request.last_user_text().unwrap_or_default();
+        match prompt.strip_prefix("held:") {
+            Some(rest) if request.last_tool_output().is_none() => Reply::Hold {
+                gate: gate.clone(),
+                then: Box::new(Reply::text(format!("done: {}", rest.trim()))),
+            },
+            _ => default_script(request),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    Stdio,
+    Http,
+}
+
+/// A server of `env` on `transport` with a task client connected: `(client, http server)`.
+async fn serve(env: &TestEnv, transport: Transport) -> (TaskSession, Option<HttpServerProcess>) {
+    match transport {
+        Transport::Stdio => (TaskSession::stdio(env).await, None),
+        Transport::Http => {
+            let server = HttpServerProcess::spawn(env, &[]);
+            (TaskSession::http(&server, None).await, Some(server))
+        }
+    }
+}
+
+/// kill -9 of the server behind `client`.
+fn kill_9(client: &TaskSession, http: Option<HttpServerProcess>) {
+    match http {
+        Some(server) => server.kill_9(),
+        None => signal(client.pid.expect("stdio pid"), "KILL"),
+    }
+}
+
+fn transcript_lines(env: &TestEnv, thread_id: &str) -> Vec<Value> {
+    parse_complete_lines(&env.rollout_of(thread_id))
+}
+
+/// The user messages of the transcript's conversation with exactly this text.
+fn user_messages(lines: &[Value], text: &str) -> usize {
+    lines
+        .iter()
+        .filter(|line| {
+            line["type"] == "response_item"
+                && line["payload"]["role"] == "user"
+                && line["payload"]["content"][0]["text"] == text
+        })
+        .count()
+}
+
+fn is_hex_64(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_augmented_call_returns_a_task_at_once_and_completes_with_the_call_result() {
+    for transport in [Transport::Stdio, Transport::Http] {
+        let gate = Gate::new();
+        let model = ScriptedModelServer::start_blocking(held_script(gate.clone())).expect("model");
+        let env = TestEnv::new(&model, Wire::Responses);
+        let (client, http) = serve(&env, transport).await;
+
+        // The model holds the request: the task comes back while the turn cannot have ended.
+        let created = client
+            .call_task(
+                "baton",
+                json!({"prompt": "held: the work", "cwd": env.project}),
+            )
+            .await;
+        let task = &created.task;
+        assert!(is_hex_64(&task.task_id), "{transport:?}: {}", task.task_id);
+        assert_eq!(task.status, TaskStatus::Working);
+        assert!(
+            task.ttl_ms.is_some_and(|ttl| ttl >= 24 * 3600 * 1000),
+            "{task:?}"
+        );
+        assert!(task.poll_interval_ms.is_some(), "{task:?}");
+        eventually("the model request", || !model.requests().is_empty()).await;
+        let working = client.get(&task.task_id).await;
+        assert_eq!(working.task.status(), TaskStatus::Working);
+        assert_eq!(
+            working.task.task.status_message.as_deref(),
+            Some("waiting for the model"),
+            "{transport:?}"
+        );
+
+        gate.open();
+        let done = client.wait_for(&task.task_id, TaskStatus::Completed).await;
+        let result = completed_result(&done);
+        assert_eq!(result["structuredContent"]["content"], "done: the work");
+        assert_eq!(result["content"][0]["text"], "done: the work");
+        let thread_id = result["structuredContent"]["threadId"]
+            .as_str()
+            .expect("threadId")
+            .to_owned();
+        assert!(result["structuredContent"]["usage"].is_object(), "{result}");
+
+        // The same shape as the synchronous call returns to a client without the extension.
+        let plain = match &http {
+            Some(server) => {
+                let plain = server.client(Era::Stateless2026, None).await;
+                plain
+                    .call(
+                        "baton",
+                        json!({"prompt": "held: again", "cwd": env.project}),
+                    )
+                    .await
+            }
+            None => {
+                let plain = common::mcp::McpProcess::spawn(&env).await;
+                plain
+                    .call(
+                        "baton",
+                        json!({"prompt": "held: again", "cwd": env.project}),
+                    )
+                    .await
+            }
+        };
+        let plain = serde_json::to_value(&plain).expect("result as JSON");
+        // `resultType` is the 2026-07-28 wire's discriminator, which rmcp's client type drops.
+        let keys = |v: &Value| -> Vec<String> {
+            v.as_object()
+                .map(|o| o.keys().filter(|k| *k != "resultType").cloned().collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(keys(&plain), keys(&result), "{plain} vs {result}");
+        assert_eq!(
+            keys(&plain["structuredContent"]),
+            keys(&result["structuredContent"])
+        );
+
+        // The task is on disk: a later turn on the thread continues it as usual.
+        let lines = transcript_lines(&env, &thread_id);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["payload"]["type"] == "baton_task"
+                    && l["payload"]["state"] == "completed"),
+            "{transport:?}: no completed task in the transcript"
+        );
+        drop(http);
+    }
+}
+
+/// kill -9 while the task's model request is in flight; a new process on the same store
+/// finishes the task on `tasks/get`, with one user message and the final answer.
+async fn a_task_survives_kill_9(transport: Transport, delete_index: bool) {
+    let gate = Gate::new();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let script = {
+        let requests = requests.clone();
+        let held = held_script(gate.clone());
+        move |request: &RecordedRequest| {
+            // Only the first request is held (its server dies with it); the resumed one answers.
+            if requests.fetch_add(1, Ordering::SeqCst) == 0 {
+                held(request)
+            } else {
+                match request.last_user_text() {
+                    Some(text) if text.starts_with("held:") => {
+                        Reply::text(format!("finished after resume: {text}"))
+                    }
+                    _ => default_script(request),
+                }
+            }
+        }
+    };
+    let model = ScriptedModelServer::start_blocking(script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let (first, http) = serve(&env, transport).await;
+    let created = first
+        .call_task(
+            "baton",
+            json!({"prompt": "held: survive", "cwd": env.project}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    eventually("the model request", || !model.requests().is_empty()).await;
+    kill_9(&first, http);
+    drop(first);
+    if delete_index {
+        std::fs::remove_file(env.home.join("state.sqlite")).expect("delete the index");
+    }
+
+    let (second, http) = serve(&env, transport).await;
+    let resumed = second.get(&task_id).await;
+    assert_eq!(resumed.task.status(), TaskStatus::Working, "{resumed:?}");
+    assert!(
+        resumed
+            .task
+            .task
+            .status_message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("resumed after the process running it stopped")),
+        "{resumed:?}"
+    );
+    let done = second.wait_for(&task_id, TaskStatus::Completed).await;
+    let result = completed_result(&done);
+    assert_eq!(
+        result["structuredContent"]["content"], "finished after resume: held: survive",
+        "{result}"
+    );
+    let thread_id = result["structuredContent"]["threadId"]
+        .as_str()
+        .expect("threadId")
+        .to_owned();
+    let lines = transcript_lines(&env, &thread_id);
+    assert_eq!(
+        user_messages(&lines, "held: survive"),
+        1,
+        "one user message for the turn"
+    );
+    assert!(lines.iter().any(|l| l["payload"]["type"] == "agent_message"
+        && l["payload"]["message"] == "finished after resume: held: survive"));
+    assert!(
+        lines.iter().any(|l| l["payload"]["type"] == "baton_task"
+            && l["payload"]["resumed"] == 1
+            && l["payload"]["status_message"]
+                .as_str()
+                .is_some_and(|m| m.contains("resumed"))),
+        "the resumption is recorded"
+    );
+
+    // The thread goes on as any other.
+    let next = second
+        .call_task(
+            "baton-reply",
+            json!({"threadId": thread_id, "prompt": "RECALL"}),
+        )
+        .await;
+    let recalled = completed_result(
+        &second
+            .wait_for(&next.task.task_id, TaskStatus::Completed)
+            .await,
+    );
+    assert_eq!(
+        recalled["structuredContent"]["content"], "recall: held: survive (0 tool outputs)",
+        "{recalled}"
+    );
+    drop(http);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_survives_kill_9_of_its_http_server_mid_model_request() {
+    a_task_survives_kill_9(Transport::Http, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_survives_kill_9_of_its_stdio_server_with_the_index_deleted() {
+    a_task_survives_kill_9(Transport::Stdio, true).await;
+}
+
+/// kill -9 during a slow shell command: the command is recorded as aborted, the model is asked
+/// again and runs it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_killed_with_its_server_is_recorded_as_aborted_and_run_again() {
+    let script = |request: &RecordedRequest| match request.last_tool_output() {
+        Some(output) if output.starts_with("aborted: baton stopped") => Reply::tool_call(
+            "shell",
+            json!({"command": ["bash", "-lc", "echo again > again.txt"]}),
+        ),
+        _ => default_script(request),
+    };
+    let model = ScriptedModelServer::start_blocking(script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let first = TaskSession::stdio(&env).await;
+    let created = first
+        .call_task(
+            "baton",
+            json!({"prompt": "shell: touch started.txt; sleep 876543", "cwd": env.project,
+                   "sandbox": "danger-full-access", "approval-policy": "never"}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    let started = env.project.join("started.txt");
+    eventually("the command to start", || started.exists()).await;
+    let running = first.get(&task_id).await;
+    assert!(
+        running
+            .task
+            .task
+            .status_message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("running: ")),
+        "{running:?}"
+    );
+    signal(first.pid.expect("pid"), "KILL");
+    drop(first);
+    for pid in processes_matching("sleep 876543") {
+        signal(pid, "KILL");
+    }
+
+    let second = TaskSession::stdio(&env).await;
+    let done = second.wait_for(&task_id, TaskStatus::Completed).await;
+    let result = completed_result(&done);
+    assert!(
+        result["structuredContent"]["content"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("tool output: Exit code: 0")),
+        "{result}"
+    );
+    assert!(
+        env.project.join("again.txt").exists(),
+        "the model ran the command again"
+    );
+    let thread_id = result["structuredContent"]["threadId"]
+        .as_str()
+        .expect("threadId");
+    let outputs: Vec<String> = transcript_lines(&env, thread_id)
+        .iter()
+        .filter(|l| l["payload"]["type"] == "function_call_output")
+        .map(|l| {
+            l["payload"]["output"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(outputs.len(), 2, "{outputs:?}");
+    assert!(
+        outputs[0].starts_with("aborted: baton stopped"),
+        "{outputs:?}"
+    );
+}
+
+/// An approval surfaces as `input_required`; after kill -9 a new server asks the same question,
+/// and its answer runs the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_approval_is_asked_again_after_a_restart_and_answered_by_tasks_update() {
+    let script = |request: &RecordedRequest| {
+        if request.last_tool_output().is_none()
+            && request.last_user_text().as_deref() == Some("please create it")
+        {
+            // Under on-request, running outside the sandbox needs the person's approval.
+            return Reply::tool_call(
+                "shell",
+                json!({"command": ["bash", "-lc", "touch approved.txt"],
+                       "with_escalated_permissions": true,
+                       "justification": "needs to write outside the sandbox"}),
+            );
+        }
+        default_script(request)
+    };
+    let model = ScriptedModelServer::start_blocking(script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let first = TaskSession::stdio(&env).await;
+    let created = first
+        .call_task(
+            "baton",
+            json!({"prompt": "please create it", "cwd": env.project,
+                   "approval-policy": "on-request"}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    let asked = first.wait_for(&task_id, TaskStatus::InputRequired).await;
+    let (key, question) = input_request(&asked);
+    assert_eq!(question["method"], "elicitation/create", "{question}");
+    let message = question["params"]["message"]
+        .as_str()
+        .expect("message")
+        .to_owned();
+    assert!(message.contains("touch approved.txt"), "{message}");
+    assert_eq!(
+        question["params"]["requestedSchema"]["required"],
+        json!(["decision"])
+    );
+    signal(first.pid.expect("pid"), "KILL");
+    drop(first);
+
+    let second = TaskSession::stdio(&env).await;
+    let asked_again = second.wait_for(&task_id, TaskStatus::InputRequired).await;
+    let (key_again, question_again) = input_request(&asked_again);
+    assert_eq!(key_again, key);
+    assert_eq!(question_again["params"]["message"], message.as_str());
+    assert!(!env.project.join("approved.txt").exists());
+
+    // Unknown keys are ignored; the right one runs the command.
+    second.update(&task_id, "no-such-key", approve()).await;
+    second.update(&task_id, &key, approve()).await;
+    let done = second.wait_for(&task_id, TaskStatus::Completed).await;
+    assert!(env.project.join("approved.txt").exists());
+    let result = completed_result(&done);
+    assert_eq!(result["isError"], false, "{result}");
+}
+
+/// `tasks/cancel` aborts the turn: its processes are killed, the task is `cancelled`, and the
+/// thread stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_cancel_aborts_the_turn_and_the_thread_stays_usable() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let client = TaskSession::stdio(&env).await;
+    let created = client
+        .call_task(
+            "baton",
+            json!({"prompt": "shell: touch started.txt; sleep 765432", "cwd": env.project,
+                   "approval-policy": "never"}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    let started = env.project.join("started.txt");
+    eventually("the command to start", || started.exists()).await;
+    assert!(!processes_matching("sleep 765432").is_empty());
+    client.try_cancel(&task_id).await.expect("tasks/cancel");
+    client.wait_for(&task_id, TaskStatus::Cancelled).await;
+    assert!(
+        processes_matching("sleep 765432").is_empty(),
+        "the command's process is gone"
+    );
+    // Cancelling again is a no-op, not an error.
+    client
+        .try_cancel(&task_id)
+        .await
+        .expect("second tasks/cancel");
+
+    let thread_id = {
+        let lines: Vec<Value> = env
+            .rollout_files()
+            .iter()
+            .flat_map(|path| parse_complete_lines(path))
+            .collect();
+        assert!(lines.iter().any(|l| l["payload"]["type"] == "turn_aborted"));
+        lines[0]["payload"]["id"].as_str().expect("id").to_owned()
+    };
+    let next = client
+        .call_task(
+            "baton-reply",
+            json!({"threadId": thread_id, "prompt": "after"}),
+        )
+        .await;
+    let done = client
+        .wait_for(&next.task.task_id, TaskStatus::Completed)
+        .await;
+    assert_eq!(
+        completed_result(&done)["structuredContent"]["content"],
+        "echo: after"
+    );
+}
+
+/// Over HTTP a task belongs to its token's owner: for anyone else it does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_of_one_owner_is_not_found_for_another() {
+    let gate = Gate::new();
+    let model = ScriptedModelServer::start_blocking(held_script(gate.clone())).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let add_token = |owner: &str| {
+        let output = env.run(&["server", "add-token", owner]);
+        assert_success(&output);
+        stdout(&output).trim().to_owned()
+    };
+    let alice_token = add_token("alice");
+    let bob_token = add_token("bob");
+    let server = HttpServerProcess::spawn(&env, &[]);
+    let alice = TaskSession::http(&server, Some(&alice_token)).await;
+    let bob = TaskSession::http(&server, Some(&bob_token)).await;
+    let created = alice
+        .call_task(
+            "baton",
+            json!({"prompt": "held: private", "cwd": env.project}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+
+    let bob_get = bob
+        .try_get(&task_id)
+        .await
+        .expect_err("bob must not see it");
+    let unknown = format!("{}{}", &task_id[..32], "0".repeat(32));
+    let unknown_get = alice.try_get(&unknown).await.expect_err("unknown task");
+    let shape = |err: &rmcp::service::ServiceError| {
+        err.to_string()
+            .replace(&task_id, "ID")
+            .replace(&unknown, "ID")
+    };
+    assert_eq!(
+        shape(&bob_get),
+        shape(&unknown_get),
+        "exactly like an unknown id"
+    );
+    assert!(bob.try_cancel(&task_id).await.is_err());
+    assert_eq!(alice.get(&task_id).await.task.status(), TaskStatus::Working);
+
+    gate.open();
+    alice.wait_for(&task_id, TaskStatus::Completed).await;
+}
+
+/// A task whose server is killed during the turn four times in a row fails with the reason
+/// instead of looping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_killed_four_times_fails_with_the_reason() {
+    // Never opened: every model request hangs until its server is killed.
+    let gate = Gate::new();
+    let model = ScriptedModelServer::start_blocking(held_script(gate.clone())).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let first = TaskSession::stdio(&env).await;
+    let created = first
+        .call_task(
+            "baton",
+            json!({"prompt": "held: doomed", "cwd": env.project}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    eventually("the first model request", || model.requests().len() == 1).await;
+    signal(first.pid.expect("pid"), "KILL");
+    drop(first);
+    for kill in 2..=4 {
+        let next = TaskSession::stdio(&env).await;
+        let resumed = next.get(&task_id).await;
+        assert_eq!(resumed.task.status(), TaskStatus::Working, "{resumed:?}");
+        eventually("the resumed model request", || {
+            model.requests().len() == kill
+        })
+        .await;
+        signal(next.pid.expect("pid"), "KILL");
+    }
+    let last = TaskSession::stdio(&env).await;
+    let failed = last.wait_for(&task_id, TaskStatus::Failed).await;
+    let error = serde_json::to_value(&failed).expect("JSON");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("resumed 3 times")),
+        "{error}"
+    );
+    assert_eq!(model.requests().len(), 4, "no fifth attempt");
+}
+
+/// A call on the thread of a task whose process died continues that task first: the task
+/// completes, and the new turn sees the finished one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_on_the_thread_of_an_orphaned_task_finishes_the_task_first() {
+    let gate = Gate::new();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let script = {
+        let requests = requests.clone();
+        let held = held_script(gate.clone());
+        move |request: &RecordedRequest| {
+            if requests.fetch_add(1, Ordering::SeqCst) == 0 {
+                held(request)
+            } else {
+                match request.last_user_text() {
+                    Some(text) if text.starts_with("held:") => {
+                        Reply::text(format!("finished after resume: {text}"))
+                    }
+                    _ => default_script(request),
+                }
+            }
+        }
+    };
+    let model = ScriptedModelServer::start_blocking(script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let first = TaskSession::stdio(&env).await;
+    let created = first
+        .call_task(
+            "baton",
+            json!({"prompt": "held: orphan", "cwd": env.project}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    eventually("the model request", || !model.requests().is_empty()).await;
+    signal(first.pid.expect("pid"), "KILL");
+    drop(first);
+    let thread_id = {
+        let files = env.rollout_files();
+        let lines = parse_complete_lines(&files[0]);
+        lines[0]["payload"]["id"].as_str().expect("id").to_owned()
+    };
+
+    // A client without tasks continues the thread: the task's turn is finished first.
+    let plain = common::mcp::McpProcess::spawn(&env).await;
+    let recalled = plain.reply(&thread_id, "RECALL").await;
+    assert_eq!(recalled, "recall: held: orphan (0 tool outputs)");
+    let lines = transcript_lines(&env, &thread_id);
+    assert_eq!(user_messages(&lines, "held: orphan"), 1);
+    assert!(lines.iter().any(|l| l["payload"]["type"] == "agent_message"
+        && l["payload"]["message"] == "finished after resume: held: orphan"));
+    drop(plain);
+
+    let later = TaskSession::stdio(&env).await;
+    let done = later.get(&task_id).await;
+    assert_eq!(done.task.status(), TaskStatus::Completed, "{done:?}");
+    assert_eq!(
+        completed_result(&done)["structuredContent"]["content"],
+        "finished after resume: held: orphan"
+    );
+}
+
+/// SIGTERM: once the shutdown grace is over the server aborts the task's turn, but the client
+/// did not cancel it, so the task stays unfinished and the next server continues it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_interrupted_by_a_server_shutdown_is_continued_by_the_next_server() {
+    let gate = Gate::new();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let script = {
+        let requests = requests.clone();
+        let held = held_script(gate.clone());
+        move |request: &RecordedRequest| {
+            if requests.fetch_add(1, Ordering::SeqCst) == 0 {
+                held(request)
+            } else {
+                Reply::text("finished by the next server")
+            }
+        }
+    };
+    let model = ScriptedModelServer::start_blocking(script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let config = env.home.join("config.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("\n[server]\nshutdown_grace = \"200ms\"\n");
+    std::fs::write(&config, text).expect("config");
+
+    let mut server = HttpServerProcess::spawn(&env, &[]);
+    let client = TaskSession::http(&server, None).await;
+    let created = client
+        .call_task(
+            "baton",
+            json!({"prompt": "held: shutdown", "cwd": env.project}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    eventually("the model request", || !model.requests().is_empty()).await;
+    server.signal("TERM");
+    let status =
+        tokio::task::block_in_place(|| server.wait_exit(std::time::Duration::from_secs(60)))
+            .expect("the server exits after the grace");
+    assert!(status.success(), "{status:?}");
+    drop(client);
+    let interrupted = env
+        .rollout_files()
+        .iter()
+        .flat_map(|path| parse_complete_lines(path))
+        .rfind(|l| l["payload"]["type"] == "baton_task")
+        .expect("task events");
+    assert_eq!(interrupted["payload"]["state"], "working", "{interrupted}");
+
+    let next = HttpServerProcess::spawn(&env, &[]);
+    let client = TaskSession::http(&next, None).await;
+    let done = client.wait_for(&task_id, TaskStatus::Completed).await;
+    assert_eq!(
+        completed_result(&done)["structuredContent"]["content"],
+        "finished by the next server"
+    );
+}

@@ -1,0 +1,536 @@
+//! Durable MCP tasks on the thread manager: a turn run for a task, the task's state from
+//! memory or from the transcript, answering and cancelling it, and continuing a task whose
+//! process died.
+//!
+//! Invariant: a task's state changes are written into its thread's transcript while that
+//! thread's lock is held, so exactly one process runs (or continues) a task at a time, and a
+//! process that finds the task unfinished with the lock free knows its runner is gone.
+
+use baton_config::Config;
+use baton_protocol::{EventMsg, ResponseItem, RolloutItem, TaskEvent, TaskState, ThreadId};
+use baton_store::{StoreError, TranscriptWriter};
+use tokio::sync::oneshot;
+
+use super::slots::forget_after_store_error;
+use super::turns::TurnStart;
+use super::{ReplyToThread, StartThread, ThreadManager, TurnResult, blocking};
+use crate::access::Access;
+use crate::agent::{LiveThread, blocking_section};
+use crate::error::{CoreError, ErrorKind};
+use crate::hooks::{ApprovalDecision, TurnHooks};
+use crate::tasks::{
+    LiveTask, MAX_RESUMPTIONS, RenderResult, TASK_POLL_INTERVAL_MS, TASK_TTL_MS, TaskId, TaskView,
+};
+
+/// What a task-augmented call gives the manager: how to render the result, and where to
+/// announce the task once it is on disk (or why the call failed before that).
+pub struct TaskSetup {
+    render: RenderResult,
+    announce: Option<oneshot::Sender<Result<TaskView, String>>>,
+}
+
+impl TaskSetup {
+    /// The setup, and the receiver that hears of the task (or of the error) first.
+    pub fn new(render: RenderResult) -> (Self, oneshot::Receiver<Result<TaskView, String>>) {
+        let (sender, receiver) = oneshot::channel();
+        (
+            Self {
+                render,
+                announce: Some(sender),
+            },
+            receiver,
+        )
+    }
+
+    fn announce(&mut self, outcome: Result<TaskView, String>) {
+        if let Some(sender) = self.announce.take() {
+            // The caller may have gone (a dropped connection): the task runs on regardless.
+            let _ = sender.send(outcome);
+        }
+    }
+}
+
+/// A task whose turn runs now, in this process.
+pub(super) struct OpenTask {
+    id: TaskId,
+    render: RenderResult,
+}
+
+/// What a look-up of a task found.
+#[derive(Debug)]
+pub enum TaskLookup {
+    /// The task's state, from this process's memory or from the transcript.
+    Found(TaskView),
+    /// Unfinished, and no process holds its thread: the one that ran it died. Continue it with
+    /// [`ThreadManager::resume_task`].
+    Orphaned(TaskView),
+}
+
+impl ThreadManager {
+    /// `baton` as a task: returns when the turn ends; the task is announced through `setup`
+    /// as soon as it is on disk.
+    pub async fn start_thread_task(
+        &self,
+        request: StartThread,
+        hooks: TurnHooks,
+        mut setup: TaskSetup,
+    ) -> Result<TurnResult, CoreError> {
+        let outcome = self
+            .start_thread_with(request, hooks, Some(&mut setup))
+            .await;
+        if let Err(err) = &outcome {
+            setup.announce(Err(err.to_string()));
+        }
+        outcome
+    }
+
+    /// `baton-reply` as a task (see [`ThreadManager::start_thread_task`]).
+    pub async fn reply_task(
+        &self,
+        request: ReplyToThread,
+        hooks: TurnHooks,
+        mut setup: TaskSetup,
+    ) -> Result<TurnResult, CoreError> {
+        let outcome = self.reply_with(request, hooks, Some(&mut setup)).await;
+        if let Err(err) = &outcome {
+            setup.announce(Err(err.to_string()));
+        }
+        outcome
+    }
+
+    /// Records a task that finished at once (a fork asks no model) in `thread`'s transcript.
+    pub async fn record_finished_task(
+        &self,
+        thread: ThreadId,
+        tool: &str,
+        result: serde_json::Value,
+    ) -> Result<TaskView, CoreError> {
+        let id = TaskId::new(thread);
+        let (mut view, created) = new_task(id, tool);
+        let mut done = TaskEvent::new(id.to_string(), TaskState::Completed);
+        done.result = Some(result.clone());
+        let store = self.store.clone();
+        blocking(move || -> Result<(), StoreError> {
+            let _lock = store.lock_thread(thread)?;
+            let mut writer = store.append_to(thread)?;
+            writer.append(&task_item(created))?;
+            writer.append(&task_item(done))?;
+            writer.sync()
+        })
+        .await??;
+        view.state = TaskState::Completed;
+        view.result = Some(result);
+        view.status_message = None;
+        Ok(view)
+    }
+
+    /// A task's state, for `tasks/get`: from memory when this process runs it, else from its
+    /// thread's transcript. Another owner's task is not found, like an unknown id.
+    pub async fn task(&self, id: &str, access: &Access) -> Result<TaskLookup, CoreError> {
+        let id = self.visible_task(id, access).await?;
+        if let Some(live) = self.live_tasks.get(id) {
+            return Ok(TaskLookup::Found(live.view()));
+        }
+        let mut view = self.recorded_task(id).await?;
+        if view.state.is_terminal() {
+            return Ok(TaskLookup::Found(view));
+        }
+        let store = self.store.clone();
+        let thread = id.thread();
+        match blocking(move || store.lock_thread(thread).map(drop)).await? {
+            Ok(()) => Ok(TaskLookup::Orphaned(view)),
+            Err(StoreError::Busy { .. }) => {
+                // What the other process does right now is in its memory, not on disk.
+                if view.state == TaskState::Working {
+                    view.status_message = Some("running in another baton process".to_owned());
+                }
+                Ok(TaskLookup::Found(view))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Delivers a person's answer to the approval the task waits for (`tasks/update`). Keys
+    /// that no question waits under are ignored.
+    pub async fn answer_task(
+        &self,
+        id: &str,
+        access: &Access,
+        key: &str,
+        answer: Result<ApprovalDecision, String>,
+    ) -> Result<(), CoreError> {
+        let id = self.visible_task(id, access).await?;
+        match self.live_tasks.get(id) {
+            Some(live) => {
+                if !live.answer(key, answer) {
+                    tracing::info!(task = %id, "no question waits under key {key:?}; answer ignored");
+                }
+                Ok(())
+            }
+            None => {
+                // Known, but not running here: nothing waits for an answer in this process.
+                self.recorded_task(id).await.map(drop)
+            }
+        }
+    }
+
+    /// Aborts the task's turn (`tasks/cancel`) as a cancelled call would: its processes are
+    /// killed, `turn_aborted` is recorded and the thread stays usable. A finished task is left
+    /// as it is.
+    pub async fn cancel_task(&self, id: &str, access: &Access) -> Result<(), CoreError> {
+        let id = self.visible_task(id, access).await?;
+        if let Some(live) = self.live_tasks.get(id) {
+            live.cancel_for_client();
+            return Ok(());
+        }
+        let view = self.recorded_task(id).await?;
+        if view.state.is_terminal() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let thread = id.thread();
+        let cancelled = TaskEvent::new(id.to_string(), TaskState::Cancelled);
+        let written = blocking(move || -> Result<bool, StoreError> {
+            let _lock = store.lock_thread(thread)?;
+            // Under the lock: another process may have finished or resumed it meanwhile.
+            let view = TaskView::from_timeline(id, &store.read_timeline(thread)?);
+            if view.is_none_or(|view| view.state.is_terminal()) {
+                return Ok(false);
+            }
+            let mut writer = store.append_to(thread)?;
+            writer.append(&RolloutItem::EventMsg(EventMsg::TurnAborted {
+                reason: "cancelled".into(),
+            }))?;
+            writer.append(&task_item(cancelled))?;
+            writer.sync()?;
+            Ok(true)
+        })
+        .await?;
+        match written {
+            Ok(_) => Ok(()),
+            Err(StoreError::Busy { .. }) => Err(CoreError::TaskElsewhere { id: id.to_string() }),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Continues a task whose process died, from its transcript: completed items are kept, a
+    /// call that was running is recorded as aborted and the model asked again; a question that
+    /// waited for approval is asked again. After [`MAX_RESUMPTIONS`] the task fails instead.
+    /// The task is announced through `setup` once its resumption is on disk.
+    pub async fn resume_task(
+        &self,
+        id: TaskId,
+        hooks: TurnHooks,
+        mut setup: TaskSetup,
+    ) -> Result<(), CoreError> {
+        let outcome = self.resume_task_with(id, hooks, &mut setup).await;
+        if let Err(err) = &outcome {
+            setup.announce(Err(err.to_string()));
+        }
+        outcome
+    }
+
+    async fn resume_task_with(
+        &self,
+        id: TaskId,
+        hooks: TurnHooks,
+        setup: &mut TaskSetup,
+    ) -> Result<(), CoreError> {
+        let thread = id.thread();
+        let config = self.config(None)?;
+        let slot = self.slot(thread);
+        let mut guard = slot.live.lock().await;
+        let _lock = blocking_section(|| self.store.lock_thread(thread))?;
+        // Decided under the lock: another process may have resumed or finished it first.
+        let view = self.recorded_task(id).await?;
+        if view.state.is_terminal() {
+            setup.announce(Ok(view));
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let mut writer = blocking(move || store.append_to(thread)).await??;
+        // Memory may hold what the dead process had not written: read the thread again.
+        let live = self.load_thread(thread, &config).await?;
+        *guard = Some(live);
+        let Some(live) = guard.as_mut() else {
+            return Err(CoreError::Internal("thread slot emptied".into()));
+        };
+        let outcome = self
+            .resume_locked(view, live, &mut *writer, &config, hooks, setup)
+            .await;
+        forget_after_store_error(&mut guard, &outcome);
+        slot.touch();
+        outcome.map(drop)
+    }
+
+    /// Continues `view`'s task on `live`, whose lock the caller holds: fails it after
+    /// [`MAX_RESUMPTIONS`], else records the resumption and runs the rest of its turn.
+    async fn resume_locked(
+        &self,
+        view: TaskView,
+        live: &mut LiveThread,
+        writer: &mut dyn TranscriptWriter,
+        config: &Config,
+        mut hooks: TurnHooks,
+        setup: &mut TaskSetup,
+    ) -> Result<TurnResult, CoreError> {
+        let id = view.id;
+        let thread = id.thread();
+        if view.resumptions >= MAX_RESUMPTIONS {
+            let mut failed = TaskEvent::new(id.to_string(), TaskState::Failed);
+            let reason = format!(
+                "the turn was resumed {MAX_RESUMPTIONS} times and the process running it stopped each time \
+                 (killed, out of memory, or its machine was lost), so baton stopped resuming it; \
+                 thread {thread} keeps everything recorded so far: continue it with baton-reply"
+            );
+            failed.error = Some(reason.clone());
+            blocking_section(|| -> Result<(), StoreError> {
+                writer.append(&task_item(failed))?;
+                writer.sync()
+            })?;
+            live.file_len = writer.len();
+            let mut view = view;
+            view.state = TaskState::Failed;
+            view.error = Some(reason.clone());
+            view.status_message = None;
+            view.approval = None;
+            setup.announce(Ok(view));
+            return Err(CoreError::Internal(reason));
+        }
+        let rerun_call = match view.state {
+            TaskState::InputRequired => view.approval.as_ref().map(|a| a.call_id.clone()),
+            _ => None,
+        };
+        let resumed = view.resumptions + 1;
+        let mut event = TaskEvent::new(id.to_string(), TaskState::Working);
+        event.resumed = Some(resumed);
+        event.status_message = Some(format!(
+            "resumed after the process running it stopped (resumption {resumed} of {MAX_RESUMPTIONS})"
+        ));
+        let mut seed = view;
+        seed.resumptions = resumed;
+        let task = self.open_task(writer, seed, event, setup, &mut hooks)?;
+        live.file_len = writer.len();
+        let prompt = last_prompt(&live.history);
+        let outcome = self
+            .run_turn_from(
+                live,
+                writer,
+                config,
+                TurnStart::Resume { rerun_call, prompt },
+                &hooks,
+                false,
+            )
+            .await;
+        self.close_task(writer, task, &outcome);
+        outcome
+    }
+
+    /// Before a new turn on `live` (locked by the caller): a task the thread's last turn ran
+    /// for, left unfinished by a process that died, is continued first. Only a turn that did
+    /// not end with the model's answer can have one, so finished threads cost nothing here.
+    pub(super) async fn finish_orphaned_task(
+        &self,
+        live: &mut LiveThread,
+        writer: &mut dyn TranscriptWriter,
+        config: &Config,
+        hooks: &TurnHooks,
+    ) {
+        let ended_with_answer = matches!(
+            live.history.last(),
+            Some(ResponseItem::Message { role, .. }) if role == "assistant"
+        );
+        let Some(render) = self.task_renderer.get().cloned() else {
+            return;
+        };
+        if ended_with_answer {
+            return;
+        }
+        let store = self.store.clone();
+        let thread = live.id;
+        let items = match blocking(move || store.read_timeline(thread)).await {
+            Ok(Ok(items)) => items,
+            _ => return,
+        };
+        let Some(view) = unfinished_task(thread, &items) else {
+            return;
+        };
+        tracing::info!(task = %view.id, "continuing a task whose process died before this call");
+        let task_hooks = TurnHooks {
+            cancel: hooks.cancel.child_token(),
+            sandbox_required: hooks.sandbox_required,
+            ..Default::default()
+        };
+        let (mut setup, _announced) = TaskSetup::new(render);
+        if let Err(err) = self
+            .resume_locked(view, live, writer, config, task_hooks, &mut setup)
+            .await
+        {
+            tracing::warn!(thread = %thread, "the unfinished task ended with: {err}");
+        }
+    }
+
+    /// How tasks' results are rendered when this manager continues a task on its own (the
+    /// MCP server sets it; without it, only `tasks/get` continues tasks).
+    pub fn set_task_renderer(&self, render: RenderResult) {
+        let _ = self.task_renderer.set(render);
+    }
+
+    /// Opens a new task for the turn about to run on `thread` (locked by the caller).
+    pub(super) fn open_new_task(
+        &self,
+        writer: &mut dyn TranscriptWriter,
+        thread: ThreadId,
+        tool: &str,
+        setup: &mut TaskSetup,
+        hooks: &mut TurnHooks,
+    ) -> Result<OpenTask, CoreError> {
+        let (seed, created) = new_task(TaskId::new(thread), tool);
+        self.open_task(writer, seed, created, setup, hooks)
+    }
+
+    /// Writes `event` durably, then registers the task as running here, routes the turn's
+    /// progress and approvals to it, and announces it.
+    fn open_task(
+        &self,
+        writer: &mut dyn TranscriptWriter,
+        seed: TaskView,
+        event: TaskEvent,
+        setup: &mut TaskSetup,
+        hooks: &mut TurnHooks,
+    ) -> Result<OpenTask, CoreError> {
+        let status = event.status_message.clone().unwrap_or_default();
+        blocking_section(|| -> Result<(), StoreError> {
+            writer.append(&task_item(event))?;
+            writer.sync()
+        })?;
+        let id = seed.id;
+        let live = LiveTask::new(hooks.cancel.clone(), seed, &status);
+        hooks.progress = Some(live.clone());
+        hooks.approver = Some(live.clone());
+        hooks.task = Some(id.to_string());
+        self.live_tasks.insert(id, live.clone());
+        setup.announce(Ok(live.view()));
+        Ok(OpenTask {
+            id,
+            render: setup.render.clone(),
+        })
+    }
+
+    /// Records how the task ended, while the thread is still locked, and forgets it from
+    /// memory. A tool error is a completed task whose result says so, as the call would
+    /// have returned it; a turn the client cancelled is a cancelled task, while one the
+    /// server's shutdown aborted stays unfinished.
+    pub(super) fn close_task(
+        &self,
+        writer: &mut dyn TranscriptWriter,
+        task: OpenTask,
+        outcome: &Result<TurnResult, CoreError>,
+    ) {
+        let by_client = self
+            .live_tasks
+            .get(task.id)
+            .is_some_and(|live| live.cancelled_by_client());
+        let event = match outcome {
+            Err(err) if err.kind() == ErrorKind::Cancelled && by_client => {
+                TaskEvent::new(task.id.to_string(), TaskState::Cancelled)
+            }
+            Err(err) if err.kind() == ErrorKind::Cancelled => {
+                // The server stopped (shutdown grace over), not the client: the task goes on
+                // in the next process that serves the store.
+                let mut event = TaskEvent::new(task.id.to_string(), TaskState::Working);
+                event.status_message = Some(
+                    "interrupted: the baton server running it stopped; the next one continues it"
+                        .to_owned(),
+                );
+                event
+            }
+            _ => {
+                let mut event = TaskEvent::new(task.id.to_string(), TaskState::Completed);
+                event.result = Some((task.render)(outcome));
+                event
+            }
+        };
+        let written = blocking_section(|| -> Result<(), StoreError> {
+            writer.append(&task_item(event))?;
+            writer.sync()
+        });
+        if let Err(err) = written {
+            // The next look-up finds the task unfinished with the lock free and continues it.
+            tracing::warn!(task = %task.id, "could not record the end of the task: {err}");
+        }
+        self.live_tasks.remove(task.id);
+    }
+
+    /// The task's id when the caller may see its thread; every failure reads "not found".
+    async fn visible_task(&self, id: &str, access: &Access) -> Result<TaskId, CoreError> {
+        let unknown = || CoreError::UnknownTask {
+            id: baton_protocol::shorten(id, 80),
+        };
+        let task = TaskId::parse(id).ok_or_else(unknown)?;
+        self.check_owner(task.thread(), access)
+            .await
+            .map_err(|_| unknown())?;
+        Ok(task)
+    }
+
+    /// The task as its thread's transcript records it.
+    async fn recorded_task(&self, id: TaskId) -> Result<TaskView, CoreError> {
+        let store = self.store.clone();
+        let thread = id.thread();
+        let items = match blocking(move || store.read_timeline(thread)).await? {
+            Ok(items) => items,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(CoreError::UnknownTask { id: id.to_string() });
+            }
+            Err(err) => return Err(err.into()),
+        };
+        TaskView::from_timeline(id, &items).ok_or(CoreError::UnknownTask { id: id.to_string() })
+    }
+}
+
+/// The newest task of `thread`'s transcript that has not ended, if any.
+fn unfinished_task(thread: ThreadId, items: &[RolloutItem]) -> Option<TaskView> {
+    let newest = items.iter().rev().find_map(|item| match item {
+        RolloutItem::EventMsg(EventMsg::BatonTask(event)) => Some(event.task_id.clone()),
+        _ => None,
+    })?;
+    let id = TaskId::parse(&newest).filter(|id| id.thread() == thread)?;
+    TaskView::from_timeline(id, items).filter(|view| !view.state.is_terminal())
+}
+
+/// A new task's first state and the event that records it.
+fn new_task(id: TaskId, tool: &str) -> (TaskView, TaskEvent) {
+    let mut event = TaskEvent::new(id.to_string(), TaskState::Working);
+    event.tool = Some(tool.to_owned());
+    event.ttl_ms = Some(TASK_TTL_MS);
+    event.status_message = Some("started".to_owned());
+    let view = TaskView {
+        id,
+        state: TaskState::Working,
+        status_message: event.status_message.clone(),
+        created_at: event.at.clone(),
+        updated_at: event.at.clone(),
+        ttl_ms: TASK_TTL_MS,
+        poll_interval_ms: TASK_POLL_INTERVAL_MS,
+        approval: None,
+        result: None,
+        error: None,
+        resumptions: 0,
+    };
+    (view, event)
+}
+
+fn task_item(event: TaskEvent) -> RolloutItem {
+    RolloutItem::EventMsg(EventMsg::BatonTask(Box::new(event)))
+}
+
+/// The prompt of the history's last user turn (what the listing counts as that turn).
+fn last_prompt(history: &[baton_protocol::ResponseItem]) -> String {
+    baton_protocol::user_turn_starts(history)
+        .last()
+        .and_then(|&index| history.get(index))
+        .and_then(|item| item.message_text())
+        .map(|(_, text)| text)
+        .unwrap_or_default()
+}
