@@ -539,7 +539,14 @@ impl Store for PgStore {
     }
 
     fn thread_ids(&self) -> HashSet<ThreadId> {
-        let result = self.run("list the thread ids", |shared| async move {
+        self.try_thread_ids().unwrap_or_else(|error| {
+            tracing::warn!("{error}");
+            HashSet::new()
+        })
+    }
+
+    fn try_thread_ids(&self) -> Result<HashSet<ThreadId>, StoreError> {
+        self.run("list the thread ids", |shared| async move {
             let rows = shared
                 .read(|client| {
                     Box::pin(async move { Ok(client.query(queries::THREAD_IDS, &[]).await?) })
@@ -550,10 +557,6 @@ impl Store for PgStore {
                 ids.insert(ThreadId::from_uuid(row.try_get::<_, Uuid>(0)?));
             }
             Ok(ids)
-        });
-        result.unwrap_or_else(|error| {
-            tracing::warn!("{error}");
-            HashSet::new()
         })
     }
 
