@@ -20,7 +20,7 @@ mod pool;
 mod queries;
 mod url;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -60,6 +60,10 @@ struct Shared {
     /// This machine and process, recorded with every lock taken.
     host: String,
     pid: u32,
+    /// The connection holding each thread lock this process has. A thread's lines are
+    /// appended on it, so a lost lock (the database restarted under a running turn) fails the
+    /// next append instead of letting this turn write beside another server's.
+    held: std::sync::Mutex<HashMap<ThreadId, Arc<Client>>>,
 }
 
 /// A failure inside one store operation, before it is named for a person.
@@ -140,6 +144,7 @@ impl PgStore {
             location,
             host: host_name(),
             pid: std::process::id(),
+            held: std::sync::Mutex::new(HashMap::new()),
         });
         let store = PgStore { shared };
         store.run("create or migrate the schema", |shared| async move {
@@ -266,6 +271,12 @@ impl Shared {
 
     fn path_of(&self, id: ThreadId) -> PathBuf {
         PathBuf::from(format!("{}/threads/{id}", self.location))
+    }
+
+    fn held_locks(&self) -> std::sync::MutexGuard<'_, HashMap<ThreadId, Arc<Client>>> {
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn not_found(&self, id: ThreadId) -> StoreError {
@@ -580,6 +591,8 @@ impl Store for PgStore {
             };
             finish_lock(&shared, client, taken, uuid, id).await
         })?;
+        let client = Arc::new(client);
+        self.shared.held_locks().insert(id, client.clone());
         Ok(Box::new(PgGuard {
             shared: self.shared.clone(),
             id,
@@ -795,15 +808,28 @@ impl TranscriptWriter for PgWriter {
         // a failed append leaves no line and no gap. Not retried: a lost reply may hide a
         // commit, and a retry would then write the line twice.
         let shared = self.shared.clone();
+        let held = self.shared.held_locks().get(&id).cloned();
         let total = self.shared.run("append a line", async move {
-            let client = shared.pool.get().await?;
-            let result = client
-                .query_opt(
-                    queries::APPEND_LINE,
-                    &[&uuid, &line, &added, &is_compaction, &is_turn_context],
-                )
-                .await;
-            shared.pool.put(client);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                [&uuid, &line, &added, &is_compaction, &is_turn_context];
+            let result = match held {
+                // Under this process's lock: on the connection that holds it, or not at all.
+                Some(client) if client.is_closed() => {
+                    return Err(OpError::Store(lock_lost(&shared, id)));
+                }
+                Some(client) => match client.query_opt(queries::APPEND_LINE, &params).await {
+                    Err(_) if client.is_closed() => {
+                        return Err(OpError::Store(lock_lost(&shared, id)));
+                    }
+                    result => result,
+                },
+                None => {
+                    let client = shared.pool.get().await?;
+                    let result = client.query_opt(queries::APPEND_LINE, &params).await;
+                    shared.pool.put(client);
+                    result
+                }
+            };
             match result? {
                 Some(row) => Ok(row.try_get::<_, i64>(0)?),
                 None => Err(OpError::Store(shared.not_found(id))),
@@ -827,12 +853,27 @@ impl TranscriptWriter for PgWriter {
     }
 }
 
-/// Holds a thread's advisory lock on its own connection; dropping it unlocks and returns the
-/// connection to the pool.
+/// The error of an append whose thread lock went with its connection: the turn must stop, as
+/// another server may hold the thread now.
+fn lock_lost(shared: &Shared, id: ThreadId) -> StoreError {
+    StoreError::Database {
+        doing: "append a line",
+        location: shared.location.clone(),
+        source: format!(
+            "the connection holding thread {id}'s lock was lost (did the database restart?), \
+             so this turn stops here; the lines written so far are kept, and the next call \
+             continues the session"
+        )
+        .into(),
+    }
+}
+
+/// Holds a thread's advisory lock on its own connection (shared with the thread's appends);
+/// dropping it unlocks and returns the connection to the pool.
 struct PgGuard {
     shared: Arc<Shared>,
     id: ThreadId,
-    client: Option<Client>,
+    client: Option<Arc<Client>>,
 }
 
 impl std::fmt::Debug for PgGuard {
@@ -850,6 +891,7 @@ impl Drop for PgGuard {
         let Some(client) = self.client.take() else {
             return;
         };
+        self.shared.held_locks().remove(&self.id);
         let uuid = uuid_of(self.id);
         let key = lock_key(self.id);
         let id = self.id;
@@ -863,7 +905,11 @@ impl Drop for PgGuard {
                 )
                 .await;
             let unlocked = client.execute(queries::UNLOCK, &[&key]).await;
-            if forgotten.is_ok() && unlocked.is_ok() {
+            // Reused only when no writer still shares it (a writer outliving its guard).
+            if forgotten.is_ok()
+                && unlocked.is_ok()
+                && let Ok(client) = Arc::try_unwrap(client)
+            {
                 shared.pool.put(client);
             }
             forgotten?;
