@@ -46,6 +46,10 @@ use pool::Pool;
 /// store's index.
 const SUMMARY_TEXT_LIMIT: usize = baton_store::SUMMARY_TEXT_LIMIT;
 
+/// How many more times (10 ms apart) a busy thread's holder row is looked for when the lock
+/// is taken but the row is not there yet.
+const HOLDER_LOOKUPS: usize = 50;
+
 /// A [`Store`] on a PostgreSQL database (see the crate docs).
 pub struct PgStore {
     shared: Arc<Shared>,
@@ -264,7 +268,7 @@ impl Shared {
             OpError::Pg(error) => StoreError::Database {
                 doing,
                 location: self.location.clone(),
-                source: Box::new(error),
+                source: describe(&error).into(),
             },
         })
     }
@@ -767,7 +771,16 @@ async fn finish_lock(
         }
         return Ok(client);
     }
-    let holder = client.query_opt(queries::HOLDER, &[&uuid]).await;
+    // The holder records itself just after taking the lock: a loser that raced it by a
+    // round trip looks again for a moment rather than name no one.
+    let mut holder = client.query_opt(queries::HOLDER, &[&uuid]).await;
+    for _ in 0..HOLDER_LOOKUPS {
+        if !matches!(holder, Ok(None)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        holder = client.query_opt(queries::HOLDER, &[&uuid]).await;
+    }
     shared.pool.put(client);
     let (host, pid, since) = match holder? {
         Some(row) => {
@@ -921,6 +934,27 @@ impl Drop for PgGuard {
             tracing::debug!("unlocking thread {id}: {error}");
         }
     }
+}
+
+/// A database error with its causes ("error connecting to server" alone does not say that
+/// the connection was refused), and what to do when the database cannot be reached.
+fn describe(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if error.as_db_error().is_none() && (error.is_closed() || text.contains("connecting")) {
+        text.push_str(
+            " (is PostgreSQL running and reachable there? baton connects again on the next call)",
+        );
+    }
+    text
 }
 
 /// The advisory lock key of a thread. Both halves of the UUID are folded in: a v7 id's first
