@@ -10,7 +10,8 @@
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_protocol::ThreadId;
@@ -94,20 +95,38 @@ pub(crate) fn migrate(
     // UUID v7 ids sort by creation time: oldest first, the order a person expects to watch.
     ids.sort();
     let present = destination.try_thread_ids()?;
-    let mut progress = Progress::new(ids.len());
-    let mut report = Report::default();
-    for id in ids {
-        let outcome = copy_one(source, destination, &present, id);
-        progress.record(id, &outcome);
-        match outcome {
-            Outcome::Copied => report.copied += 1,
-            Outcome::AlreadyThere => report.already_there += 1,
-            Outcome::Failed(reason) => report.failed.push((id, reason)),
+    let progress = Mutex::new((Progress::new(ids.len()), Report::default()));
+    let next = AtomicUsize::new(0);
+    // A few sessions at a time: each copy mostly waits (fsync, a database round trip).
+    std::thread::scope(|scope| {
+        for _ in 0..WORKERS.min(ids.len()) {
+            scope.spawn(|| {
+                while let Some(&id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let outcome = copy_one(source, destination, &present, id);
+                    let mut state = progress
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let (progress, report) = &mut *state;
+                    progress.record(id, &outcome);
+                    match outcome {
+                        Outcome::Copied => report.copied += 1,
+                        Outcome::AlreadyThere => report.already_there += 1,
+                        Outcome::Failed(reason) => report.failed.push((id, reason)),
+                    }
+                }
+            });
         }
-    }
+    });
+    let (progress, mut report) = progress
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     progress.finish();
+    report.failed.sort_by_key(|(id, _)| *id);
     Ok(report)
 }
+
+/// Sessions copied at the same time.
+const WORKERS: usize = 4;
 
 /// Copies one session, holding its writer lock in the source so that no turn adds lines while
 /// it is read (a session in a turn is reported busy, to be copied by the next run).

@@ -160,7 +160,13 @@ fn migrate_of_1000_sessions_killed_half_way_and_run_again_copies_each_once_both_
     );
 
     // Run again: the rest is copied, nothing twice.
+    let timer = std::time::Instant::now();
     let again = env.run(&["sessions", "migrate", "--to", &url]);
+    eprintln!(
+        "FIGURE: files → PostgreSQL, {} sessions copied and {there} skipped in {} ms",
+        SESSIONS - there,
+        timer.elapsed().as_millis()
+    );
     assert_success(&again);
     assert_no_password(&again);
     assert_eq!(summary_of(&again), (SESSIONS - there, there, 0));
@@ -207,7 +213,13 @@ fn migrate_of_1000_sessions_killed_half_way_and_run_again_copies_each_once_both_
     migrate_killed_after(&env, &global, &to_files, SESSIONS / 2);
     let copied_before = other.rollout_files().len();
     assert!(copied_before >= SESSIONS / 2, "{copied_before}");
+    let timer = std::time::Instant::now();
     let back = env.run(&["--store", &url, "sessions", "migrate", "--to", &to_files]);
+    eprintln!(
+        "FIGURE: PostgreSQL → files, {} sessions copied and {copied_before} skipped in {} ms",
+        SESSIONS - copied_before,
+        timer.elapsed().as_millis()
+    );
     assert_success(&back);
     assert_no_password(&back);
     assert_eq!(
