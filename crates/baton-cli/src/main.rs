@@ -1,6 +1,7 @@
 //! The `baton` binary: command-line parsing, logging, and how errors are shown to a person.
 //! Everything else lives in the library crates.
 
+mod migrate;
 mod sessions;
 
 use std::path::PathBuf;

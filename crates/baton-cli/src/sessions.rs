@@ -1,4 +1,4 @@
-//! `baton sessions …`: list, show and reindex the session store.
+//! `baton sessions …`: list, show, export, import, migrate and reindex the session store.
 
 use std::path::PathBuf;
 
@@ -48,6 +48,16 @@ pub(crate) enum SessionsCommand {
     Import {
         /// The JSONL transcript.
         file: PathBuf,
+    },
+    /// Copy every session of the current store into another one (files to PostgreSQL or
+    /// back). Safe to run again: sessions already there are skipped, and an interrupted run
+    /// is finished by the next one.
+    Migrate {
+        /// The destination: a PostgreSQL URL (postgres://user@host:port/db, password from the
+        /// URL, PGPASSWORD or ~/.pgpass), `files` (this BATON_HOME) or `files:PATH` (the
+        /// BATON_HOME at PATH).
+        #[arg(long, value_name = "STORE")]
+        to: String,
     },
     /// Start a new session from an existing one; the source is not changed.
     Fork {
@@ -138,6 +148,18 @@ pub(crate) async fn run(manager: &ThreadManager, command: SessionsCommand) -> an
             let id = tokio::task::spawn_blocking(move || store.import_thread(&text)).await??;
             eprintln!("thread: {id}");
             out(&format!("imported session {id} from {}", file.display()))?;
+        }
+        SessionsCommand::Migrate { to } => {
+            let home = baton_config::find_baton_home()?;
+            let source = manager.store().clone();
+            let (shown, report) = tokio::task::spawn_blocking(move || {
+                let (destination, shown) = crate::migrate::open_destination(&to, &home)?;
+                let report =
+                    crate::migrate::migrate(source.as_ref(), destination.as_ref(), &shown)?;
+                anyhow::Ok((shown, report))
+            })
+            .await??;
+            crate::migrate::summarize(&report, &shown)?;
         }
         SessionsCommand::Reindex => {
             let store = manager.store().clone();

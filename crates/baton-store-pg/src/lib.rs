@@ -20,7 +20,7 @@ mod pool;
 mod queries;
 mod url;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -46,6 +46,10 @@ use pool::Pool;
 /// store's index.
 const SUMMARY_TEXT_LIMIT: usize = baton_store::SUMMARY_TEXT_LIMIT;
 
+/// How many more times (10 ms apart) a busy thread's holder row is looked for when the lock
+/// is taken but the row is not there yet.
+const HOLDER_LOOKUPS: usize = 50;
+
 /// A [`Store`] on a PostgreSQL database (see the crate docs).
 pub struct PgStore {
     shared: Arc<Shared>,
@@ -60,6 +64,10 @@ struct Shared {
     /// This machine and process, recorded with every lock taken.
     host: String,
     pid: u32,
+    /// The connection holding each thread lock this process has. A thread's lines are
+    /// appended on it, so a lost lock (the database restarted under a running turn) fails the
+    /// next append instead of letting this turn write beside another server's.
+    held: std::sync::Mutex<HashMap<ThreadId, Arc<Client>>>,
 }
 
 /// A failure inside one store operation, before it is named for a person.
@@ -140,6 +148,7 @@ impl PgStore {
             location,
             host: host_name(),
             pid: std::process::id(),
+            held: std::sync::Mutex::new(HashMap::new()),
         });
         let store = PgStore { shared };
         store.run("create or migrate the schema", |shared| async move {
@@ -259,13 +268,19 @@ impl Shared {
             OpError::Pg(error) => StoreError::Database {
                 doing,
                 location: self.location.clone(),
-                source: Box::new(error),
+                source: describe(&error).into(),
             },
         })
     }
 
     fn path_of(&self, id: ThreadId) -> PathBuf {
         PathBuf::from(format!("{}/threads/{id}", self.location))
+    }
+
+    fn held_locks(&self) -> std::sync::MutexGuard<'_, HashMap<ThreadId, Arc<Client>>> {
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn not_found(&self, id: ThreadId) -> StoreError {
@@ -539,7 +554,14 @@ impl Store for PgStore {
     }
 
     fn thread_ids(&self) -> HashSet<ThreadId> {
-        let result = self.run("list the thread ids", |shared| async move {
+        self.try_thread_ids().unwrap_or_else(|error| {
+            tracing::warn!("{error}");
+            HashSet::new()
+        })
+    }
+
+    fn try_thread_ids(&self) -> Result<HashSet<ThreadId>, StoreError> {
+        self.run("list the thread ids", |shared| async move {
             let rows = shared
                 .read(|client| {
                     Box::pin(async move { Ok(client.query(queries::THREAD_IDS, &[]).await?) })
@@ -550,10 +572,6 @@ impl Store for PgStore {
                 ids.insert(ThreadId::from_uuid(row.try_get::<_, Uuid>(0)?));
             }
             Ok(ids)
-        });
-        result.unwrap_or_else(|error| {
-            tracing::warn!("{error}");
-            HashSet::new()
         })
     }
 
@@ -577,6 +595,8 @@ impl Store for PgStore {
             };
             finish_lock(&shared, client, taken, uuid, id).await
         })?;
+        let client = Arc::new(client);
+        self.shared.held_locks().insert(id, client.clone());
         Ok(Box::new(PgGuard {
             shared: self.shared.clone(),
             id,
@@ -751,7 +771,16 @@ async fn finish_lock(
         }
         return Ok(client);
     }
-    let holder = client.query_opt(queries::HOLDER, &[&uuid]).await;
+    // The holder records itself just after taking the lock: a loser that raced it by a
+    // round trip looks again for a moment rather than name no one.
+    let mut holder = client.query_opt(queries::HOLDER, &[&uuid]).await;
+    for _ in 0..HOLDER_LOOKUPS {
+        if !matches!(holder, Ok(None)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        holder = client.query_opt(queries::HOLDER, &[&uuid]).await;
+    }
     shared.pool.put(client);
     let (host, pid, since) = match holder? {
         Some(row) => {
@@ -792,15 +821,28 @@ impl TranscriptWriter for PgWriter {
         // a failed append leaves no line and no gap. Not retried: a lost reply may hide a
         // commit, and a retry would then write the line twice.
         let shared = self.shared.clone();
+        let held = self.shared.held_locks().get(&id).cloned();
         let total = self.shared.run("append a line", async move {
-            let client = shared.pool.get().await?;
-            let result = client
-                .query_opt(
-                    queries::APPEND_LINE,
-                    &[&uuid, &line, &added, &is_compaction, &is_turn_context],
-                )
-                .await;
-            shared.pool.put(client);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                [&uuid, &line, &added, &is_compaction, &is_turn_context];
+            let result = match held {
+                // Under this process's lock: on the connection that holds it, or not at all.
+                Some(client) if client.is_closed() => {
+                    return Err(OpError::Store(lock_lost(&shared, id)));
+                }
+                Some(client) => match client.query_opt(queries::APPEND_LINE, &params).await {
+                    Err(_) if client.is_closed() => {
+                        return Err(OpError::Store(lock_lost(&shared, id)));
+                    }
+                    result => result,
+                },
+                None => {
+                    let client = shared.pool.get().await?;
+                    let result = client.query_opt(queries::APPEND_LINE, &params).await;
+                    shared.pool.put(client);
+                    result
+                }
+            };
             match result? {
                 Some(row) => Ok(row.try_get::<_, i64>(0)?),
                 None => Err(OpError::Store(shared.not_found(id))),
@@ -824,12 +866,27 @@ impl TranscriptWriter for PgWriter {
     }
 }
 
-/// Holds a thread's advisory lock on its own connection; dropping it unlocks and returns the
-/// connection to the pool.
+/// The error of an append whose thread lock went with its connection: the turn must stop, as
+/// another server may hold the thread now.
+fn lock_lost(shared: &Shared, id: ThreadId) -> StoreError {
+    StoreError::Database {
+        doing: "append a line",
+        location: shared.location.clone(),
+        source: format!(
+            "the connection holding thread {id}'s lock was lost (did the database restart?), \
+             so this turn stops here; the lines written so far are kept, and the next call \
+             continues the session"
+        )
+        .into(),
+    }
+}
+
+/// Holds a thread's advisory lock on its own connection (shared with the thread's appends);
+/// dropping it unlocks and returns the connection to the pool.
 struct PgGuard {
     shared: Arc<Shared>,
     id: ThreadId,
-    client: Option<Client>,
+    client: Option<Arc<Client>>,
 }
 
 impl std::fmt::Debug for PgGuard {
@@ -847,6 +904,7 @@ impl Drop for PgGuard {
         let Some(client) = self.client.take() else {
             return;
         };
+        self.shared.held_locks().remove(&self.id);
         let uuid = uuid_of(self.id);
         let key = lock_key(self.id);
         let id = self.id;
@@ -860,7 +918,11 @@ impl Drop for PgGuard {
                 )
                 .await;
             let unlocked = client.execute(queries::UNLOCK, &[&key]).await;
-            if forgotten.is_ok() && unlocked.is_ok() {
+            // Reused only when no writer still shares it (a writer outliving its guard).
+            if forgotten.is_ok()
+                && unlocked.is_ok()
+                && let Ok(client) = Arc::try_unwrap(client)
+            {
                 shared.pool.put(client);
             }
             forgotten?;
@@ -872,6 +934,28 @@ impl Drop for PgGuard {
             tracing::debug!("unlocking thread {id}: {error}");
         }
     }
+}
+
+/// A database error with its causes ("error connecting to server" alone does not say that
+/// the connection was refused), and what to do when the database cannot be reached.
+fn describe(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    // tokio-postgres does not expose the kind of a connect error, only its text.
+    if error.as_db_error().is_none() && (error.is_closed() || text.contains("connecting")) {
+        text.push_str(
+            " (is PostgreSQL running and reachable there? baton connects again on the next call)",
+        );
+    }
+    text
 }
 
 /// The advisory lock key of a thread. Both halves of the UUID are folded in: a v7 id's first

@@ -242,3 +242,57 @@ fn an_append_that_fails_while_the_database_is_down_leaves_no_row_and_no_gap() {
     assert!(!exported.contains("\"lost\""), "{exported}");
     assert_eq!(writer.len(), exported.len() as u64);
 }
+
+#[test]
+fn an_append_after_the_database_restarted_under_a_held_lock_fails_and_writes_nothing() {
+    let Some(mut cluster) = PgCluster::start_or_skip("lock_lost_in_restart") else {
+        return;
+    };
+    let store = PgStore::open(&cluster.url()).expect("open store");
+    let id = ThreadId::new();
+    let mut writer = store
+        .create_thread(&meta(id, Path::new("/w")))
+        .expect("create");
+    let held = store.lock_thread(id).expect("lock");
+    writer.append(&user("under the lock")).expect("append");
+
+    // The restart ends the session that held the lock: another server takes the thread.
+    cluster.restart();
+    let other = PgStore::open(&cluster.url()).expect("open store");
+    let other_lock = other
+        .lock_thread(id)
+        .expect("the lock died with its connection");
+    other
+        .append_to(id)
+        .expect("open")
+        .append(&user("the other server's turn"))
+        .expect("append");
+
+    // This turn no longer holds the thread: its next line is refused, not interleaved.
+    let error = writer
+        .append(&user("too late"))
+        .expect_err("the lock is gone");
+    let message = error.to_string();
+    assert!(message.contains("lock was lost"), "{message}");
+    assert!(
+        message.contains(&format!("127.0.0.1:{}", cluster.port())),
+        "{message}"
+    );
+    assert!(!message.contains(PgCluster::PASSWORD), "{message}");
+    drop(held);
+    let exported = store.export_thread(id).expect("export");
+    assert!(exported.contains("the other server's turn"), "{exported}");
+    assert!(!exported.contains("too late"), "{exported}");
+
+    // Once the other server is done, this one continues normally.
+    drop(other_lock);
+    let _lock = store.lock_thread(id).expect("lock again");
+    let mut writer = store.append_to(id).expect("open");
+    writer.append(&user("next turn")).expect("append");
+    assert!(
+        store
+            .export_thread(id)
+            .expect("export")
+            .contains("next turn")
+    );
+}

@@ -70,6 +70,13 @@ pub trait Store: Send + Sync {
     /// The ids of every thread in the store, for telling which Codex sessions it already has.
     fn thread_ids(&self) -> HashSet<ThreadId>;
 
+    /// Like [`Store::thread_ids`], but a store that cannot be read says why instead of
+    /// answering with no ids: `sessions migrate` must not take an unreachable database for an
+    /// empty one. The default asks [`Store::thread_ids`] (a store that cannot fail to list).
+    fn try_thread_ids(&self) -> Result<HashSet<ThreadId>, StoreError> {
+        Ok(self.thread_ids())
+    }
+
     /// Takes the thread's writer lock without waiting, across processes; released when the
     /// guard is dropped. [`StoreError::Busy`] names the holder's pid when known.
     fn lock_thread(&self, id: ThreadId) -> Result<Box<dyn ThreadGuard>, StoreError>;

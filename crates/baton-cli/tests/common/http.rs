@@ -42,11 +42,17 @@ impl HttpServerProcess {
     /// Starts the server in `env` (global flags `args` before the subcommand) and waits for
     /// its `listening on` line.
     pub fn spawn(env: &TestEnv, args: &[&str]) -> Self {
+        Self::spawn_logging(env, args, "info")
+    }
+
+    /// Like [`HttpServerProcess::spawn`], logging at `rust_log` (e.g. `debug`, to search
+    /// every log line for a secret).
+    pub fn spawn_logging(env: &TestEnv, args: &[&str], rust_log: &str) -> Self {
         let mut command = env.baton();
         command
             .args(args)
             .args(["mcp-server", "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

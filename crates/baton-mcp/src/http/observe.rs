@@ -146,6 +146,10 @@ impl Store for TimedStore {
         self.timed("thread_ids", || self.inner.thread_ids())
     }
 
+    fn try_thread_ids(&self) -> Result<HashSet<ThreadId>, StoreError> {
+        self.timed("thread_ids", || self.inner.try_thread_ids())
+    }
+
     fn lock_thread(&self, id: ThreadId) -> Result<Box<dyn ThreadGuard>, StoreError> {
         self.timed("lock_thread", || self.inner.lock_thread(id))
     }
