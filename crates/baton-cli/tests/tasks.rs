@@ -663,3 +663,58 @@ async fn a_task_interrupted_by_a_server_shutdown_is_continued_by_the_next_server
         "finished by the next server"
     );
 }
+
+/// Two servers on one PostgreSQL database: while A runs a task, B reports it running
+/// elsewhere; after kill -9 of A, B's `tasks/get` continues it to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_another_server_finishes_the_task_of_a_killed_one() {
+    let Some(cluster) = baton_test_support::PgCluster::start_or_skip("tasks_on_postgres") else {
+        return;
+    };
+    let gate = Gate::new();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let script = {
+        let requests = requests.clone();
+        let held = held_script(gate.clone());
+        move |request: &RecordedRequest| {
+            if requests.fetch_add(1, Ordering::SeqCst) == 0 {
+                held(request)
+            } else {
+                Reply::text("finished on server B")
+            }
+        }
+    };
+    let model = ScriptedModelServer::start_blocking(script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let url = cluster.url();
+    let a = HttpServerProcess::spawn(&env, &["--store", &url]);
+    let b = HttpServerProcess::spawn(&env, &["--store", &url]);
+    let client_a = TaskSession::http(&a, None).await;
+    let client_b = TaskSession::http(&b, None).await;
+    let created = client_a
+        .call_task(
+            "baton",
+            json!({"prompt": "held: fleet", "cwd": env.project}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    eventually("A's model request", || !model.requests().is_empty()).await;
+    let elsewhere = client_b.get(&task_id).await;
+    assert_eq!(elsewhere.task.status(), TaskStatus::Working);
+    assert_eq!(
+        elsewhere.task.task.status_message.as_deref(),
+        Some("running in another baton process")
+    );
+
+    a.kill_9();
+    let done = client_b.wait_for(&task_id, TaskStatus::Completed).await;
+    assert_eq!(
+        completed_result(&done)["structuredContent"]["content"],
+        "finished on server B"
+    );
+    assert!(
+        env.rollout_files().is_empty(),
+        "the sessions live in PostgreSQL, not in files"
+    );
+    assert_eq!(model.requests().len(), 2, "resumed once");
+}
