@@ -12,6 +12,7 @@ mod order;
 mod oversize;
 mod server;
 mod shutdown;
+mod tap;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +51,7 @@ pub async fn serve_stdio(manager: Arc<ThreadManager>) -> Result<(), ServeError> 
     let (stdin, oversized) = oversize::watch(stdin);
     let transport =
         IntoTransport::<RoleServer, std::io::Error, TransportAdapterAsyncRW>::into_transport((
-            shutdown::EofSignal::new(stdin, shutdown.clone()),
+            shutdown::eof_signal(stdin, shutdown.clone()),
             stdout,
         ));
     let transport =
