@@ -407,82 +407,58 @@ mod tests {
         SandboxPolicy::default()
     }
 
-    fn plan_command(
+    /// The plan for `words` under `policy` in the default sandbox, the request first changed
+    /// by `adjust` (escalation, justification, an earlier approval).
+    fn plan(
         policy: ApprovalPolicy,
-        sandbox: &SandboxPolicy,
-        argv: &[String],
-        wants_escalation: bool,
-        justification: Option<&str>,
-        approved_for_session: bool,
+        words: &[&str],
+        adjust: impl FnOnce(&mut CommandApproval<'_>),
     ) -> CommandPlan {
-        super::plan_command(&CommandApproval {
+        let sandbox = workspace();
+        let argv = argv(words);
+        let mut request = CommandApproval {
             policy,
-            sandbox,
-            argv,
-            wants_escalation,
-            justification,
-            approved_for_session,
-        })
+            sandbox: &sandbox,
+            argv: &argv,
+            wants_escalation: false,
+            justification: None,
+            approved_for_session: false,
+        };
+        adjust(&mut request);
+        plan_command(&request)
     }
 
     #[test]
     fn untrusted_asks_for_unknown_commands_but_not_for_listing() {
-        let plan = plan_command(
-            ApprovalPolicy::Untrusted,
-            &workspace(),
-            &argv(&["rm", "-rf", "x"]),
-            false,
-            None,
-            false,
-        );
-        assert!(matches!(plan, CommandPlan::Ask { .. }));
-        let plan = plan_command(
-            ApprovalPolicy::Untrusted,
-            &workspace(),
-            &argv(&["ls", "-la"]),
-            false,
-            None,
-            false,
-        );
-        assert_eq!(plan, CommandPlan::Run(workspace()));
-        let plan = plan_command(
-            ApprovalPolicy::Untrusted,
-            &workspace(),
-            &argv(&["rm", "-rf", "x"]),
-            false,
-            None,
-            true,
-        );
-        assert_eq!(plan, CommandPlan::Run(workspace()));
+        let rm = ["rm", "-rf", "x"];
+        let plan_for = |words: &[&str]| plan(ApprovalPolicy::Untrusted, words, |_| {});
+        assert!(matches!(plan_for(&rm), CommandPlan::Ask { .. }));
+        assert_eq!(plan_for(&["ls", "-la"]), CommandPlan::Run(workspace()));
+        let approved = plan(ApprovalPolicy::Untrusted, &rm, |request| {
+            request.approved_for_session = true;
+        });
+        assert_eq!(approved, CommandPlan::Run(workspace()));
     }
 
     #[test]
     fn on_request_asks_only_for_escalation_and_never_refuses_it() {
-        let cmd = argv(&["touch", "/etc/x"]);
+        let touch = ["touch", "/etc/x"];
         assert_eq!(
-            plan_command(
-                ApprovalPolicy::OnRequest,
-                &workspace(),
-                &cmd,
-                false,
-                None,
-                false
-            ),
+            plan(ApprovalPolicy::OnRequest, &touch, |_| {}),
             CommandPlan::Run(workspace())
         );
+        let escalate = |request: &mut CommandApproval<'_>| {
+            request.wants_escalation = true;
+            request.justification = Some("needs /etc");
+        };
         assert!(matches!(
-            plan_command(
-                ApprovalPolicy::OnRequest,
-                &workspace(),
-                &cmd,
-                true,
-                Some("needs /etc"),
-                false
-            ),
+            plan(ApprovalPolicy::OnRequest, &touch, escalate),
             CommandPlan::Ask { reason, sandbox } if reason == "needs /etc" && sandbox.mode == SandboxMode::DangerFullAccess
         ));
         assert!(matches!(
-            plan_command(ApprovalPolicy::Never, &workspace(), &cmd, true, None, false),
+            plan(ApprovalPolicy::Never, &touch, |request| request
+                .wants_escalation =
+                true),
             CommandPlan::Refuse(_)
         ));
     }

@@ -14,7 +14,8 @@ use rmcp::model::{
 use rmcp::service::{Peer, RequestContext};
 use tokio_util::sync::CancellationToken;
 
-/// A heartbeat this often keeps the SPEC's "at least every 10 s" with room to spare.
+/// A request with a progress token gets a notification at least every 10 s while its turn
+/// runs (so clients with a request timeout keep waiting); every 5 s leaves room to spare.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Sends `notifications/progress` for the request's progress token.

@@ -12,6 +12,7 @@ mod order;
 mod oversize;
 mod server;
 mod shutdown;
+mod tap;
 mod tasks;
 
 use std::sync::Arc;
@@ -51,7 +52,7 @@ pub async fn serve_stdio(manager: Arc<ThreadManager>) -> Result<(), ServeError> 
     let (stdin, oversized) = oversize::watch(stdin);
     let transport =
         IntoTransport::<RoleServer, std::io::Error, TransportAdapterAsyncRW>::into_transport((
-            shutdown::EofSignal::new(stdin, shutdown.clone()),
+            shutdown::eof_signal(stdin, shutdown.clone()),
             stdout,
         ));
     let transport =

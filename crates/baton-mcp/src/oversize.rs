@@ -6,17 +6,15 @@
 //! the limit, reading the request id from the line's first bytes. [`OversizeReplies`] answers
 //! it through rmcp's own writer, so the error never interleaves with another message.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use rmcp::RoleServer;
 use rmcp::model::{ErrorData, NumberOrString, RequestId};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH;
 use serde_json::Value;
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
+
+use crate::tap::{ReadTap, Tapped};
 
 /// How much of a line's start is kept to read its id from.
 const HEAD_BYTES: usize = 4096;
@@ -25,23 +23,26 @@ const HEAD_BYTES: usize = 4096;
 type Notice = Option<RequestId>;
 
 /// The two halves, joined by a channel: the reader notices, the transport answers.
-pub(crate) fn watch<R>(stdin: R) -> (LineWatch<R>, mpsc::UnboundedReceiver<Notice>) {
+pub(crate) fn watch<R>(stdin: R) -> (Tapped<R, LineWatch>, mpsc::UnboundedReceiver<Notice>) {
     let (notices, received) = mpsc::unbounded_channel();
     let watch = LineWatch {
-        inner: stdin,
         limit: DEFAULT_MAX_LINE_LENGTH,
         line_len: 0,
         head: Vec::new(),
         reported: false,
         notices,
     };
-    (watch, received)
+    (
+        Tapped {
+            inner: stdin,
+            tap: watch,
+        },
+        received,
+    )
 }
 
-/// An `AsyncRead` that measures lines as they go by, exactly as rmcp measures them (the
-/// newline counts), without changing a byte.
-pub(crate) struct LineWatch<R> {
-    inner: R,
+/// Measures the lines read under rmcp exactly as rmcp measures them (the newline counts).
+pub(crate) struct LineWatch {
     limit: usize,
     /// Bytes of the current line so far, without its newline.
     line_len: usize,
@@ -50,8 +51,8 @@ pub(crate) struct LineWatch<R> {
     notices: mpsc::UnboundedSender<Notice>,
 }
 
-impl<R> LineWatch<R> {
-    fn observe(&mut self, mut bytes: &[u8]) {
+impl ReadTap for LineWatch {
+    fn observe(&mut self, mut bytes: &[u8], _eof: bool) {
         while !bytes.is_empty() {
             let (piece, newline) = match find_newline(bytes) {
                 Some(at) => (&bytes[..at], true),
@@ -76,21 +77,6 @@ impl<R> LineWatch<R> {
 
 fn find_newline(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for LineWatch<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &poll {
-            self.observe(&buf.filled()[before..]);
-        }
-        poll
-    }
 }
 
 /// The value of the top-level `"id"` key of a JSON object cut anywhere, if it comes before
@@ -219,20 +205,21 @@ mod tests {
 
     #[test]
     fn a_line_is_reported_once_when_it_crosses_the_limit_counting_its_newline() {
-        let (mut watch, mut notices) = watch(tokio::io::empty());
+        let (watch, mut notices) = watch(tokio::io::empty());
+        let mut watch = watch.tap;
         watch.limit = 10;
-        watch.observe(b"{\"id\":1}\n"); // 9 bytes with its newline
-        watch.observe(b"123456789\n"); // exactly 10
+        watch.observe(b"{\"id\":1}\n", false); // 9 bytes with its newline
+        watch.observe(b"123456789\n", false); // exactly 10
         assert!(notices.try_recv().is_err());
-        watch.observe(b"{\"id\":2,\"x\"");
-        watch.observe(b":1}");
+        watch.observe(b"{\"id\":2,\"x\"", false);
+        watch.observe(b":1}", false);
         assert_eq!(
             notices.try_recv().ok(),
             Some(Some(NumberOrString::Number(2)))
         );
-        watch.observe(b"more of the same line");
+        watch.observe(b"more of the same line", false);
         assert!(notices.try_recv().is_err(), "once per line");
-        watch.observe(b"\n1234567890\n"); // 11 with its newline
+        watch.observe(b"\n1234567890\n", false); // 11 with its newline
         assert_eq!(notices.try_recv().ok(), Some(None));
     }
 }

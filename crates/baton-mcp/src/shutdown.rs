@@ -1,40 +1,26 @@
 //! Shutdown plumbing: notice stdin EOF at once, and SIGINT/SIGTERM.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-/// An `AsyncRead` that cancels `on_eof` when the inner reader reports end of file.
-pub(crate) struct EofSignal<R> {
-    inner: R,
-    on_eof: CancellationToken,
-}
+use crate::tap::{ReadTap, Tapped};
 
-impl<R> EofSignal<R> {
-    pub(crate) fn new(inner: R, on_eof: CancellationToken) -> Self {
-        Self { inner, on_eof }
+/// `inner`, cancelling `on_eof` when it reports end of file.
+pub(crate) fn eof_signal<R>(inner: R, on_eof: CancellationToken) -> Tapped<R, EofSignal> {
+    Tapped {
+        inner,
+        tap: EofSignal(on_eof),
     }
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for EofSignal<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let had_room = buf.remaining() > 0;
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &poll
-            && had_room
-            && buf.filled().len() == before
-        {
+/// Cancels its token at end of file.
+pub(crate) struct EofSignal(CancellationToken);
+
+impl ReadTap for EofSignal {
+    fn observe(&mut self, _bytes: &[u8], eof: bool) {
+        if eof {
             tracing::info!("stdin closed");
-            self.on_eof.cancel();
+            self.0.cancel();
         }
-        poll
     }
 }
 

@@ -1,5 +1,6 @@
 //! baton's session store on PostgreSQL: the [`Store`] trait over `tokio-postgres`, for a team
-//! whose baton servers on several machines share their sessions (SPEC §8.3).
+//! whose baton servers on several machines share their sessions (the shared store for serving
+//! a team over HTTP).
 //!
 //! Each row of `lines` is exactly one transcript line as the files store writes it, so a
 //! thread exports to the same Codex-format JSONL, and reading a thread back goes through
@@ -537,16 +538,7 @@ impl Store for PgStore {
                 source: Box::new(error),
             })?);
         }
-        let next_cursor = (rows.len() > limit)
-            .then(|| threads.last())
-            .flatten()
-            .map(|last| {
-                ListCursor {
-                    updated_at_ms: last.updated_at.timestamp_millis(),
-                    id: last.id.to_string(),
-                }
-                .encode()
-            });
+        let next_cursor = ListCursor::after_page(&threads, rows.len() > limit);
         Ok(ListPage {
             threads,
             next_cursor,

@@ -14,7 +14,7 @@ use baton_protocol::{
 };
 use chrono::Utc;
 
-use crate::{ListQuery, Store, StoreError};
+use crate::{ListQuery, Store, StoreError, TranscriptWriter};
 
 /// One contract check.
 pub type Check = fn(&dyn Store);
@@ -69,12 +69,17 @@ fn user(text: &str) -> RolloutItem {
     RolloutItem::ResponseItem(ResponseItem::user_message(text))
 }
 
-pub fn a_thread_is_created_appended_to_and_read_back_from_its_newest_compaction(store: &dyn Store) {
+/// A new thread in `cwd` holding `first`, a compaction that keeps only "summary", then "after".
+fn thread_with_a_compaction(
+    store: &dyn Store,
+    cwd: &str,
+    first: &str,
+) -> (ThreadId, Box<dyn TranscriptWriter>) {
     let id = ThreadId::new();
     let mut writer = store
-        .create_thread(&meta(id, Path::new("/work/p")))
+        .create_thread(&meta(id, Path::new(cwd)))
         .expect("create");
-    writer.append(&user("before")).expect("append");
+    writer.append(&user(first)).expect("append");
     writer
         .append(&RolloutItem::Compacted(Compacted {
             message: "summary".into(),
@@ -82,16 +87,25 @@ pub fn a_thread_is_created_appended_to_and_read_back_from_its_newest_compaction(
         }))
         .expect("append");
     writer.append(&user("after")).expect("append");
+    (id, writer)
+}
+
+/// The text of each message of a thread read back.
+fn message_texts(loaded: &crate::LoadedRollout) -> Vec<String> {
+    loaded
+        .history
+        .iter()
+        .filter_map(|item| item.message_text().map(|(_, text)| text))
+        .collect()
+}
+
+pub fn a_thread_is_created_appended_to_and_read_back_from_its_newest_compaction(store: &dyn Store) {
+    let (id, mut writer) = thread_with_a_compaction(store, "/work/p", "before");
     writer.sync().expect("sync");
 
     let loaded = store.read_thread(id).expect("read");
     assert_eq!(loaded.meta.id, id);
-    let texts: Vec<String> = loaded
-        .history
-        .iter()
-        .filter_map(|item| item.message_text().map(|(_, text)| text))
-        .collect();
-    assert_eq!(texts, ["summary", "after"]);
+    assert_eq!(message_texts(&loaded), ["summary", "after"]);
     assert_eq!(loaded.file_len, writer.len());
 
     // Reopened for appending, the writer starts where the transcript ends.
@@ -192,18 +206,7 @@ pub fn a_held_thread_is_busy_until_its_guard_goes(store: &dyn Store) {
 }
 
 pub fn a_transcript_imports_byte_for_byte_and_once(store: &dyn Store) {
-    let id = ThreadId::new();
-    let mut writer = store
-        .create_thread(&meta(id, Path::new("/work/i")))
-        .expect("create");
-    writer.append(&user("carry me over")).expect("append");
-    writer
-        .append(&RolloutItem::Compacted(Compacted {
-            message: "summary".into(),
-            replacement_history: Some(vec![ResponseItem::user_message("summary")]),
-        }))
-        .expect("append");
-    writer.append(&user("after")).expect("append");
+    let (id, _writer) = thread_with_a_compaction(store, "/work/i", "carry me over");
     let exported = store.export_thread(id).expect("export");
 
     // The same id again is refused, naming it.
@@ -216,11 +219,6 @@ pub fn a_transcript_imports_byte_for_byte_and_once(store: &dyn Store) {
     assert_eq!(store.import_thread(&copy).expect("import"), other);
     assert_eq!(store.export_thread(other).expect("export"), copy);
     let loaded = store.read_thread(other).expect("read");
-    let texts: Vec<String> = loaded
-        .history
-        .iter()
-        .filter_map(|item| item.message_text().map(|(_, text)| text))
-        .collect();
-    assert_eq!(texts, ["summary", "after"]);
+    assert_eq!(message_texts(&loaded), ["summary", "after"]);
     assert_eq!(loaded.file_len, copy.len() as u64);
 }

@@ -394,6 +394,19 @@ pub struct Cursor {
 impl Cursor {
     const PREFIX: &'static str = "v1.";
 
+    /// The encoded cursor of the page after `threads` (one page of a listing), or `None` when
+    /// no thread follows them.
+    pub fn after_page(threads: &[ThreadSummary], more: bool) -> Option<String> {
+        let last = threads.last().filter(|_| more)?;
+        Some(
+            Cursor {
+                updated_at_ms: last.updated_at.timestamp_millis(),
+                id: last.id.to_string(),
+            }
+            .encode(),
+        )
+    }
+
     pub fn encode(&self) -> String {
         format!("{}{}.{}", Self::PREFIX, self.updated_at_ms, self.id)
     }
@@ -466,13 +479,7 @@ pub(crate) fn list(
             None => tracing::warn!("skipped an index row with an invalid thread id"),
         }
     }
-    let next_cursor = more.then(|| threads.last()).flatten().map(|last| {
-        Cursor {
-            updated_at_ms: last.updated_at.timestamp_millis(),
-            id: last.id.to_string(),
-        }
-        .encode()
-    });
+    let next_cursor = Cursor::after_page(&threads, more);
     Ok(ListPage {
         threads,
         next_cursor,

@@ -40,8 +40,8 @@ pub(crate) fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .map(|time| time.with_timezone(&Utc))
 }
 
-/// The longest transcript line read by default (SPEC "Line cap"): a longer line is skipped
-/// like a corrupt one and never held in memory whole.
+/// The longest transcript line read by default: a longer line is skipped like a corrupt one
+/// and never held in memory whole, so one huge line cannot exhaust memory.
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// How much of a transcript is read at a time.
@@ -263,17 +263,19 @@ impl<'s, S: Source + ?Sized> LineReader<'s, S> {
     }
 }
 
-/// The offset of the last occurrence of `finder`'s needle that starts in `[floor, end)`,
-/// reading blocks backwards from `end`. Each block is searched forwards (the fast direction)
-/// and overlaps the one after it by the needle's length, so no match is missed at a seam.
+/// The offset of the last occurrence of any of the `finders`' needles that starts in
+/// `[floor, end)`, reading blocks backwards from `end`. Each block is searched forwards (the
+/// fast direction) and overlaps the one after it by the longest needle's length, so no match is
+/// missed at a seam.
 fn rfind_bytes<S: Source + ?Sized>(
     source: &S,
     floor: u64,
     end: u64,
-    finder: &memmem::Finder<'_>,
+    finders: &[memmem::Finder<'_>],
     block: &mut Vec<u8>,
 ) -> io::Result<Option<u64>> {
-    let overlap = finder.needle().len().saturating_sub(1) as u64;
+    let longest = finders.iter().map(|f| f.needle().len()).max().unwrap_or(0);
+    let overlap = longest.saturating_sub(1) as u64;
     let mut hi = end;
     while hi > floor {
         let lo = hi.saturating_sub(block_bytes() as u64).max(floor);
@@ -281,7 +283,18 @@ fn rfind_bytes<S: Source + ?Sized>(
         let want = usize::try_from(read_end - lo).unwrap_or(usize::MAX);
         block.resize(want, 0);
         let read = source.read_at(block, lo)?;
-        if let Some(at) = finder.find_iter(&block[..read]).last() {
+        // Only matches starting before `hi`: the overlap belongs to the block after this one.
+        let limit = usize::try_from(hi - lo).unwrap_or(usize::MAX);
+        let last = finders
+            .iter()
+            .filter_map(|finder| {
+                finder
+                    .find_iter(&block[..read])
+                    .take_while(|&at| at < limit)
+                    .last()
+            })
+            .max();
+        if let Some(at) = last {
             return Ok(Some(lo + at as u64));
         }
         hi = lo;
@@ -338,14 +351,33 @@ pub(crate) fn rfind_line_of_type<S: Source + ?Sized, T>(
     end: u64,
     kind: &str,
     max_line: usize,
+    accept: impl FnMut(&[u8]) -> Option<T>,
+) -> io::Result<Option<Found<T>>> {
+    rfind_line_of_types(source, floor, end, &[kind], max_line, accept)
+}
+
+/// [`rfind_line_of_type`] for lines holding any of several `"type":"…"` markers (the line's
+/// own type or its payload's), in one pass.
+pub(crate) fn rfind_line_of_types<S: Source + ?Sized, T>(
+    source: &S,
+    floor: u64,
+    end: u64,
+    kinds: &[&str],
+    max_line: usize,
     mut accept: impl FnMut(&[u8]) -> Option<T>,
 ) -> io::Result<Option<Found<T>>> {
-    let marker = format!("\"type\":\"{kind}\"");
-    let finder = memmem::Finder::new(marker.as_bytes());
+    let markers: Vec<String> = kinds
+        .iter()
+        .map(|kind| format!("\"type\":\"{kind}\""))
+        .collect();
+    let finders: Vec<_> = markers
+        .iter()
+        .map(|marker| memmem::Finder::new(marker.as_bytes()))
+        .collect();
     let mut block = Vec::new();
     let mut end = end.min(source.len());
     while end > floor {
-        let Some(hit) = rfind_bytes(source, floor, end, &finder, &mut block)? else {
+        let Some(hit) = rfind_bytes(source, floor, end, &finders, &mut block)? else {
             return Ok(None);
         };
         let Some(start) = line_start(source, floor, hit, max_line as u64, &mut block)? else {

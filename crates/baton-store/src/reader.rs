@@ -5,8 +5,8 @@ use baton_protocol::{Compacted, ResponseItem, SessionMeta, TurnContext};
 
 use crate::StoreError;
 use crate::lines::{
-    Envelope, FileSource, LineReader, MAX_LINE_BYTES, NextLine, Source, StreamLine, lines_before,
-    rfind_line_of_type,
+    Envelope, FileSource, Found, LineReader, MAX_LINE_BYTES, NextLine, Source, StreamLine,
+    lines_before, rfind_line_of_type, rfind_line_of_types,
 };
 
 /// The output recorded for a tool call whose process died before the call finished.
@@ -49,7 +49,8 @@ impl Default for ReadLimits {
 /// search from the end, and only the lines after it are parsed (of those, only
 /// `response_item` and `turn_context` payloads). When no `turn_context` follows the
 /// compaction, the newest one before it is found by the same byte search, without parsing
-/// the lines in between. The file is read in blocks: memory holds the history kept and one
+/// the lines in between, back to the user turn before the one that compacted (see
+/// [`turn_context_before`]); else the settings come from `session_meta`. The file is read in blocks: memory holds the history kept and one
 /// line, whatever the size of the file.
 pub fn read_rollout(path: &Path) -> Result<LoadedRollout, StoreError> {
     read_rollout_with(path, ReadLimits::default())
@@ -172,21 +173,72 @@ fn finish(
     }
 }
 
-/// The newest turn context in `[floor, end)`, found by a byte search.
+/// The newest turn context in `[floor, end)` (`end`: the newest compaction), found by a byte
+/// search back from `end` that stops at the user turn before the one that compacted.
+///
+/// baton and Codex record a turn's settings (`turn_context`) at the start of every turn, next
+/// to its user message, and a compaction happens inside a turn (newer Codex also records them
+/// right after the compaction, where the replay finds them). So when a transcript records
+/// settings at all, the newest ones lie in the turn that compacted, before its `user_message`
+/// event; past the `user_message` event of the turn before it, the search gives up and the
+/// settings come from `session_meta`. Without that stop, a long transcript that never records
+/// a `turn_context` (tools that keep the settings in `session_meta` only) would be read back
+/// to its first line just to find nothing.
 fn turn_context_before<S: Source + ?Sized>(
     source: &S,
     floor: u64,
     end: u64,
     max_line: usize,
 ) -> std::io::Result<Option<TurnContext>> {
-    let found = rfind_line_of_type(source, floor, end, "turn_context", max_line, |line| {
-        note_parsed_line();
-        let envelope = Envelope::parse(line).ok()?;
-        (envelope.kind == "turn_context")
-            .then(|| serde_json::from_str::<TurnContext>(envelope.payload.get()).ok())
-            .flatten()
-    })?;
-    Ok(found.map(|found| found.value))
+    enum Marker {
+        Context(TurnContext),
+        TurnStart,
+    }
+    #[derive(serde::Deserialize)]
+    struct PayloadType<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    let mut end = end;
+    let mut turn_starts = 0;
+    loop {
+        let found = rfind_line_of_types(
+            source,
+            floor,
+            end,
+            &["turn_context", "user_message"],
+            max_line,
+            |line| {
+                note_parsed_line();
+                let envelope = Envelope::parse(line).ok()?;
+                let payload = envelope.payload.get();
+                match envelope.kind.as_ref() {
+                    "turn_context" => serde_json::from_str::<TurnContext>(payload)
+                        .ok()
+                        .map(Marker::Context),
+                    "event_msg" => serde_json::from_str::<PayloadType<'_>>(payload)
+                        .ok()
+                        .filter(|event| event.kind == "user_message")
+                        .map(|_| Marker::TurnStart),
+                    _ => None,
+                }
+            },
+        )?;
+        match found {
+            None => return Ok(None),
+            Some(Found {
+                value: Marker::Context(context),
+                ..
+            }) => return Ok(Some(context)),
+            Some(Found { start, .. }) => {
+                turn_starts += 1;
+                if turn_starts == 2 {
+                    return Ok(None);
+                }
+                end = start;
+            }
+        }
+    }
 }
 
 struct Replayed {
@@ -515,6 +567,110 @@ mod tests {
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         // session_meta, the compaction, the line after it, and the newest turn context.
         assert_eq!(parsed, 4);
+    }
+
+    /// Bytes in memory that remember which ranges were read.
+    struct Recording<'a> {
+        bytes: &'a [u8],
+        reads: std::cell::RefCell<Vec<std::ops::Range<u64>>>,
+    }
+
+    impl Source for Recording<'_> {
+        fn len(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+
+        fn read_at(&self, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
+            let read = self.bytes.read_at(buffer, offset)?;
+            self.reads.borrow_mut().push(offset..offset + read as u64);
+            Ok(read)
+        }
+    }
+
+    /// A turn as baton writes it, with its settings when `context` names a model.
+    fn turn(n: usize, context: Option<&str>) -> String {
+        let mut text = context.map(turn_context).unwrap_or_default();
+        text += &user(&format!("prompt {n}"));
+        text += &line(
+            "event_msg",
+            serde_json::json!({"type": "user_message", "message": format!("prompt {n}")}),
+        );
+        text += &line(
+            "response_item",
+            serde_json::to_value(ResponseItem::assistant_message(format!("answer {n}")))
+                .expect("item"),
+        );
+        text
+    }
+
+    #[test]
+    fn a_long_transcript_without_turn_context_is_not_read_before_the_turn_that_compacted() {
+        let mut contents = meta();
+        for n in 0..300 {
+            contents += &turn(n, None);
+        }
+        // Everything before the last two turns must stay unread.
+        let unread_end = contents.len() as u64;
+        contents += &turn(300, None);
+        contents += &turn(301, None);
+        contents += &compacted();
+        contents += &user("after");
+        let source = Recording {
+            bytes: contents.as_bytes(),
+            reads: Default::default(),
+        };
+        // Small blocks, so a read reaches no further than the search needs.
+        crate::lines::set_block_bytes_for_test(64);
+        let loaded = load(Path::new("r.jsonl"), &source, ReadLimits::default());
+        crate::lines::set_block_bytes_for_test(crate::lines::BLOCK_BYTES);
+        let loaded = loaded.expect("loads");
+        assert!(loaded.last_turn_context.is_none());
+        assert_eq!(
+            loaded.history,
+            [
+                ResponseItem::user_message("summary"),
+                ResponseItem::user_message("after")
+            ]
+        );
+        let unread_start = meta().len() as u64 + 64;
+        let reads = source.reads.borrow();
+        let stray: Vec<_> = reads
+            .iter()
+            .filter(|read| read.start < unread_end && read.end > unread_start)
+            .collect();
+        assert!(
+            stray.is_empty(),
+            "{} reads in the old turns ({unread_start}..{unread_end}), the last at {:?}",
+            stray.len(),
+            stray.last()
+        );
+    }
+
+    #[test]
+    fn the_settings_of_the_turn_that_compacted_are_found_past_its_user_message() {
+        let mut contents = meta() + &turn(0, Some("first"));
+        for n in 1..50 {
+            contents += &turn(n, None);
+        }
+        // The compacting turn: settings, prompt, then work and the compaction.
+        contents += &turn(50, Some("compacting"));
+        contents += &user("more work");
+        contents += &compacted();
+        let (loaded, _) = load_counting(&contents);
+        assert_eq!(loaded.last_turn_context.expect("found").model, "compacting");
+    }
+
+    #[test]
+    fn settings_recorded_only_turns_before_the_compaction_give_way_to_session_meta() {
+        // A writer that records settings at every turn start would have recorded them in the
+        // compacting turn: settings many turns back are not looked for.
+        let mut contents = meta() + &turn(0, Some("long ago"));
+        for n in 1..50 {
+            contents += &turn(n, None);
+        }
+        contents += &compacted();
+        let (loaded, _) = load_counting(&contents);
+        assert!(loaded.last_turn_context.is_none());
     }
 
     /// One line of a transcript, or something a crash, a bug or an attacker could leave.
