@@ -25,7 +25,10 @@ const RESUME_RUNS: usize = 5;
 
 /// The id and start time of generated session `index` of `count`, and the generator that
 /// writes its content; a pure function, so ids can be recomputed without the disk.
-fn session_spec(index: usize, count: usize) -> anyhow::Result<(ThreadId, DateTime<Utc>, Rng)> {
+pub(crate) fn session_spec(
+    index: usize,
+    count: usize,
+) -> anyhow::Result<(ThreadId, DateTime<Utc>, Rng)> {
     let mut rng = Rng::new(0xBA70_0000_0000 + index as u64);
     let span_ms = DAYS * 86_400_000;
     let offset = span_ms * index as i64 / count as i64 + rng.below(60_000) as i64;
@@ -34,13 +37,13 @@ fn session_spec(index: usize, count: usize) -> anyhow::Result<(ThreadId, DateTim
     Ok((id, started, rng))
 }
 
-struct GeneratedStore {
-    home: PathBuf,
-    project: PathBuf,
+pub(crate) struct GeneratedStore {
+    pub(crate) home: PathBuf,
+    pub(crate) project: PathBuf,
 }
 
 /// The cached store of `count` sessions under `target/`, generated if missing or stale.
-fn ensure_store(bench: &Bench, count: usize) -> anyhow::Result<GeneratedStore> {
+pub(crate) fn ensure_store(bench: &Bench, count: usize) -> anyhow::Result<GeneratedStore> {
     let root = if count == 100_000 {
         bench.target.join("bench-store-100k")
     } else {
@@ -106,7 +109,7 @@ fn remove_index(home: &Path) -> anyhow::Result<()> {
 }
 
 /// `count` distinct random session indices.
-fn sample(count: usize, wanted: usize, seed: u64) -> Vec<usize> {
+pub(crate) fn sample(count: usize, wanted: usize, seed: u64) -> Vec<usize> {
     let mut rng = Rng::new(seed);
     let mut chosen = std::collections::BTreeSet::new();
     while chosen.len() < wanted.min(count) {

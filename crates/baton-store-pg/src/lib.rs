@@ -18,6 +18,7 @@
 mod migrations;
 mod pool;
 mod queries;
+mod tls;
 mod url;
 
 use std::collections::HashSet;
@@ -82,12 +83,34 @@ impl From<StoreError> for OpError {
 
 type OpResult<T> = Result<T, OpError>;
 
+/// A tokio-postgres error shown with its causes: tokio-postgres prints only the kind ("error
+/// performing TLS handshake"), and the cause ("invalid peer certificate: UnknownIssuer",
+/// "Connection refused") is what a person can act on.
+#[derive(Debug)]
+struct PgError(tokio_postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(&self.0);
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+// The causes are in the message already; a source would print them twice.
+impl std::error::Error for PgError {}
+
 impl PgStore {
     /// Connects to the database at `url`, creates or migrates baton's schema, and refuses a
     /// schema newer than this baton knows. The password comes from the URL or `PGPASSWORD`.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
         let shown = redact_url(url);
-        let mut config = Config::from_str(url).map_err(|error| StoreError::Database {
+        let (url, tls_settings) = tls::split_tls_settings(url);
+        let mut config = Config::from_str(&url).map_err(|error| StoreError::Database {
             doing: "parse the database URL",
             location: shown.clone(),
             source: Box::new(error),
@@ -119,16 +142,20 @@ impl PgStore {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
         let location = location_of(&config);
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(StoreError::Database {
-                doing: "connect",
-                location,
-                source: "sslmode=require is not supported by this baton build yet (TLS to \
-                         PostgreSQL is not built in); connect over a trusted network or a \
-                         TLS tunnel without sslmode=require"
-                    .into(),
-            });
-        }
+        let tls = match config.get_ssl_mode() {
+            SslMode::Require => {
+                Some(tls::MakeRustlsConnect::new(&tls_settings).map_err(|error| {
+                    StoreError::Database {
+                        doing: "connect over TLS",
+                        location: location.clone(),
+                        source: Box::new(error),
+                    }
+                })?)
+            }
+            // libpq's `prefer` tries TLS and falls back; baton connects in the clear, as it
+            // would after the fallback. Ask for `require` to get TLS.
+            _ => None,
+        };
         let runtime = pool::Runtime::new().map_err(|error| StoreError::Database {
             doing: "start the database worker",
             location: location.clone(),
@@ -136,7 +163,7 @@ impl PgStore {
         })?;
         let shared = Arc::new(Shared {
             runtime,
-            pool: Pool::new(config),
+            pool: Pool::new(config, tls),
             location,
             host: host_name(),
             pid: std::process::id(),
@@ -259,7 +286,7 @@ impl Shared {
             OpError::Pg(error) => StoreError::Database {
                 doing,
                 location: self.location.clone(),
-                source: Box::new(error),
+                source: Box::new(PgError(error)),
             },
         })
     }

@@ -183,16 +183,6 @@ fn a_schema_newer_than_this_baton_is_refused_and_an_older_one_is_kept() {
 }
 
 #[test]
-fn sslmode_require_is_refused_with_a_clear_error_without_the_password() {
-    let error = PgStore::open("postgres://u:hunter2@127.0.0.1:1/db?sslmode=require")
-        .err()
-        .expect("refused");
-    let message = error.to_string();
-    assert!(message.contains("sslmode=require"), "{message}");
-    assert!(!message.contains("hunter2"), "{message}");
-}
-
-#[test]
 fn an_unreachable_database_names_host_and_port_never_the_password() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
