@@ -29,7 +29,7 @@ const IDLE_TTL: &str = "200ms";
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A running `baton mcp-server` and its output lines.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
@@ -38,11 +38,20 @@ struct Server {
 
 impl Server {
     fn spawn(bench: &Bench, home: &Path, config: &[&str]) -> anyhow::Result<Server> {
-        let stderr = fs_err::File::create(bench.scratch.join("mcp-server.stderr"))?;
+        let args: Vec<&str> = config.iter().flat_map(|value| ["-c", *value]).collect();
+        Self::spawn_with(bench, home, &args, "mcp-server.stderr")
+    }
+
+    /// `baton GLOBAL_ARGS… mcp-server`, its stderr in `stderr_name` under the scratch folder.
+    pub(crate) fn spawn_with(
+        bench: &Bench,
+        home: &Path,
+        global_args: &[&str],
+        stderr_name: &str,
+    ) -> anyhow::Result<Server> {
+        let stderr = fs_err::File::create(bench.scratch.join(stderr_name))?;
         let mut command = bench.baton(home, home);
-        for value in config {
-            command.args(["-c", value]);
-        }
+        command.args(global_args);
         command
             .arg("mcp-server")
             .stdin(Stdio::piped())
@@ -73,7 +82,7 @@ impl Server {
         self.child.id().to_string()
     }
 
-    fn send(&mut self, message: &Value) -> anyhow::Result<()> {
+    pub(crate) fn send(&mut self, message: &Value) -> anyhow::Result<()> {
         let stdin = self.stdin.as_mut().context("stdin already closed")?;
         writeln!(stdin, "{message}").context("write to the server")?;
         stdin.flush().context("write to the server")
@@ -81,7 +90,7 @@ impl Server {
 
     /// The next response (a message with an `id` and a `result` or `error`); notifications
     /// and other lines are skipped.
-    fn next_response(&self) -> anyhow::Result<(u64, Value)> {
+    pub(crate) fn next_response(&self) -> anyhow::Result<(u64, Value)> {
         loop {
             let line = match self.lines.recv_timeout(PATIENCE) {
                 Ok(line) => line,
@@ -104,7 +113,7 @@ impl Server {
 
     /// `initialize`, answered; returns the time from spawn to the answer. Then sends the
     /// `initialized` notification.
-    fn initialize(&mut self) -> anyhow::Result<Duration> {
+    pub(crate) fn initialize(&mut self) -> anyhow::Result<Duration> {
         self.send(&json!({
             "jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {
@@ -123,7 +132,7 @@ impl Server {
     }
 
     /// Closes stdin and returns the time until the process exited.
-    fn close_and_wait(mut self) -> anyhow::Result<Duration> {
+    pub(crate) fn close_and_wait(mut self) -> anyhow::Result<Duration> {
         let closed = Instant::now();
         drop(self.stdin.take());
         let deadline = closed + PATIENCE;

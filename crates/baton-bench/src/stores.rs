@@ -201,6 +201,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
 
     rehydrate(bench, &stores, report)?;
     append_latency(bench, &stores, report)?;
+    two_servers(bench, &stores, report)?;
     drop(stores);
     drop(cluster);
     Ok(())
@@ -372,6 +373,152 @@ fn append_latency(bench: &Bench, stores: &Stores, report: &mut Report) -> anyhow
         );
     }
     Ok(())
+}
+
+/// Two `baton mcp-server` processes on one store, each sending one `baton-reply` to every
+/// one of 50 threads at once, for a few rounds: both servers contend for every thread, so
+/// each turn runs or is refused as busy. Then every transcript must hold exactly the
+/// accepted turns (none lost), each turn's lines together (none interleaved).
+fn two_servers(bench: &Bench, stores: &Stores, report: &mut Report) -> anyhow::Result<()> {
+    const THREADS: usize = 50;
+    const ROUNDS: usize = 4;
+    let project = bench.scratch.join("fleet-project");
+    fs_err::create_dir_all(&project)?;
+    for (name, store) in stores.each() {
+        let home = bench.scratch.join(format!("fleet-{name}"));
+        bench.write_config(&home, None)?;
+        let files;
+        let store: &dyn Store = if name == "files" {
+            files = FileStore::open(&home)?;
+            &files
+        } else {
+            store
+        };
+        let mut rng = Rng::new(0x00F1_EE70);
+        let mut ids = Vec::with_capacity(THREADS);
+        for _ in 0..THREADS {
+            let started = Utc::now();
+            let id = thread_id_at(started, &mut rng)?;
+            let bytes = crate::generate::small_session(id, started, &project, &mut rng)?;
+            store.import_thread(std::str::from_utf8(&bytes).context("UTF-8")?)?;
+            ids.push(id);
+        }
+        let global: Vec<&str> = match name {
+            "files" => Vec::new(),
+            _ => vec!["--store", stores.url.as_str()],
+        };
+        let mut servers = [
+            crate::mcp::Server::spawn_with(bench, &home, &global, "fleet-a.stderr")?,
+            crate::mcp::Server::spawn_with(bench, &home, &global, "fleet-b.stderr")?,
+        ];
+        for server in &mut servers {
+            server.initialize()?;
+        }
+        let mut accepted: Vec<Vec<String>> = vec![Vec::new(); THREADS];
+        let (mut busy, mut other_errors) = (0usize, Vec::new());
+        let started = Instant::now();
+        for round in 0..ROUNDS {
+            for (s, server) in servers.iter_mut().enumerate() {
+                for (t, id) in ids.iter().enumerate() {
+                    server.send(&serde_json::json!({
+                        "jsonrpc": "2.0", "id": t as u64 + 1, "method": "tools/call",
+                        "params": {"name": "baton-reply", "arguments": {
+                            "threadId": id.to_string(),
+                            "prompt": format!("round {round} server {s}"),
+                        }}
+                    }))?;
+                }
+            }
+            for (s, server) in servers.iter().enumerate() {
+                for _ in 0..THREADS {
+                    let (reply_id, answer) = server.next_response()?;
+                    let thread = (reply_id as usize)
+                        .checked_sub(1)
+                        .filter(|t| *t < THREADS)
+                        .context("an answer to a request never sent")?;
+                    let failed = answer.get("error").is_some()
+                        || answer.pointer("/result/isError").and_then(|v| v.as_bool())
+                            == Some(true);
+                    if !failed {
+                        accepted[thread].push(format!("round {round} server {s}"));
+                    } else if answer.to_string().contains("busy") {
+                        busy += 1;
+                    } else if other_errors.len() < 3 {
+                        other_errors.push(answer.to_string());
+                    }
+                }
+            }
+        }
+        let took = started.elapsed();
+        for server in servers {
+            server.close_and_wait()?;
+        }
+        if !other_errors.is_empty() {
+            bail!("{name}: baton-reply failed: {}", other_errors.join("; "));
+        }
+        let (mut lost, mut interleaved) = (0usize, 0usize);
+        for (thread, id) in ids.iter().enumerate() {
+            let transcript = store.export_thread(*id)?;
+            let (prompts, whole) = turns_in(&transcript)?;
+            let mut expected = accepted[thread].clone();
+            expected.sort();
+            let mut found: Vec<String> = prompts.into_iter().skip(1).collect();
+            found.sort();
+            if found != expected {
+                lost += 1;
+            }
+            if !whole {
+                interleaved += 1;
+            }
+        }
+        let turns: usize = accepted.iter().map(Vec::len).sum();
+        report.add(
+            SECTION,
+            format!(
+                "{name}: 2 servers × {THREADS} concurrent `baton-reply` on {THREADS} threads \
+                 (both servers on every thread), {ROUNDS} rounds: turns/s, turns run, busy, \
+                 threads with a lost or extra turn, threads with interleaved turns"
+            ),
+            format!(
+                "{:.0}/s, {turns} run, {busy} busy, {lost} lost, {interleaved} interleaved",
+                turns as f64 / took.as_secs_f64()
+            ),
+            "0 lost, 0 interleaved",
+            Verdict::of(lost == 0 && interleaved == 0),
+        );
+    }
+    Ok(())
+}
+
+/// The user prompts of a transcript in order, and whether every turn's lines are together:
+/// after a `user_message` event, its `agent_message` comes before the next `user_message`.
+fn turns_in(transcript: &str) -> anyhow::Result<(Vec<String>, bool)> {
+    let mut prompts = Vec::new();
+    let mut open_turn = false;
+    let mut whole = true;
+    for line in transcript.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).context("a transcript line")?;
+        if record["type"] != "event_msg" {
+            continue;
+        }
+        match record["payload"]["type"].as_str() {
+            Some("user_message") => {
+                if open_turn {
+                    whole = false;
+                }
+                open_turn = true;
+                prompts.push(
+                    record["payload"]["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                );
+            }
+            Some("agent_message") => open_turn = false,
+            _ => {}
+        }
+    }
+    Ok((prompts, whole && !open_turn))
 }
 
 /// `text` as one quoted CSV field (a quoted empty string is '', not NULL).

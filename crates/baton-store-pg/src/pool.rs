@@ -15,7 +15,10 @@ use tokio_postgres::{Client, Config, NoTls};
 use crate::tls::MakeRustlsConnect;
 
 /// Connections kept open while idle; more are opened on demand and closed when returned.
-const MAX_IDLE: usize = 8;
+/// Every running turn holds one for its lock, so a server running dozens of turns at once
+/// would otherwise open (TCP, authentication, a server process) and close one per turn; 32
+/// keeps two servers' idle connections under PostgreSQL's default `max_connections` (100).
+const MAX_IDLE: usize = 32;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
