@@ -88,19 +88,33 @@ impl StoreUnderTest {
         }
     }
 
-    /// Waits until no killed `baton` still holds a thread lock. A killed process's files
-    /// lock is gone with it; its PostgreSQL connection is closed by the kernel, but the
-    /// server ends that backend (and its advisory lock) a moment later, asynchronously.
-    fn wait_for_killed_holders(&self) {
-        let StoreUnderTest::Postgres(cluster) = self else {
-            return;
-        };
+    /// Waits until no killed `baton` still holds `thread_id`'s lock: the kill can land between
+    /// a tool's fork and its exec, when the forked child still shares the files store's
+    /// `flock`ed descriptor for a moment; and PostgreSQL ends a killed client's backend (and
+    /// its advisory lock) a moment after the kernel closed the connection. Polls, bounded.
+    fn wait_for_killed_holders(&self, env: &TestEnv, thread_id: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'";
-        while cluster.psql(PgCluster::DATABASE, sql) != "0" {
+        let free = || match self {
+            StoreUnderTest::Files => {
+                let Ok(file) =
+                    std::fs::File::open(env.home.join("locks").join(format!("{thread_id}.lock")))
+                else {
+                    return true; // never locked
+                };
+                use std::os::fd::AsRawFd;
+                // SAFETY: flock only reads the descriptor number, which `file` keeps open;
+                // closing `file` drops the lock taken here.
+                unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+            }
+            StoreUnderTest::Postgres(cluster) => {
+                let sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'";
+                cluster.psql(PgCluster::DATABASE, sql) == "0"
+            }
+        };
+        while !free() {
             assert!(
                 Instant::now() < deadline,
-                "a killed process's advisory lock was never released"
+                "a killed process's lock on {thread_id} was never released"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -222,7 +236,7 @@ fn crash_test(store: StoreUnderTest) {
         let _ = child.kill();
         let status = child.wait().expect("wait for the child");
         let killed = status.signal() == Some(libc::SIGKILL);
-        store.wait_for_killed_holders();
+        store.wait_for_killed_holders(&env, thread_id);
 
         // The transcript as the child left it. Everything written before this turn is still
         // there, byte for byte.
