@@ -25,7 +25,10 @@ const RESUME_RUNS: usize = 5;
 
 /// The id and start time of generated session `index` of `count`, and the generator that
 /// writes its content; a pure function, so ids can be recomputed without the disk.
-fn session_spec(index: usize, count: usize) -> anyhow::Result<(ThreadId, DateTime<Utc>, Rng)> {
+pub(crate) fn session_spec(
+    index: usize,
+    count: usize,
+) -> anyhow::Result<(ThreadId, DateTime<Utc>, Rng)> {
     let mut rng = Rng::new(0xBA70_0000_0000 + index as u64);
     let span_ms = DAYS * 86_400_000;
     let offset = span_ms * index as i64 / count as i64 + rng.below(60_000) as i64;
@@ -106,7 +109,7 @@ fn remove_index(home: &Path) -> anyhow::Result<()> {
 }
 
 /// `count` distinct random session indices.
-fn sample(count: usize, wanted: usize, seed: u64) -> Vec<usize> {
+pub(crate) fn sample(count: usize, wanted: usize, seed: u64) -> Vec<usize> {
     let mut rng = Rng::new(seed);
     let mut chosen = std::collections::BTreeSet::new();
     while chosen.len() < wanted.min(count) {

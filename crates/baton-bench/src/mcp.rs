@@ -38,11 +38,20 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn spawn(bench: &Bench, home: &Path, config: &[&str]) -> anyhow::Result<Server> {
-        let stderr = fs_err::File::create(bench.scratch.join("mcp-server.stderr"))?;
+        let args: Vec<&str> = config.iter().flat_map(|value| ["-c", *value]).collect();
+        Self::spawn_with(bench, home, &args, "mcp-server.stderr")
+    }
+
+    /// `baton GLOBAL_ARGS… mcp-server`, its stderr in `stderr_name` under the scratch folder.
+    pub(crate) fn spawn_with(
+        bench: &Bench,
+        home: &Path,
+        global_args: &[&str],
+        stderr_name: &str,
+    ) -> anyhow::Result<Server> {
+        let stderr = fs_err::File::create(bench.scratch.join(stderr_name))?;
         let mut command = bench.baton(home, home);
-        for value in config {
-            command.args(["-c", value]);
-        }
+        command.args(global_args);
         command
             .arg("mcp-server")
             .stdin(Stdio::piped())
@@ -109,7 +118,7 @@ impl Server {
 
     /// `initialize`, answered; returns the time from spawn to the answer. Then sends the
     /// `initialized` notification.
-    fn initialize(&mut self) -> anyhow::Result<Duration> {
+    pub(crate) fn initialize(&mut self) -> anyhow::Result<Duration> {
         self.send(&json!({
             "jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use baton_test_support::{ScriptedModelServer, Wire, default_script};
+use baton_test_support::{PgCluster, ScriptedModelServer, Wire, default_script};
 use common::*;
 use serde_json::Value;
 
@@ -38,8 +38,87 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn user_prompts(path: &Path) -> Vec<String> {
-    prompts_in(&parse_complete_lines(path))
+/// The store a test body runs against: the files store under the test's `BATON_HOME`, or a
+/// private PostgreSQL cluster selected by `store =` in the home's config.toml (so every
+/// `baton` the test starts, each a fresh process, uses it).
+enum StoreUnderTest {
+    Files,
+    Postgres(PgCluster),
+}
+
+impl StoreUnderTest {
+    /// PostgreSQL for `test`, or `None` (after saying why) when it is not installed and CI is
+    /// not `true`.
+    fn postgres_or_skip(test: &str) -> Option<StoreUnderTest> {
+        PgCluster::start_or_skip(test).map(StoreUnderTest::Postgres)
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            StoreUnderTest::Files => "files",
+            StoreUnderTest::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A test home on this store.
+    fn env(&self, server: &ScriptedModelServer, wire: Wire) -> TestEnv {
+        let env = TestEnv::new(server, wire);
+        if let StoreUnderTest::Postgres(cluster) = self {
+            let config_path = env.home.join("config.toml");
+            let config = std::fs::read_to_string(&config_path).expect("config");
+            std::fs::write(
+                &config_path,
+                format!("store = \"{}\"\n{config}", cluster.url()),
+            )
+            .expect("config");
+        }
+        env
+    }
+
+    /// The thread's transcript as the store holds it: the file's bytes (a torn tail
+    /// included), or `baton sessions export` of the database's lines.
+    fn transcript(&self, env: &TestEnv, thread_id: &str) -> Vec<u8> {
+        match self {
+            StoreUnderTest::Files => std::fs::read(env.rollout_of(thread_id)).expect("read"),
+            StoreUnderTest::Postgres(_) => {
+                let output = env.run(&["sessions", "export", thread_id]);
+                assert_success(&output);
+                output.stdout
+            }
+        }
+    }
+
+    /// Waits until no killed `baton` still holds `thread_id`'s lock: the kill can land between
+    /// a tool's fork and its exec, when the forked child still shares the files store's
+    /// `flock`ed descriptor for a moment; and PostgreSQL ends a killed client's backend (and
+    /// its advisory lock) a moment after the kernel closed the connection. Polls, bounded.
+    fn wait_for_killed_holders(&self, env: &TestEnv, thread_id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let free = || match self {
+            StoreUnderTest::Files => {
+                let Ok(file) =
+                    std::fs::File::open(env.home.join("locks").join(format!("{thread_id}.lock")))
+                else {
+                    return true; // never locked
+                };
+                use std::os::fd::AsRawFd;
+                // SAFETY: flock only reads the descriptor number, which `file` keeps open;
+                // closing `file` drops the lock taken here.
+                unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+            }
+            StoreUnderTest::Postgres(cluster) => {
+                let sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'";
+                cluster.psql(PgCluster::DATABASE, sql) == "0"
+            }
+        };
+        while !free() {
+            assert!(
+                Instant::now() < deadline,
+                "a killed process's lock on {thread_id} was never released"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 fn prompts_in(records: &[Value]) -> Vec<String> {
@@ -53,8 +132,7 @@ fn prompts_in(records: &[Value]) -> Vec<String> {
 /// Parses a transcript's complete lines: each must be one record, except the torn fragments
 /// that kills left (known by the byte offset where each starts), which readers skip and the
 /// next writer fences off with a newline.
-fn parse_allowing_torn(path: &Path, torn: &HashSet<usize>) -> Vec<Value> {
-    let bytes = std::fs::read(path).expect("read transcript");
+fn parse_allowing_torn(bytes: &[u8], thread_id: &str, torn: &HashSet<usize>) -> Vec<Value> {
     let mut records = Vec::new();
     let mut start = 0;
     while let Some(length) = bytes[start..].iter().position(|b| *b == b'\n') {
@@ -63,8 +141,8 @@ fn parse_allowing_torn(path: &Path, torn: &HashSet<usize>) -> Vec<Value> {
             Ok(record) => records.push(record),
             Err(_) if line.is_empty() || torn.contains(&start) => {}
             Err(err) => panic!(
-                "the line at byte {start} of {} is not one JSON record ({err}): {}",
-                path.display(),
+                "the line at byte {start} of {thread_id}'s transcript is not one JSON record \
+                 ({err}): {}",
                 String::from_utf8_lossy(line)
             ),
         }
@@ -85,7 +163,7 @@ fn has_unanswered_call(records: &[Value]) -> bool {
     !ids("function_call").is_subset(&ids("function_call_output"))
 }
 
-/// What the crash test saw; written to `target/tmp/crash-report.txt` for `.ci/run`.
+/// What the crash test saw; written to `target/tmp/crash-report-STORE.txt` for `.ci/run`.
 #[derive(Default)]
 struct CrashCounts {
     /// Children killed by SIGKILL (the rest had finished their turn first).
@@ -97,11 +175,25 @@ struct CrashCounts {
     /// Distinct transcript lines checked, each counted once however often it was re-read.
     lines_checked: u64,
     resumed: u64,
+    /// Resumes on a fresh process that failed.
+    unresumable: u64,
     lost: u64,
 }
 
 #[test]
 fn crash_test_kill_9_at_random_moments_loses_nothing() {
+    crash_test(StoreUnderTest::Files);
+}
+
+#[test]
+fn crash_test_kill_9_at_random_moments_loses_nothing_on_postgres() {
+    if let Some(store) = StoreUnderTest::postgres_or_skip("crash_test_on_postgres") {
+        crash_test(store);
+    }
+}
+
+fn crash_test(store: StoreUnderTest) {
+    let name = store.name();
     let iterations = env_number("BATON_CRASH_ITERATIONS", 50);
     let seed = env_number(
         "BATON_CRASH_SEED",
@@ -110,10 +202,10 @@ fn crash_test_kill_9_at_random_moments_loses_nothing() {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(7),
     );
-    println!("crash test: {iterations} iterations, seed {seed}");
+    println!("crash test ({name}): {iterations} iterations, seed {seed}");
     let mut rng = Lcg(seed);
     let server = ScriptedModelServer::start_blocking(default_script).expect("server");
-    let env = TestEnv::new(&server, Wire::Responses);
+    let env = store.env(&server, Wire::Responses);
 
     // A few multi-turn sessions with tool calls, killed in turn.
     let sessions: Vec<String> = (0..3)
@@ -124,10 +216,9 @@ fn crash_test_kill_9_at_random_moments_loses_nothing() {
     let mut torn: HashMap<&str, HashSet<usize>> = HashMap::new();
     for iteration in 0..iterations {
         let thread_id = sessions[(iteration % sessions.len() as u64) as usize].as_str();
-        let path = env.rollout_of(thread_id);
-        let before = std::fs::read(&path).expect("read transcript");
+        let before = store.transcript(&env, thread_id);
         let torn_here = torn.entry(thread_id).or_default();
-        let records_before = parse_allowing_torn(&path, torn_here).len();
+        let records_before = parse_allowing_torn(&before, thread_id, torn_here).len();
 
         let prompt = format!(
             "shell: echo turn-{iteration} && sleep 0.{}",
@@ -145,10 +236,11 @@ fn crash_test_kill_9_at_random_moments_loses_nothing() {
         let _ = child.kill();
         let status = child.wait().expect("wait for the child");
         let killed = status.signal() == Some(libc::SIGKILL);
+        store.wait_for_killed_holders(&env, thread_id);
 
-        // The file as the child left it. Everything written before this turn is still
+        // The transcript as the child left it. Everything written before this turn is still
         // there, byte for byte.
-        let after = std::fs::read(&path).expect("read transcript");
+        let after = store.transcript(&env, thread_id);
         if !after.starts_with(&before) {
             counts.lost += 1;
         }
@@ -158,7 +250,7 @@ fn crash_test_kill_9_at_random_moments_loses_nothing() {
             let start = after.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
             torn_here.insert(start);
         }
-        let records = parse_allowing_torn(&path, torn_here);
+        let records = parse_allowing_torn(&after, thread_id, torn_here);
         if killed {
             counts.kills += 1;
             if has_unanswered_call(&records[records_before..]) {
@@ -166,9 +258,18 @@ fn crash_test_kill_9_at_random_moments_loses_nothing() {
             }
         }
 
-        // The session resumes with its whole history.
+        // The session resumes, on a fresh process, with its whole history.
         let prompts = prompts_in(&records);
-        let answer = env.resume_ok(thread_id, "RECALL");
+        let output = env.run(&["exec", "resume", thread_id, "RECALL"]);
+        if !output.status.success() {
+            counts.unresumable += 1;
+            eprintln!(
+                "iteration {iteration}: {thread_id} did not resume: {}",
+                stderr(&output)
+            );
+            continue;
+        }
+        let answer = stdout(&output);
         let recalled = answer.trim().strip_prefix("recall: ").unwrap_or_default();
         let recalled = recalled
             .rsplit_once(" (")
@@ -184,8 +285,8 @@ fn crash_test_kill_9_at_random_moments_loses_nothing() {
     // now; each is counted once, not once per re-read.
     for thread_id in &sessions {
         let torn_here = torn.entry(thread_id.as_str()).or_default();
-        counts.lines_checked +=
-            parse_allowing_torn(&env.rollout_of(thread_id), torn_here).len() as u64;
+        let transcript = store.transcript(&env, thread_id);
+        counts.lines_checked += parse_allowing_torn(&transcript, thread_id, torn_here).len() as u64;
     }
     let CrashCounts {
         kills,
@@ -193,29 +294,43 @@ fn crash_test_kill_9_at_random_moments_loses_nothing() {
         kills_during_tool,
         lines_checked,
         resumed,
+        unresumable,
         lost,
     } = counts;
     let report = format!(
-        "crash test: iterations={iterations} seed={seed} kills={kills} \
+        "crash test ({name}): iterations={iterations} seed={seed} kills={kills} \
          kills_mid_write={kills_mid_write} kills_during_tool={kills_during_tool} \
-         lines_checked={lines_checked} sessions_resumed={resumed} items_lost={lost}"
+         lines_checked={lines_checked} sessions_resumed={resumed} \
+         sessions_unresumable={unresumable} items_lost={lost}"
     );
     println!("{report}");
-    // cargo captures a passing test's output; .ci/run prints this file so the counts show.
+    // cargo captures a passing test's output; .ci/run prints these files so the counts show.
     let _ = std::fs::write(
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("crash-report.txt"),
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("crash-report-{name}.txt")),
         format!("{report}\n"),
     );
     assert_eq!(lost, 0, "items were lost (seed {seed})");
+    assert_eq!(unresumable, 0, "sessions did not resume (seed {seed})");
     assert_eq!(resumed, iterations);
     assert!(kills > 0, "no process was killed mid-turn (seed {seed})");
 }
 
 #[test]
 fn concurrent_writers_on_one_thread_are_refused_with_busy_not_interleaved() {
+    concurrent_writers(StoreUnderTest::Files);
+}
+
+#[test]
+fn concurrent_writers_on_one_thread_are_refused_with_busy_not_interleaved_on_postgres() {
+    if let Some(store) = StoreUnderTest::postgres_or_skip("concurrent_writers_on_postgres") {
+        concurrent_writers(store);
+    }
+}
+
+fn concurrent_writers(store: StoreUnderTest) {
     // Slow replies make the turns overlap for sure.
     let server = ScriptedModelServer::start_blocking(default_script).expect("server");
-    let env = TestEnv::new(&server, Wire::Responses);
+    let env = store.env(&server, Wire::Responses);
     let (thread_id, _) = env.exec_ok("start");
 
     let rounds = 6;
@@ -250,10 +365,19 @@ fn concurrent_writers_on_one_thread_are_refused_with_busy_not_interleaved() {
             }
         }
     }
-    println!("concurrency: accepted={} busy={busy}", accepted.len());
+    println!(
+        "concurrency ({}): accepted={} busy={busy}",
+        store.name(),
+        accepted.len()
+    );
     assert!(busy > 0, "the writers never overlapped");
-    let path = env.rollout_of(&thread_id);
-    let mut prompts = user_prompts(&path); // also checks that no line is broken
+    // Every line must be one whole record: no interleaving, nothing torn.
+    let transcript = store.transcript(&env, &thread_id);
+    let mut prompts = prompts_in(&parse_allowing_torn(
+        &transcript,
+        &thread_id,
+        &HashSet::new(),
+    ));
     assert_eq!(prompts.remove(0), "start");
     let mut expected = accepted.clone();
     expected.sort();

@@ -19,6 +19,7 @@
 mod migrations;
 mod pool;
 mod queries;
+mod tls;
 mod url;
 
 use std::collections::{HashMap, HashSet};
@@ -91,12 +92,14 @@ impl From<StoreError> for OpError {
 
 type OpResult<T> = Result<T, OpError>;
 
+
 impl PgStore {
     /// Connects to the database at `url`, creates or migrates baton's schema, and refuses a
     /// schema newer than this baton knows. The password comes from the URL or `PGPASSWORD`.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
         let shown = redact_url(url);
-        let mut config = Config::from_str(url).map_err(|error| StoreError::Database {
+        let (url, tls_settings) = tls::split_tls_settings(url);
+        let mut config = Config::from_str(&url).map_err(|error| StoreError::Database {
             doing: "parse the database URL",
             location: shown.clone(),
             source: Box::new(error),
@@ -128,16 +131,20 @@ impl PgStore {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
         let location = location_of(&config);
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(StoreError::Database {
-                doing: "connect",
-                location,
-                source: "sslmode=require is not supported by this baton build yet (TLS to \
-                         PostgreSQL is not built in); connect over a trusted network or a \
-                         TLS tunnel without sslmode=require"
-                    .into(),
-            });
-        }
+        let tls = match config.get_ssl_mode() {
+            SslMode::Require => {
+                Some(tls::MakeRustlsConnect::new(&tls_settings).map_err(|error| {
+                    StoreError::Database {
+                        doing: "connect over TLS",
+                        location: location.clone(),
+                        source: Box::new(error),
+                    }
+                })?)
+            }
+            // libpq's `prefer` tries TLS and falls back; baton connects in the clear, as it
+            // would after the fallback. Ask for `require` to get TLS.
+            _ => None,
+        };
         let runtime = pool::Runtime::new().map_err(|error| StoreError::Database {
             doing: "start the database worker",
             location: location.clone(),
@@ -145,7 +152,7 @@ impl PgStore {
         })?;
         let shared = Arc::new(Shared {
             runtime,
-            pool: Pool::new(config),
+            pool: Pool::new(config, tls),
             location,
             host: host_name(),
             pid: std::process::id(),

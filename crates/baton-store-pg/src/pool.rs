@@ -12,8 +12,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio_postgres::{Client, Config, NoTls};
 
+use crate::tls::MakeRustlsConnect;
+
 /// Connections kept open while idle; more are opened on demand and closed when returned.
-const MAX_IDLE: usize = 8;
+/// Every running turn holds one for its lock, so a server running dozens of turns at once
+/// would otherwise open (TCP, authentication, a server process) and close one per turn; 32
+/// keeps two servers' idle connections under PostgreSQL's default `max_connections` (100).
+const MAX_IDLE: usize = 32;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -60,13 +65,16 @@ impl Drop for Runtime {
 
 pub struct Pool {
     config: Config,
+    /// TLS when the URL asks for it (`sslmode=require`, `verify-ca`, `verify-full`).
+    tls: Option<MakeRustlsConnect>,
     idle: Mutex<Vec<Client>>,
 }
 
 impl Pool {
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config, tls: Option<MakeRustlsConnect>) -> Self {
         Self {
             config,
+            tls,
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -85,12 +93,18 @@ impl Pool {
 
     /// A new connection, its IO driven by a task on the current runtime.
     pub async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!("a database connection ended: {error}");
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                tokio::spawn(drive(connection));
+                client
             }
-        });
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                tokio::spawn(drive(connection));
+                client
+            }
+        };
         Ok(client)
     }
 
@@ -103,6 +117,17 @@ impl Pool {
         if idle.len() < MAX_IDLE {
             idle.push(client);
         }
+    }
+}
+
+/// Runs a connection's IO until it ends.
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(error) = connection.await {
+        tracing::debug!("a database connection ended: {error}");
     }
 }
 

@@ -36,13 +36,24 @@ pub const THREAD_BYTES: &str = "SELECT bytes FROM threads WHERE id = $1";
 
 /// $1 thread id → (bytes, text) of `session_meta`, the newest `turn_context` and every line
 /// from the newest compaction on, in order: what rehydration needs and nothing before it.
-/// One statement, so one snapshot: the length matches the lines.
+/// One statement, so one snapshot: the length matches the lines. Three primary-key range
+/// scans joined by UNION ALL (each line once): one `OR` of the three conditions would make
+/// PostgreSQL walk every row of a long thread and filter (19 ms for a 100 MB thread ending
+/// in a compaction, against 0.65 ms this way; BENCHMARKS.md).
 pub const READ_FROM_COMPACTION: &str = "
     SELECT t.bytes, l.text
     FROM threads t
-    LEFT JOIN lines l
-      ON l.thread_id = t.id
-     AND (l.seq = 0 OR l.seq >= coalesce(t.compaction_seq, 0) OR l.seq = t.turn_context_seq)
+    LEFT JOIN LATERAL (
+        SELECT seq, text FROM lines
+        WHERE thread_id = t.id AND seq >= coalesce(t.compaction_seq, 0)
+        UNION ALL
+        SELECT seq, text FROM lines
+        WHERE thread_id = t.id AND seq = 0 AND coalesce(t.compaction_seq, 0) > 0
+        UNION ALL
+        SELECT seq, text FROM lines
+        WHERE thread_id = t.id AND seq = t.turn_context_seq
+          AND t.turn_context_seq > 0 AND t.turn_context_seq < coalesce(t.compaction_seq, 0)
+    ) l ON true
     WHERE t.id = $1
     ORDER BY l.seq";
 
@@ -99,14 +110,22 @@ pub const TRY_LOCK: &str = "SELECT pg_try_advisory_lock($1)";
 
 pub const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
 
-/// $1 thread id, $2 host, $3 pid.
+/// $1 thread id, $2 host, $3 pid. The holder row only names the holder in a busy message
+/// (the advisory lock itself is what excludes, and dies with the server), so its commit does
+/// not wait for the disk: `set_config(..., true)` lasts until this statement's transaction
+/// ends, its commit included.
 pub const RECORD_HOLDER: &str = "
-    INSERT INTO thread_locks (thread_id, host, pid, since) VALUES ($1, $2, $3, now())
+    INSERT INTO thread_locks (thread_id, host, pid, since)
+    SELECT $1::uuid, $2::text, $3::integer, now()
+    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_wait
     ON CONFLICT (thread_id) DO UPDATE SET host = $2, pid = $3, since = now()";
 
-/// $1 thread id, $2 host, $3 pid: forgets our own row only.
-pub const FORGET_HOLDER: &str =
-    "DELETE FROM thread_locks WHERE thread_id = $1 AND host = $2 AND pid = $3";
+/// $1 thread id, $2 host, $3 pid: forgets our own row only, its commit not waiting for the
+/// disk either (see [`RECORD_HOLDER`]).
+pub const FORGET_HOLDER: &str = "
+    DELETE FROM thread_locks
+    WHERE thread_id = $1 AND host = $2 AND pid = $3
+      AND set_config('synchronous_commit', 'off', true) IS NOT NULL";
 
 /// $1 thread id → (host, pid, since) of the recorded holder.
 pub const HOLDER: &str = "SELECT host, pid, since FROM thread_locks WHERE thread_id = $1";

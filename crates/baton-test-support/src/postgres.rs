@@ -24,6 +24,8 @@ pub struct PgCluster {
     port: u16,
     /// The OS user the server runs as, when the tests run as root.
     run_as: Option<(u32, u32)>,
+    /// `name=value` settings passed to `postgres` after the defaults (so they win).
+    settings: Vec<String>,
     server: Option<Child>,
 }
 
@@ -47,7 +49,11 @@ impl PgCluster {
     /// on stderr that `test` was skipped and why, and returns `None`. Under `CI=true` a
     /// missing PostgreSQL fails the test: CI installs it (`.ci/run`).
     pub fn start_or_skip(test: &str) -> Option<PgCluster> {
-        match Self::start() {
+        Self::or_skip(test, Self::start())
+    }
+
+    fn or_skip(test: &str, started: Result<PgCluster, PgUnavailable>) -> Option<PgCluster> {
+        match started {
             Ok(cluster) => Some(cluster),
             Err(PgUnavailable(reason))
                 if std::env::var("CI").as_deref() != Ok("true") && find_bin_dir().is_none() =>
@@ -64,6 +70,34 @@ impl PgCluster {
 
     /// Initialises and starts a cluster and creates [`PgCluster::DATABASE`].
     pub fn start() -> Result<PgCluster, PgUnavailable> {
+        Self::start_with(&[])
+    }
+
+    /// [`PgCluster::start`] with server `settings` (`name=value`) that override the test
+    /// defaults, e.g. `fsync=on` for a benchmark that must pay for durable commits.
+    pub fn start_with(settings: &[&str]) -> Result<PgCluster, PgUnavailable> {
+        Self::start_inner(settings, false)
+    }
+
+    /// Like [`PgCluster::start_or_skip`], with TLS on (`ssl=on`): a test CA and a server
+    /// certificate for `127.0.0.1` signed by it are made with the `openssl` CLI in the
+    /// cluster's directory ([`PgCluster::ca_cert`]), plus a second CA that signed nothing
+    /// ([`PgCluster::other_ca_cert`]). Connections may still choose not to use TLS.
+    pub fn start_with_tls_or_skip(test: &str) -> Option<PgCluster> {
+        Self::or_skip(test, Self::start_inner(&[], true))
+    }
+
+    /// The CA that signed the server's certificate (after [`PgCluster::start_with_tls_or_skip`]).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("tls").join("ca.crt")
+    }
+
+    /// A CA that signed nothing this server has: a wrong root.
+    pub fn other_ca_cert(&self) -> PathBuf {
+        self.dir.path().join("tls").join("other-ca.crt")
+    }
+
+    fn start_inner(settings: &[&str], tls: bool) -> Result<PgCluster, PgUnavailable> {
         let bin = find_bin_dir().ok_or_else(|| {
             PgUnavailable(
                 "PostgreSQL is not installed: no initdb under /usr/lib/postgresql/*/bin".into(),
@@ -84,6 +118,20 @@ impl PgCluster {
         })?;
         std::fs::create_dir(dir.path().join("socket"))
             .map_err(|error| PgUnavailable(format!("could not create the socket dir: {error}")))?;
+        let mut settings: Vec<String> = settings.iter().map(|s| (*s).to_owned()).collect();
+        if tls {
+            let tls_dir = dir.path().join("tls");
+            make_test_certificates(&tls_dir)?;
+            settings.push("ssl=on".to_owned());
+            settings.push(format!(
+                "ssl_cert_file={}",
+                tls_dir.join("server.crt").display()
+            ));
+            settings.push(format!(
+                "ssl_key_file={}",
+                tls_dir.join("server.key").display()
+            ));
+        }
         if let Some((uid, gid)) = run_as {
             chown_tree(dir.path(), uid, gid)?;
         }
@@ -92,6 +140,7 @@ impl PgCluster {
             dir,
             port: 0,
             run_as,
+            settings,
             server: None,
         };
         let data = cluster.data_dir();
@@ -190,6 +239,38 @@ impl PgCluster {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// Loads the CSV file `csv` into `target` (`table (columns)`) with psql's `\copy`, fed on
+    /// stdin, so the server user needs no access to the file: bulk data for benchmarks.
+    pub fn copy_csv(&self, database: &str, target: &str, csv: &Path) -> Result<(), String> {
+        let input = std::fs::File::open(csv)
+            .map_err(|error| format!("could not open {}: {error}", csv.display()))?;
+        let output = self
+            .command("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.socket_dir())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+            ])
+            .arg("-c")
+            .arg(format!("\\copy {target} FROM pstdin WITH (FORMAT csv)"))
+            .stdin(input)
+            .output()
+            .map_err(|error| format!("could not run psql: {error}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "psql \\copy into {target} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -275,6 +356,7 @@ impl PgCluster {
             // Tests kill the server, not the machine: the page cache keeps what fsync would.
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .args(self.settings.iter().flat_map(|setting| ["-c", setting]))
             // Its own process group, so `kill` reaches every backend as a machine loss would.
             .process_group(0)
             .stdin(Stdio::null())
@@ -368,6 +450,88 @@ fn find_bin_dir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
+}
+
+/// A test CA, a server certificate for `127.0.0.1` (and `localhost`) signed by it with its
+/// key (mode 0600, as PostgreSQL requires), and a second, unrelated CA, in `dir`.
+fn make_test_certificates(dir: &Path) -> Result<(), PgUnavailable> {
+    std::fs::create_dir(dir)
+        .map_err(|error| PgUnavailable(format!("could not create {}: {error}", dir.display())))?;
+    let extensions = "basicConstraints=critical,CA:FALSE\n\
+                      keyUsage=critical,digitalSignature\n\
+                      extendedKeyUsage=serverAuth\n\
+                      subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+    std::fs::write(dir.join("server.ext"), extensions)
+        .map_err(|error| PgUnavailable(format!("could not write server.ext: {error}")))?;
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [Vec<&str>; 4] = [
+        [
+            &["req", "-x509"][..],
+            &new_key,
+            &["-days", "2", "-subj", "/CN=baton test CA"],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["-keyout", "ca.key", "-out", "ca.crt"])
+        .collect(),
+        [
+            &["req", "-x509"][..],
+            &new_key,
+            &["-days", "2", "-subj", "/CN=another CA"],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["-keyout", "other-ca.key", "-out", "other-ca.crt"])
+        .collect(),
+        [&["req"][..], &new_key, &["-subj", "/CN=127.0.0.1"]]
+            .concat()
+            .into_iter()
+            .chain(["-keyout", "server.key", "-out", "server.csr"])
+            .collect(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    ];
+    for args in steps {
+        let output = Command::new("openssl")
+            .args(&args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| PgUnavailable(format!("could not run openssl: {error}")))?;
+        if !output.status.success() {
+            return Err(PgUnavailable(format!(
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+    }
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .map_err(|error| PgUnavailable(format!("could not chmod server.key: {error}")))
 }
 
 fn is_root() -> bool {
