@@ -8,7 +8,10 @@ use crate::{OpError, OpResult};
 use baton_store::StoreError;
 
 /// Every migration this baton knows, in order: (version, SQL).
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_open_tasks.sql")),
+];
 
 /// The newest schema version this baton knows.
 pub fn latest() -> i64 {
