@@ -206,16 +206,22 @@ async fn a_task_survives_kill_9(transport: Transport, delete_index: bool) {
 
     let (second, http) = serve(&env, transport).await;
     let resumed = second.get(&task_id).await;
-    assert_eq!(resumed.task.status(), TaskStatus::Working, "{resumed:?}");
-    assert!(
-        resumed
-            .task
-            .task
-            .status_message
-            .as_deref()
-            .is_some_and(|m| m.starts_with("resumed after the process running it stopped")),
-        "{resumed:?}"
-    );
+    if delete_index {
+        // Without the index only this `tasks/get` can find the task: it resumes it and says so.
+        assert_eq!(resumed.task.status(), TaskStatus::Working, "{resumed:?}");
+        assert!(
+            resumed
+                .task
+                .task
+                .status_message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("resumed after the process running it stopped")),
+            "{resumed:?}"
+        );
+    } else {
+        // With the index the new server may have continued it at start-up already.
+        assert_ne!(resumed.task.status(), TaskStatus::Failed, "{resumed:?}");
+    }
     let done = second.wait_for(&task_id, TaskStatus::Completed).await;
     let result = completed_result(&done);
     assert_eq!(
@@ -717,4 +723,58 @@ async fn on_postgres_another_server_finishes_the_task_of_a_killed_one() {
         "the sessions live in PostgreSQL, not in files"
     );
     assert_eq!(model.requests().len(), 2, "resumed once");
+}
+
+/// A server that starts up finds, through the index, the tasks a killed server left, and
+/// continues them without waiting for a `tasks/get`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_starting_up_continues_the_tasks_a_killed_server_left() {
+    let gate = Gate::new();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let script = {
+        let requests = requests.clone();
+        let held = held_script(gate.clone());
+        move |request: &RecordedRequest| {
+            if requests.fetch_add(1, Ordering::SeqCst) == 0 {
+                held(request)
+            } else {
+                Reply::text("finished at start-up")
+            }
+        }
+    };
+    let model = ScriptedModelServer::start_blocking(script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let first = TaskSession::stdio(&env).await;
+    let created = first
+        .call_task(
+            "baton",
+            json!({"prompt": "held: restart", "cwd": env.project}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    eventually("the model request", || !model.requests().is_empty()).await;
+    signal(first.pid.expect("pid"), "KILL");
+    drop(first);
+
+    // No tasks/get: the new server continues the task on its own.
+    let second = TaskSession::stdio(&env).await;
+    eventually("the resumed model request", || model.requests().len() == 2).await;
+    let ended = || {
+        env.rollout_files()
+            .iter()
+            .flat_map(|path| parse_complete_lines(path))
+            .any(|l| l["payload"]["type"] == "baton_task" && l["payload"]["state"] == "completed")
+    };
+    eventually("the task's end in the transcript", ended).await;
+    let done = second.wait_for(&task_id, TaskStatus::Completed).await;
+    assert_eq!(
+        completed_result(&done)["structuredContent"]["content"],
+        "finished at start-up"
+    );
+    // The index forgets a task once it ended: a third server has nothing to continue.
+    let index = rusqlite::Connection::open(env.home.join("state.sqlite")).expect("index");
+    let open: i64 = index
+        .query_row("SELECT count(*) FROM open_tasks", [], |row| row.get(0))
+        .expect("open_tasks");
+    assert_eq!(open, 0);
 }

@@ -89,6 +89,9 @@ pub struct TaskView {
     pub poll_interval_ms: u64,
     /// The question the task waits for (`input_required`).
     pub approval: Option<PendingApproval>,
+    /// The newest question the task asked, answered or not: an answer to it that arrives
+    /// while a process is continuing the task is kept for when the question comes again.
+    pub asked: Option<PendingApproval>,
     /// The call's result in the MCP shape (`completed`).
     pub result: Option<serde_json::Value>,
     /// Why it failed (`failed`).
@@ -118,6 +121,7 @@ impl TaskView {
                 ttl_ms: event.ttl_ms.unwrap_or(TASK_TTL_MS),
                 poll_interval_ms: TASK_POLL_INTERVAL_MS,
                 approval: None,
+                asked: None,
                 result: None,
                 error: None,
                 resumptions: 0,
@@ -132,6 +136,9 @@ impl TaskView {
         self.updated_at = event.at.clone();
         self.status_message = event.status_message.clone();
         self.approval = event.approval.clone();
+        if event.approval.is_some() {
+            self.asked = event.approval.clone();
+        }
         if let Some(ttl) = event.ttl_ms {
             self.ttl_ms = ttl;
         }
@@ -152,7 +159,11 @@ impl TaskView {
 pub type RenderResult =
     Arc<dyn Fn(&Result<crate::TurnResult, CoreError>) -> serde_json::Value + Send + Sync>;
 
-type ApprovalAnswer = Result<ApprovalDecision, String>;
+/// A person's answer to an approval, or why none came.
+pub(crate) type ApprovalAnswer = Result<ApprovalDecision, String>;
+
+/// An answer kept for a task's question: the question's key and the answer.
+pub(crate) type KeptAnswer = (String, ApprovalAnswer);
 
 /// A task this process runs right now.
 pub(crate) struct LiveTask {
@@ -161,6 +172,9 @@ pub(crate) struct LiveTask {
     seed: TaskView,
     status_message: Mutex<String>,
     pending: Mutex<Option<(PendingApproval, oneshot::Sender<ApprovalAnswer>)>>,
+    /// An answer that came before its question was asked again here (a client that answered
+    /// what `tasks/get` showed while this process was still continuing the task).
+    early_answer: Mutex<Option<KeptAnswer>>,
     /// Set by `tasks/cancel`: a turn aborted otherwise (the server shutting down) leaves the
     /// task unfinished, for the next process to continue.
     cancelled_by_client: std::sync::atomic::AtomicBool,
@@ -177,6 +191,7 @@ impl LiveTask {
             seed,
             status_message: Mutex::new(status_message.to_owned()),
             pending: Mutex::new(None),
+            early_answer: Mutex::new(None),
             cancelled_by_client: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -226,11 +241,30 @@ impl LiveTask {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         match pending.take() {
             Some((approval, sender)) if approval.call_id == key => sender.send(answer).is_ok(),
+            None if self
+                .seed
+                .asked
+                .as_ref()
+                .is_some_and(|approval| approval.call_id == key) =>
+            {
+                // The question recorded before the restart, not asked again yet: keep the
+                // answer for when it is.
+                self.keep_early_answer(key, answer);
+                true
+            }
             other => {
                 *pending = other;
                 false
             }
         }
+    }
+
+    /// Keeps an answer to the question under `key` for when the turn asks it.
+    pub(crate) fn keep_early_answer(&self, key: &str, answer: ApprovalAnswer) {
+        *self
+            .early_answer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((key.to_owned(), answer));
     }
 }
 
@@ -248,6 +282,16 @@ impl ProgressSink for LiveTask {
 #[async_trait]
 impl Approver for LiveTask {
     async fn request_approval(&self, request: ApprovalRequest) -> Result<ApprovalDecision, String> {
+        let early = self
+            .early_answer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((key, answer)) = early
+            && key == request.call_id
+        {
+            return answer;
+        }
         let (sender, receiver) = oneshot::channel();
         let approval = PendingApproval {
             call_id: request.call_id,

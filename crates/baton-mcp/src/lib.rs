@@ -57,10 +57,9 @@ pub async fn serve_stdio(manager: Arc<ThreadManager>) -> Result<(), ServeError> 
         ));
     let transport =
         order::OrderedTransport::new(oversize::OversizeReplies::new(transport, oversized));
-    let running = match BatonServer::new(manager)
-        .serve_with_ct(transport, shutdown.clone())
-        .await
-    {
+    let server = BatonServer::new(manager);
+    server.resume_orphaned_tasks();
+    let running = match server.serve_with_ct(transport, shutdown.clone()).await {
         Ok(running) => running,
         Err(err) => {
             // EOF or a signal before any handshake is a normal way to end.

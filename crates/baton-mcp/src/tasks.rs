@@ -199,6 +199,35 @@ impl BatonServer {
         Ok(())
     }
 
+    /// At start-up: continues, in the background, every task the store's listing notes as
+    /// unfinished whose process died (the rest wait for their `tasks/get`).
+    pub(crate) fn resume_orphaned_tasks(&self) {
+        let server = self.clone();
+        tokio::spawn(async move {
+            let orphaned = match server.manager().orphaned_tasks().await {
+                Ok(orphaned) => orphaned,
+                Err(err) => {
+                    tracing::warn!("could not look for tasks left by a stopped server: {err}");
+                    return;
+                }
+            };
+            for id in orphaned {
+                let view = match server
+                    .manager()
+                    .task(&id.to_string(), &Default::default())
+                    .await
+                {
+                    Ok(TaskLookup::Orphaned(view)) => view,
+                    _ => continue,
+                };
+                tracing::info!(task = %id, "continuing a task left by a stopped server");
+                if let Err(err) = server.resume(view).await {
+                    tracing::warn!(task = %id, "could not continue the task: {}", err.message);
+                }
+            }
+        });
+    }
+
     /// Continues an orphaned task in this process; its state once the resumption is on disk.
     async fn resume(&self, view: TaskView) -> Result<TaskView, ErrorData> {
         let mut hooks = TurnHooks {

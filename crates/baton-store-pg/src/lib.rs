@@ -574,6 +574,45 @@ impl Store for PgStore {
         })
     }
 
+    fn record_open_task(&self, thread: ThreadId, task: Option<&str>) -> Result<(), StoreError> {
+        let uuid = uuid_of(thread);
+        let task = task.map(str::to_owned);
+        let result = self.run("note the thread's task", move |shared| async move {
+            let client = shared.pool.get().await?;
+            let result = match &task {
+                Some(task) => {
+                    client
+                        .execute(queries::NOTE_OPEN_TASK, &[&uuid, task])
+                        .await
+                }
+                None => client.execute(queries::FORGET_OPEN_TASK, &[&uuid]).await,
+            };
+            shared.pool.put(client);
+            result.map(drop).map_err(Into::into)
+        });
+        // Like the listing: a lost note only means the task waits for its next `tasks/get`.
+        if let Err(error) = result {
+            tracing::warn!("could not note the task of thread {thread}: {error}");
+        }
+        Ok(())
+    }
+
+    fn open_tasks(&self) -> Result<Vec<(ThreadId, String)>, StoreError> {
+        self.run("list the open tasks", |shared| async move {
+            let client = shared.pool.get().await?;
+            let rows = client.query(queries::OPEN_TASKS, &[]).await;
+            shared.pool.put(client);
+            let mut tasks = Vec::new();
+            for row in rows? {
+                tasks.push((
+                    ThreadId::from_uuid(row.try_get::<_, Uuid>(0)?),
+                    row.try_get::<_, String>(1)?,
+                ));
+            }
+            Ok(tasks)
+        })
+    }
+
     fn lock_thread(&self, id: ThreadId) -> Result<Box<dyn ThreadGuard>, StoreError> {
         let uuid = uuid_of(id);
         let key = lock_key(id);

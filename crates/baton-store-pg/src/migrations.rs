@@ -11,6 +11,7 @@ use baton_store::StoreError;
 pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_search_indexes.sql")),
+    (3, include_str!("../migrations/0003_open_tasks.sql")),
 ];
 
 /// The newest schema version this baton knows.

@@ -65,6 +65,13 @@ pub const ALL_LINES: &str = "SELECT text FROM lines WHERE thread_id = $1 ORDER B
 
 pub const THREAD_IDS: &str = "SELECT id FROM threads";
 
+/// $1 thread, $2 task.
+pub const NOTE_OPEN_TASK: &str = "INSERT INTO open_tasks (thread_id, task_id) VALUES ($1, $2)
+     ON CONFLICT (thread_id) DO UPDATE SET task_id = excluded.task_id";
+/// $1 thread.
+pub const FORGET_OPEN_TASK: &str = "DELETE FROM open_tasks WHERE thread_id = $1";
+pub const OPEN_TASKS: &str = "SELECT thread_id, task_id FROM open_tasks ORDER BY thread_id";
+
 /// $1 cwd, $2 ILIKE pattern, $3/$4 cursor (updated_at, id), $5 updated at or after,
 /// $6 updated before, $7 owner, $8 limit (one more than a page, to tell if more follow).
 pub const LIST: &str = "

@@ -85,6 +85,14 @@ pub trait Store: Send + Sync {
     /// it is logged by the store, and only a failure that matters is returned.
     fn record_turn(&self, turn: &TurnRecord) -> Result<(), StoreError>;
 
+    /// Notes in the listing that `thread`'s current turn runs for the durable task `task`
+    /// (`None`: no unfinished task), so a server starting up finds the tasks a dead process
+    /// left. A cache like the rest of the listing: the transcript records the task itself.
+    fn record_open_task(&self, thread: ThreadId, task: Option<&str>) -> Result<(), StoreError>;
+
+    /// The threads whose listing notes an unfinished task, with that task's id.
+    fn open_tasks(&self) -> Result<Vec<(ThreadId, String)>, StoreError>;
+
     /// Rebuilds the listing from the transcripts.
     fn reindex(&self) -> Result<ReindexReport, StoreError>;
 

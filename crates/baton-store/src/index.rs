@@ -18,7 +18,7 @@ use crate::{StoreError, ThreadOrigin, ThreadSummary, push_search_text};
 
 /// Bumped whenever the table layout changes; an index with another version is rebuilt,
 /// except for the versions [`MIGRATIONS`] brings forward in place.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// In-place upgrades, append-only: `(from_version, sql)`. Each runs in the transaction that
 /// sets the next version.
@@ -26,6 +26,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
     // Version 3: the owner of threads started over HTTP with a token. Threads
     // indexed before had no owner, so NULL is their true value.
     (2, "ALTER TABLE threads ADD COLUMN owner TEXT;"),
+    // Version 4: the unfinished durable task of a thread, for a server starting up.
+    (
+        3,
+        "CREATE TABLE IF NOT EXISTS open_tasks (thread_id TEXT PRIMARY KEY, task_id TEXT NOT NULL);",
+    ),
 ];
 
 const SCHEMA: &str = "
@@ -45,6 +50,7 @@ const SCHEMA: &str = "
     );
     CREATE INDEX IF NOT EXISTS threads_updated_at ON threads(updated_at DESC, id DESC);
     CREATE TABLE IF NOT EXISTS store_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS open_tasks (thread_id TEXT PRIMARY KEY, task_id TEXT NOT NULL);
 ";
 
 /// Set once the table holds every transcript (after a reindex); a new or repaired index
@@ -174,6 +180,29 @@ impl Index {
     /// Applies one turn to the thread's row; false when there is no row to update.
     pub fn record_turn(&self, turn: &TurnRecord, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.with(|connection| record_turn(connection, turn, now))
+    }
+
+    pub fn record_open_task(&self, thread: ThreadId, task: Option<&str>) -> Result<(), StoreError> {
+        let id = thread.to_string();
+        self.with(|connection| {
+            match task {
+                Some(task) => connection.execute(
+                    "INSERT OR REPLACE INTO open_tasks (thread_id, task_id) VALUES (?1, ?2)",
+                    [id.as_str(), task],
+                ),
+                None => connection.execute("DELETE FROM open_tasks WHERE thread_id = ?1", [&id]),
+            }
+            .map(drop)
+        })
+    }
+
+    pub fn open_tasks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.with(|connection| {
+            let mut statement = connection
+                .prepare("SELECT thread_id, task_id FROM open_tasks ORDER BY thread_id")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })
     }
 
     /// Replaces the whole table with `summaries` in one transaction and marks it complete.

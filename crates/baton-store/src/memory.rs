@@ -40,6 +40,7 @@ struct Shared {
     threads: Mutex<BTreeMap<ThreadId, Transcript>>,
     locks: Mutex<HashMap<ThreadId, Holder>>,
     turns: Mutex<Vec<TurnRecord>>,
+    open_tasks: Mutex<BTreeMap<ThreadId, String>>,
 }
 
 struct Transcript {
@@ -254,6 +255,22 @@ impl Store for MemoryStore {
     fn record_turn(&self, turn: &TurnRecord) -> Result<(), StoreError> {
         lock(&self.shared.turns).push(turn.clone());
         Ok(())
+    }
+
+    fn record_open_task(&self, thread: ThreadId, task: Option<&str>) -> Result<(), StoreError> {
+        let mut open = lock(&self.shared.open_tasks);
+        match task {
+            Some(task) => open.insert(thread, task.to_owned()),
+            None => open.remove(&thread),
+        };
+        Ok(())
+    }
+
+    fn open_tasks(&self) -> Result<Vec<(ThreadId, String)>, StoreError> {
+        Ok(lock(&self.shared.open_tasks)
+            .iter()
+            .map(|(thread, task)| (*thread, task.clone()))
+            .collect())
     }
 
     fn reindex(&self) -> Result<ReindexReport, StoreError> {

@@ -429,6 +429,23 @@ impl Store for FileStore {
         FileStore::record_turn(self, turn)
     }
 
+    fn record_open_task(&self, thread: ThreadId, task: Option<&str>) -> Result<(), StoreError> {
+        // The index is a cache: a lost note only means the task waits for its next `tasks/get`.
+        if let Err(error) = self.index.record_open_task(thread, task) {
+            tracing::warn!("could not note the task of thread {thread} in the index: {error}");
+        }
+        Ok(())
+    }
+
+    fn open_tasks(&self) -> Result<Vec<(ThreadId, String)>, StoreError> {
+        Ok(self
+            .index
+            .open_tasks()?
+            .into_iter()
+            .filter_map(|(thread, task)| Some((ThreadId::parse(&thread).ok()?, task)))
+            .collect())
+    }
+
     fn reindex(&self) -> Result<ReindexReport, StoreError> {
         FileStore::reindex(self)
     }

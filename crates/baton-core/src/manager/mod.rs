@@ -142,6 +142,8 @@ pub struct ThreadManager {
     slots: Mutex<HashMap<ThreadId, Arc<ThreadSlot>>>,
     /// The MCP tasks whose turns run in this process.
     live_tasks: crate::tasks::LiveTasks,
+    /// Answers to a task's recorded question that came while no turn here asked it yet.
+    early_answers: Mutex<HashMap<crate::tasks::TaskId, crate::tasks::KeptAnswer>>,
     /// Set by the MCP server: lets a call on a thread continue the task a dead process left.
     task_renderer: std::sync::OnceLock<crate::tasks::RenderResult>,
     idle_ttl: Duration,
@@ -188,6 +190,7 @@ impl ThreadManager {
             models,
             slots: Mutex::new(HashMap::new()),
             live_tasks: Default::default(),
+            early_answers: Mutex::new(HashMap::new()),
             task_renderer: std::sync::OnceLock::new(),
         })
     }

@@ -135,14 +135,16 @@ impl ThreadManager {
         if view.state.is_terminal() {
             return Ok(TaskLookup::Found(view));
         }
-        let store = self.store.clone();
-        let thread = id.thread();
-        match blocking(move || store.lock_thread(thread).map(drop)).await? {
+        match self.nobody_holds(id.thread()).await? {
             Ok(()) => Ok(TaskLookup::Orphaned(view)),
-            Err(StoreError::Busy { .. }) => {
+            Err(StoreError::Busy { pid, .. }) => {
                 // What the other process does right now is in its memory, not on disk.
                 if view.state == TaskState::Working {
-                    view.status_message = Some("running in another baton process".to_owned());
+                    view.status_message = Some(if pid == Some(std::process::id()) {
+                        "about to continue in this server".to_owned()
+                    } else {
+                        "running in another baton process".to_owned()
+                    });
                 }
                 Ok(TaskLookup::Found(view))
             }
@@ -168,8 +170,32 @@ impl ThreadManager {
                 Ok(())
             }
             None => {
-                // Known, but not running here: nothing waits for an answer in this process.
-                self.recorded_task(id).await.map(drop)
+                let view = self.recorded_task(id).await?;
+                // The question the transcript shows, while this process may be about to ask it
+                // again (continuing the task): kept, so the answer is not lost. Only that one
+                // key of a task waiting for it is kept, so memory stays bounded.
+                if !view.state.is_terminal()
+                    && view.asked.is_some_and(|approval| approval.call_id == key)
+                {
+                    self.early_answers
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(id, (key.to_owned(), answer));
+                    // The task may have been opened here meanwhile (after its opening took
+                    // the kept answers): hand the answer to it directly. `open_task`
+                    // registers before it takes, so one of the two sees the answer.
+                    if let Some(live) = self.live_tasks.get(id) {
+                        let kept = self
+                            .early_answers
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .remove(&id);
+                        if let Some((key, answer)) = kept {
+                            live.answer(&key, answer);
+                        }
+                    }
+                }
+                Ok(())
             }
         }
     }
@@ -207,7 +233,11 @@ impl ThreadManager {
         })
         .await?;
         match written {
-            Ok(_) => Ok(()),
+            Ok(true) => {
+                self.note_open_task(id, false);
+                Ok(())
+            }
+            Ok(false) => Ok(()),
             Err(StoreError::Busy { .. }) => Err(CoreError::TaskElsewhere { id: id.to_string() }),
             Err(err) => Err(err.into()),
         }
@@ -288,6 +318,7 @@ impl ThreadManager {
                 writer.append(&task_item(failed))?;
                 writer.sync()
             })?;
+            self.note_open_task(id, false);
             live.file_len = writer.len();
             let mut view = view;
             view.state = TaskState::Failed;
@@ -405,11 +436,22 @@ impl ThreadManager {
             writer.sync()
         })?;
         let id = seed.id;
+        self.note_open_task(id, true);
         let live = LiveTask::new(hooks.cancel.clone(), seed, &status);
         hooks.progress = Some(live.clone());
         hooks.approver = Some(live.clone());
         hooks.task = Some(id.to_string());
         self.live_tasks.insert(id, live.clone());
+        // After registering (see `answer_task`): an answer that came while the task was not
+        // running here yet.
+        let early = self
+            .early_answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+        if let Some((key, answer)) = early {
+            live.answer(&key, answer);
+        }
         setup.announce(Ok(live.view()));
         Ok(OpenTask {
             id,
@@ -451,15 +493,82 @@ impl ThreadManager {
                 event
             }
         };
+        let ended = event.state.is_terminal();
         let written = blocking_section(|| -> Result<(), StoreError> {
             writer.append(&task_item(event))?;
             writer.sync()
         });
-        if let Err(err) = written {
+        match written {
+            Ok(()) if ended => self.note_open_task(task.id, false),
+            Ok(()) => {}
             // The next look-up finds the task unfinished with the lock free and continues it.
-            tracing::warn!(task = %task.id, "could not record the end of the task: {err}");
+            Err(err) => {
+                tracing::warn!(task = %task.id, "could not record the end of the task: {err}")
+            }
         }
         self.live_tasks.remove(task.id);
+        self.early_answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&task.id);
+    }
+
+    /// The tasks the store's listing notes as unfinished whose threads no process holds:
+    /// their processes died. A server continues them when it starts (see `resume_task`).
+    pub async fn orphaned_tasks(&self) -> Result<Vec<TaskId>, CoreError> {
+        let store = self.store.clone();
+        let noted = blocking(move || store.open_tasks()).await??;
+        let mut orphaned = Vec::new();
+        for (thread, task) in noted {
+            let Some(id) = TaskId::parse(&task).filter(|id| id.thread() == thread) else {
+                continue;
+            };
+            let view = match self.recorded_task(id).await {
+                Ok(view) => view,
+                Err(err) => {
+                    tracing::warn!(task = %id, "a task noted as open cannot be read: {err}");
+                    continue;
+                }
+            };
+            if view.state.is_terminal() {
+                // Ended, but the note was lost (a crash between the two writes).
+                self.note_open_task(id, false);
+                continue;
+            }
+            if let Ok(Ok(())) = self.nobody_holds(thread).await {
+                orphaned.push(id);
+            }
+        }
+        Ok(orphaned)
+    }
+
+    /// Whether no process holds `thread` (`Ok(())`), or who does (`Busy`). The probe takes
+    /// the thread's slot first, so it never makes a call of this process on the thread find
+    /// its own probe holding the lock; a call running here counts as a holder.
+    async fn nobody_holds(&self, thread: ThreadId) -> Result<Result<(), StoreError>, CoreError> {
+        let slot = self.slot(thread);
+        let Ok(_running_here) = slot.live.try_lock() else {
+            return Ok(Err(StoreError::Busy {
+                id: thread,
+                pid: Some(std::process::id()),
+                host: None,
+                since: None,
+            }));
+        };
+        let store = self.store.clone();
+        blocking(move || store.lock_thread(thread).map(drop)).await
+    }
+
+    /// Notes (or forgets) the task in the store's listing; a cache, so failures are logged.
+    fn note_open_task(&self, id: TaskId, open: bool) {
+        let task = id.to_string();
+        let noted = blocking_section(|| {
+            self.store
+                .record_open_task(id.thread(), open.then_some(task.as_str()))
+        });
+        if let Err(err) = noted {
+            tracing::warn!(task = %id, "could not note the task in the listing: {err}");
+        }
     }
 
     /// The task's id when the caller may see its thread; every failure reads "not found".
@@ -514,6 +623,7 @@ fn new_task(id: TaskId, tool: &str) -> (TaskView, TaskEvent) {
         ttl_ms: TASK_TTL_MS,
         poll_interval_ms: TASK_POLL_INTERVAL_MS,
         approval: None,
+        asked: None,
         result: None,
         error: None,
         resumptions: 0,

@@ -160,6 +160,7 @@ fn router(
 ) -> Router {
     let metrics = policy.metrics.clone();
     let server = BatonServer::for_http(manager, policy);
+    server.resume_orphaned_tasks();
     // Host and Origin are checked by our own layer (it knows the listener's real port), so
     // rmcp's copy of the check is off.
     let config = StreamableHttpServerConfig::default()

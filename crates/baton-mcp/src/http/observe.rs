@@ -158,6 +158,16 @@ impl Store for TimedStore {
         self.timed("record_turn", || self.inner.record_turn(turn))
     }
 
+    fn record_open_task(&self, thread: ThreadId, task: Option<&str>) -> Result<(), StoreError> {
+        self.timed("record_open_task", || {
+            self.inner.record_open_task(thread, task)
+        })
+    }
+
+    fn open_tasks(&self) -> Result<Vec<(ThreadId, String)>, StoreError> {
+        self.timed("open_tasks", || self.inner.open_tasks())
+    }
+
     fn reindex(&self) -> Result<ReindexReport, StoreError> {
         self.timed("reindex", || self.inner.reindex())
     }
