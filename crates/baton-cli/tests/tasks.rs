@@ -663,3 +663,43 @@ async fn a_task_interrupted_by_a_server_shutdown_is_continued_by_the_next_server
         "finished by the next server"
     );
 }
+
+/// A process killed after it wrote a task but before its turn recorded the prompt (the next
+/// line) leaves a task with nothing to continue: it fails saying so, rather than completing
+/// with the previous turn's answer, and the thread goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_prompt_was_never_recorded_fails_instead_of_answering_from_the_last_turn() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let (thread_id, _) = env.exec_ok("first prompt");
+    // What the dead process left: its `baton-reply` task, and nothing after it.
+    let task_id = format!("{}{}", thread_id.replace('-', ""), "5a".repeat(16));
+    let at = "2026-12-02T12:00:00.000Z";
+    let created = json!({"timestamp": at, "type": "event_msg", "payload": {
+        "type": "baton_task", "task_id": task_id, "state": "working", "at": at,
+        "tool": "baton-reply", "ttl_ms": 86_400_000u64, "status_message": "started"}});
+    let rollout = env.rollout_of(&thread_id);
+    let mut text = std::fs::read_to_string(&rollout).expect("transcript");
+    text.push_str(&format!("{created}\n"));
+    std::fs::write(&rollout, text).expect("transcript");
+    let requests = model.requests().len();
+
+    let client = TaskSession::stdio(&env).await;
+    let failed = client.wait_for(&task_id, TaskStatus::Failed).await;
+    let failed = serde_json::to_value(&failed).expect("JSON");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("before it recorded the prompt")),
+        "{failed}"
+    );
+    assert_eq!(model.requests().len(), requests, "the model was not asked");
+    drop(client);
+
+    let resumed = env.run(&["exec", "resume", &thread_id, "RECALL"]);
+    assert_success(&resumed);
+    assert_eq!(
+        stdout(&resumed).trim(),
+        "recall: first prompt (0 tool outputs)"
+    );
+}

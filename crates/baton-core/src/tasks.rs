@@ -12,7 +12,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use baton_protocol::{EventMsg, PendingApproval, RolloutItem, TaskEvent, TaskState, ThreadId};
+use baton_protocol::{
+    EventMsg, PendingApproval, ResponseItem, RolloutItem, TaskEvent, TaskState, ThreadId,
+};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -95,6 +97,9 @@ pub struct TaskView {
     pub error: Option<String>,
     /// How many times a process continued it after the one running it died.
     pub resumptions: u32,
+    /// Whether the turn's prompt is in the transcript: a process that died between writing
+    /// the task and writing the prompt leaves a task with nothing to continue.
+    pub prompt_recorded: bool,
 }
 
 impl TaskView {
@@ -103,12 +108,17 @@ impl TaskView {
         let key = id.to_string();
         let mut view: Option<TaskView> = None;
         for item in items {
-            let RolloutItem::EventMsg(EventMsg::BatonTask(event)) = item else {
-                continue;
+            let event = match item {
+                RolloutItem::EventMsg(EventMsg::BatonTask(event)) if event.task_id == key => event,
+                // The task is written just before its turn records the prompt.
+                RolloutItem::ResponseItem(ResponseItem::Message { role, .. }) if role == "user" => {
+                    if let Some(view) = view.as_mut() {
+                        view.prompt_recorded = true;
+                    }
+                    continue;
+                }
+                _ => continue,
             };
-            if event.task_id != key {
-                continue;
-            }
             let view = view.get_or_insert_with(|| TaskView {
                 id,
                 state: event.state,
@@ -121,6 +131,7 @@ impl TaskView {
                 result: None,
                 error: None,
                 resumptions: 0,
+                prompt_recorded: false,
             });
             view.apply(event);
         }

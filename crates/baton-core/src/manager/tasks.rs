@@ -276,26 +276,22 @@ impl ThreadManager {
     ) -> Result<TurnResult, CoreError> {
         let id = view.id;
         let thread = id.thread();
+        if !view.prompt_recorded {
+            // Resuming would answer from the history before it: the previous turn's answer
+            // would become this task's result.
+            let reason = format!(
+                "the baton process running the task stopped before it recorded the prompt, so \
+                 nothing of the turn ran; send the call again (thread {thread} is unchanged)"
+            );
+            return Err(fail_task(view, reason, live, writer, setup)?);
+        }
         if view.resumptions >= MAX_RESUMPTIONS {
-            let mut failed = TaskEvent::new(id.to_string(), TaskState::Failed);
             let reason = format!(
                 "the turn was resumed {MAX_RESUMPTIONS} times and the process running it stopped each time \
                  (killed, out of memory, or its machine was lost), so baton stopped resuming it; \
                  thread {thread} keeps everything recorded so far: continue it with baton-reply"
             );
-            failed.error = Some(reason.clone());
-            blocking_section(|| -> Result<(), StoreError> {
-                writer.append(&task_item(failed))?;
-                writer.sync()
-            })?;
-            live.file_len = writer.len();
-            let mut view = view;
-            view.state = TaskState::Failed;
-            view.error = Some(reason.clone());
-            view.status_message = None;
-            view.approval = None;
-            setup.announce(Ok(view));
-            return Err(CoreError::Internal(reason));
+            return Err(fail_task(view, reason, live, writer, setup)?);
         }
         let rerun_call = match view.state {
             TaskState::InputRequired => view.approval.as_ref().map(|a| a.call_id.clone()),
@@ -489,6 +485,30 @@ impl ThreadManager {
     }
 }
 
+/// Records that baton gave up on `view`'s task (on `live`, locked by the caller) and announces
+/// it; the error the turn ends with.
+fn fail_task(
+    mut view: TaskView,
+    reason: String,
+    live: &mut LiveThread,
+    writer: &mut dyn TranscriptWriter,
+    setup: &mut TaskSetup,
+) -> Result<CoreError, CoreError> {
+    let mut failed = TaskEvent::new(view.id.to_string(), TaskState::Failed);
+    failed.error = Some(reason.clone());
+    blocking_section(|| -> Result<(), StoreError> {
+        writer.append(&task_item(failed))?;
+        writer.sync()
+    })?;
+    live.file_len = writer.len();
+    view.state = TaskState::Failed;
+    view.error = Some(reason.clone());
+    view.status_message = None;
+    view.approval = None;
+    setup.announce(Ok(view));
+    Ok(CoreError::Internal(reason))
+}
+
 /// The newest task of `thread`'s transcript that has not ended, if any.
 fn unfinished_task(thread: ThreadId, items: &[RolloutItem]) -> Option<TaskView> {
     let newest = items.iter().rev().find_map(|item| match item {
@@ -517,6 +537,7 @@ fn new_task(id: TaskId, tool: &str) -> (TaskView, TaskEvent) {
         result: None,
         error: None,
         resumptions: 0,
+        prompt_recorded: false,
     };
     (view, event)
 }
