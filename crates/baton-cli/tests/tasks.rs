@@ -386,6 +386,24 @@ async fn a_pending_approval_is_asked_again_after_a_restart_and_answered_by_tasks
         question["params"]["requestedSchema"]["required"],
         json!(["decision"])
     );
+    // Another process cannot deliver the answer: it says where the task runs rather than
+    // dropping the answer while the task keeps waiting.
+    let other = TaskSession::stdio(&env).await;
+    let refused = other
+        .try_update(&task_id, &key, approve())
+        .await
+        .expect_err("the answer cannot reach the process that waits for it");
+    assert!(
+        refused
+            .to_string()
+            .contains("runs in another baton process"),
+        "{refused}"
+    );
+    drop(other);
+    assert_eq!(
+        first.get(&task_id).await.task.status(),
+        TaskStatus::InputRequired
+    );
     signal(first.pid.expect("pid"), "KILL");
     drop(first);
 

@@ -169,7 +169,22 @@ impl ThreadManager {
             }
             None => {
                 // Known, but not running here: nothing waits for an answer in this process.
-                self.recorded_task(id).await.map(drop)
+                // An answer to a finished task, or to one whose process died (the next
+                // `tasks/get` continues it and asks again), is ignored; one for a task that
+                // another process runs would be lost while the task waits on, so say so.
+                let view = self.recorded_task(id).await?;
+                if view.state.is_terminal() {
+                    return Ok(());
+                }
+                let store = self.store.clone();
+                let thread = id.thread();
+                match blocking(move || store.lock_thread(thread).map(drop)).await? {
+                    Ok(()) => Ok(()),
+                    Err(StoreError::Busy { .. }) => {
+                        Err(CoreError::TaskElsewhere { id: id.to_string() })
+                    }
+                    Err(err) => Err(err.into()),
+                }
             }
         }
     }
