@@ -721,3 +721,46 @@ async fn a_task_whose_prompt_was_never_recorded_fails_instead_of_answering_from_
         "recall: first prompt (0 tool outputs)"
     );
 }
+
+/// Malformed params of the task methods (a task id that is not a string, `inputResponses`
+/// that is not an object, no params) are -32602, not "method not found"; a well-formed
+/// unknown id is "not found" (-32602 too), and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_task_requests_are_invalid_params() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let mut raw = common::mcp::RawMcp::spawn(&env);
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-task-test", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {
+            "extensions": {"io.modelcontextprotocol/tasks": {}}
+        }
+    });
+    let unknown = "0".repeat(64);
+    let cases = [
+        ("tasks/get", json!({"taskId": 42, "_meta": meta})),
+        ("tasks/get", json!({"_meta": meta})),
+        ("tasks/cancel", json!({"taskId": null, "_meta": meta})),
+        (
+            "tasks/update",
+            json!({"taskId": unknown, "inputResponses": [1, 2], "_meta": meta}),
+        ),
+        ("tasks/get", json!({"taskId": unknown, "_meta": meta})),
+        (
+            "tasks/get",
+            json!({"taskId": "x".repeat(1 << 20), "_meta": meta}),
+        ),
+    ];
+    for (id, (method, params)) in (1..).zip(cases) {
+        let answer = raw.request(id, method, params).await;
+        assert_eq!(answer["error"]["code"], -32602, "{method}: {answer}");
+        assert!(
+            answer.to_string().len() < 4096,
+            "a huge id is not echoed whole: {} bytes",
+            answer.to_string().len()
+        );
+    }
+    let tools = raw.request(100, "tools/list", json!({"_meta": meta})).await;
+    assert!(tools["result"]["tools"].is_array(), "{tools}");
+}
