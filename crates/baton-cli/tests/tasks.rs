@@ -764,3 +764,54 @@ async fn malformed_task_requests_are_invalid_params() {
     let tools = raw.request(100, "tools/list", json!({"_meta": meta})).await;
     assert!(tools["result"]["tools"].is_array(), "{tools}");
 }
+
+/// A call on the thread of a task that waited for an approval when its process died drives
+/// that task's turn: the question goes to this caller (here it approves), never to a
+/// `tasks/update` that no one may send, so the call does not hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_on_the_thread_of_a_task_waiting_for_approval_asks_its_own_client() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let first = TaskSession::stdio(&env).await;
+    let created = first
+        .call_task(
+            "baton",
+            json!({"prompt": "shell: touch approved.txt", "cwd": env.project,
+                   "approval-policy": "untrusted"}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    first.wait_for(&task_id, TaskStatus::InputRequired).await;
+    signal(first.pid.expect("pid"), "KILL");
+    drop(first);
+    let thread_id = {
+        let files = env.rollout_files();
+        let lines = parse_complete_lines(&files[0]);
+        lines[0]["payload"]["id"].as_str().expect("id").to_owned()
+    };
+
+    let plain =
+        common::mcp::McpProcess::spawn_with(&env, common::mcp::Elicit::Answer("approve")).await;
+    let recalled = tokio::time::timeout(
+        common::tasks::TASK_DEADLINE,
+        plain.reply(&thread_id, "RECALL"),
+    )
+    .await
+    .expect("the reply does not wait for a tasks/update");
+    assert_eq!(
+        recalled,
+        "recall: shell: touch approved.txt (1 tool outputs)"
+    );
+    let asked = plain.elicitations();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].to_string().contains("touch approved.txt"),
+        "{asked:?}"
+    );
+    assert!(env.project.join("approved.txt").exists());
+    drop(plain);
+
+    let later = TaskSession::stdio(&env).await;
+    let done = later.wait_for(&task_id, TaskStatus::Completed).await;
+    assert_eq!(completed_result(&done)["isError"], false, "{done:?}");
+}

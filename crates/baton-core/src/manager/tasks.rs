@@ -6,6 +6,8 @@
 //! thread's lock is held, so exactly one process runs (or continues) a task at a time, and a
 //! process that finds the task unfinished with the lock free knows its runner is gone.
 
+use std::sync::Arc;
+
 use baton_config::Config;
 use baton_protocol::{EventMsg, ResponseItem, RolloutItem, TaskEvent, TaskState, ThreadId};
 use baton_store::{StoreError, TranscriptWriter};
@@ -17,7 +19,7 @@ use super::{ReplyToThread, StartThread, ThreadManager, TurnResult, blocking};
 use crate::access::Access;
 use crate::agent::{LiveThread, blocking_section};
 use crate::error::{CoreError, ErrorKind};
-use crate::hooks::{ApprovalDecision, TurnHooks};
+use crate::hooks::{ApprovalDecision, ApprovalRequest, Approver, TurnHooks};
 use crate::tasks::{
     LiveTask, MAX_RESUMPTIONS, RenderResult, TASK_POLL_INTERVAL_MS, TASK_TTL_MS, TaskId, TaskView,
 };
@@ -367,9 +369,17 @@ impl ThreadManager {
             return;
         };
         tracing::info!(task = %view.id, "continuing a task whose process died before this call");
+        let approver: Arc<dyn Approver> = match &hooks.approver {
+            Some(approver) => approver.clone(),
+            None => Arc::new(NoOneToAsk),
+        };
         let task_hooks = TurnHooks {
             cancel: hooks.cancel.child_token(),
             sandbox_required: hooks.sandbox_required,
+            // This call drives the task's turn now, so the task's questions (one that waited
+            // when its process died, too) go to this caller, or are denied when it cannot
+            // answer: waiting for a `tasks/update` that may never come would hang the call.
+            approver: Some(approver),
             ..Default::default()
         };
         let (mut setup, _announced) = TaskSetup::new(render);
@@ -418,7 +428,8 @@ impl ThreadManager {
         let id = seed.id;
         let live = LiveTask::new(hooks.cancel.clone(), seed, &status);
         hooks.progress = Some(live.clone());
-        hooks.approver = Some(live.clone());
+        // Unless the caller answers them itself, the task's questions wait for `tasks/update`.
+        hooks.approver.get_or_insert_with(|| live.clone());
         hooks.task = Some(id.to_string());
         self.live_tasks.insert(id, live.clone());
         setup.announce(Ok(live.view()));
@@ -497,6 +508,20 @@ impl ThreadManager {
             Err(err) => return Err(err.into()),
         };
         TaskView::from_timeline(id, &items).ok_or(CoreError::UnknownTask { id: id.to_string() })
+    }
+}
+
+/// The approver of a call whose client cannot answer questions: every question is denied
+/// with the reason, as in a call without tasks.
+struct NoOneToAsk;
+
+#[async_trait::async_trait]
+impl Approver for NoOneToAsk {
+    async fn request_approval(&self, _: ApprovalRequest) -> Result<ApprovalDecision, String> {
+        Err(
+            "no one can be asked for approval here (the client does not support elicitation)"
+                .to_owned(),
+        )
     }
 }
 
