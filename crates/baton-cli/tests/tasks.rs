@@ -723,8 +723,9 @@ async fn a_task_whose_prompt_was_never_recorded_fails_instead_of_answering_from_
 }
 
 /// Malformed params of the task methods (a task id that is not a string, `inputResponses`
-/// that is not an object, no params) are -32602, not "method not found"; a well-formed
-/// unknown id is "not found" (-32602 too), and the server keeps serving.
+/// that is not an object or holds thousands of answers, no params) are -32602, not "method
+/// not found"; a well-formed unknown id is "not found" (-32602 too), and the server keeps
+/// serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_task_requests_are_invalid_params() {
     let model = ScriptedModelServer::start_blocking(default_script).expect("model");
@@ -738,6 +739,18 @@ async fn malformed_task_requests_are_invalid_params() {
         }
     });
     let unknown = "0".repeat(64);
+    let created = raw
+        .request(
+            1000,
+            "tools/call",
+            json!({"name": "baton", "arguments": {"prompt": "hi", "cwd": env.project},
+                   "_meta": meta}),
+        )
+        .await;
+    let known = created["result"]["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a task: {created}"))
+        .to_owned();
     let cases = [
         ("tasks/get", json!({"taskId": 42, "_meta": meta})),
         ("tasks/get", json!({"_meta": meta})),
@@ -750,6 +763,13 @@ async fn malformed_task_requests_are_invalid_params() {
         (
             "tasks/get",
             json!({"taskId": "x".repeat(1 << 20), "_meta": meta}),
+        ),
+        // Each answer costs a look-up of the task: thousands in one request are refused.
+        (
+            "tasks/update",
+            json!({"taskId": known, "_meta": meta, "inputResponses": (0..5000)
+                .map(|i| (format!("k{i}"), json!({"action": "accept"})))
+                .collect::<serde_json::Map<String, Value>>()}),
         ),
     ];
     for (id, (method, params)) in (1..).zip(cases) {
