@@ -375,6 +375,16 @@ async fn a_pending_approval_is_asked_again_after_a_restart_and_answered_by_tasks
         .await;
     let task_id = created.task.task_id.clone();
     let asked = first.wait_for(&task_id, TaskStatus::InputRequired).await;
+    let status = asked
+        .task
+        .task
+        .status_message
+        .as_deref()
+        .unwrap_or_default();
+    assert!(
+        status.starts_with("waiting for approval to run `bash -lc touch approved.txt`"),
+        "{status}"
+    );
     let (key, question) = input_request(&asked);
     assert_eq!(question["method"], "elicitation/create", "{question}");
     let message = question["params"]["message"]

@@ -212,7 +212,14 @@ impl LiveTask {
             Some(_) => TaskState::InputRequired,
             None => TaskState::Working,
         };
-        view.status_message = Some(self.status_message());
+        // The last progress said what ran before the question ("waiting for the model").
+        view.status_message = Some(match &view.approval {
+            Some(approval) => format!(
+                "waiting for approval to run `{}`",
+                approval.command.join(" ")
+            ),
+            None => self.status_message(),
+        });
         view
     }
 
