@@ -845,3 +845,81 @@ async fn a_reply_on_the_thread_of_a_task_waiting_for_approval_asks_its_own_clien
     let done = later.wait_for(&task_id, TaskStatus::Completed).await;
     assert_eq!(completed_result(&done)["isError"], false, "{done:?}");
 }
+
+/// A task whose process died after its answer was recorded but before the task was marked
+/// completed, with another turn run on the thread since: the task's result is its own
+/// answer, not the later turn's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_answered_before_its_process_died_keeps_its_answer_after_later_turns() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let first = TaskSession::stdio(&env).await;
+    let created = first
+        .call_task("baton", json!({"prompt": "first", "cwd": env.project}))
+        .await;
+    let task_id = created.task.task_id.clone();
+    let done = first.wait_for(&task_id, TaskStatus::Completed).await;
+    let thread_id = completed_result(&done)["structuredContent"]["threadId"]
+        .as_str()
+        .expect("threadId")
+        .to_owned();
+    drop(first);
+    // What a kill -9 just before the last line leaves: the answer, not the task's end.
+    let rollout = env.rollout_of(&thread_id);
+    let text = std::fs::read_to_string(&rollout).expect("transcript");
+    let (kept, last) = text
+        .trim_end()
+        .rsplit_once('\n')
+        .expect("more than one line");
+    assert!(last.contains("\"completed\""), "{last}");
+    std::fs::write(&rollout, format!("{kept}\n")).expect("transcript");
+
+    let later = env.run(&["exec", "resume", &thread_id, "second"]);
+    assert_success(&later);
+    let client = TaskSession::stdio(&env).await;
+    let done = client.wait_for(&task_id, TaskStatus::Completed).await;
+    assert_eq!(
+        completed_result(&done)["structuredContent"]["content"],
+        "echo: first"
+    );
+}
+
+/// A task whose process died mid-turn, after which another turn ran on the thread without
+/// continuing it (`exec resume`): the task cannot be continued any more and fails saying why,
+/// rather than asking the model on top of the later turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_superseded_by_a_later_turn_fails_instead_of_running_again() {
+    let gate = Gate::new();
+    let model = ScriptedModelServer::start_blocking(held_script(gate.clone())).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let first = TaskSession::stdio(&env).await;
+    let created = first
+        .call_task(
+            "baton",
+            json!({"prompt": "held: never answered", "cwd": env.project}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    eventually("the model request", || model.requests().len() == 1).await;
+    signal(first.pid.expect("pid"), "KILL");
+    drop(first);
+    let thread_id = {
+        let files = env.rollout_files();
+        let lines = parse_complete_lines(&files[0]);
+        lines[0]["payload"]["id"].as_str().expect("id").to_owned()
+    };
+    let later = env.run(&["exec", "resume", &thread_id, "later"]);
+    assert_success(&later);
+    let requests = model.requests().len();
+
+    let client = TaskSession::stdio(&env).await;
+    let failed = client.wait_for(&task_id, TaskStatus::Failed).await;
+    let failed = serde_json::to_value(&failed).expect("JSON");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("a later turn started")),
+        "{failed}"
+    );
+    assert_eq!(model.requests().len(), requests, "the model was not asked");
+}

@@ -100,6 +100,12 @@ pub struct TaskView {
     /// Whether the turn's prompt is in the transcript: a process that died between writing
     /// the task and writing the prompt leaves a task with nothing to continue.
     pub prompt_recorded: bool,
+    /// The turn's final answer when it is in the transcript (the process died before it
+    /// marked the task completed): the task's result, whatever came after it.
+    pub recorded_answer: Option<String>,
+    /// A later turn started on the thread after this task's prompt (a call that did not
+    /// continue the task first): the task's turn cannot be continued any more.
+    pub superseded: bool,
 }
 
 impl TaskView {
@@ -110,10 +116,23 @@ impl TaskView {
         for item in items {
             let event = match item {
                 RolloutItem::EventMsg(EventMsg::BatonTask(event)) if event.task_id == key => event,
-                // The task is written just before its turn records the prompt.
+                // The task is written just before its turn records the prompt; a second
+                // prompt after it starts another turn.
                 RolloutItem::ResponseItem(ResponseItem::Message { role, .. }) if role == "user" => {
                     if let Some(view) = view.as_mut() {
+                        view.superseded |= view.prompt_recorded;
                         view.prompt_recorded = true;
+                    }
+                    continue;
+                }
+                // Recorded when a turn ends with the model's answer.
+                RolloutItem::EventMsg(EventMsg::AgentMessage { message }) => {
+                    if let Some(view) = view.as_mut()
+                        && view.prompt_recorded
+                        && !view.superseded
+                        && view.recorded_answer.is_none()
+                    {
+                        view.recorded_answer = Some(message.clone());
                     }
                     continue;
                 }
@@ -132,6 +151,8 @@ impl TaskView {
                 error: None,
                 resumptions: 0,
                 prompt_recorded: false,
+                recorded_answer: None,
+                superseded: false,
             });
             view.apply(event);
         }

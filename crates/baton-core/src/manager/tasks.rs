@@ -302,6 +302,42 @@ impl ThreadManager {
             );
             return Err(fail_task(view, reason, live, writer, setup)?);
         }
+        if let Some(answer) = view.recorded_answer.clone() {
+            // Died after the answer was on disk but before the task was marked done: that
+            // answer is the result, even when later turns ran on the thread since.
+            let window = config.context_window_for(&live.settings.model);
+            let outcome = Ok(TurnResult {
+                thread_id: thread,
+                message: answer,
+                usage: Some(crate::TurnUsage::default().with_window(window)),
+                plan: if view.superseded {
+                    None
+                } else {
+                    live.plan.clone()
+                },
+            });
+            let mut event = TaskEvent::new(id.to_string(), TaskState::Completed);
+            event.result = Some((setup.render)(&outcome));
+            blocking_section(|| -> Result<(), StoreError> {
+                writer.append(&task_item(event.clone()))?;
+                writer.sync()
+            })?;
+            live.file_len = writer.len();
+            let mut view = view;
+            view.state = TaskState::Completed;
+            view.result = event.result;
+            view.status_message = None;
+            view.approval = None;
+            setup.announce(Ok(view));
+            return outcome;
+        }
+        if view.superseded {
+            let reason = format!(
+                "a later turn started on thread {thread} before this task's turn could be \
+                 continued (its process had stopped); what the task's turn did is kept in the thread"
+            );
+            return Err(fail_task(view, reason, live, writer, setup)?);
+        }
         if view.resumptions >= MAX_RESUMPTIONS {
             let reason = format!(
                 "the turn was resumed {MAX_RESUMPTIONS} times and the process running it stopped each time \
@@ -578,6 +614,8 @@ fn new_task(id: TaskId, tool: &str) -> (TaskView, TaskEvent) {
         error: None,
         resumptions: 0,
         prompt_recorded: false,
+        recorded_answer: None,
+        superseded: false,
     };
     (view, event)
 }
