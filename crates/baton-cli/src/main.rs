@@ -330,7 +330,7 @@ fn open_store(
     home: &std::path::Path,
     overrides: &ConfigOverrides,
 ) -> anyhow::Result<Option<Arc<dyn baton_store::Store>>> {
-    let from_env = std::env::var("BATON_STORE")
+    let from_env = std::env::var(baton_config::STORE_ENV)
         .ok()
         .filter(|value| !value.is_empty());
     let chosen = match flag.map(str::to_owned).or(from_env) {

@@ -105,6 +105,53 @@ fn exec_and_resume_on_postgres_keep_the_whole_history_under_one_id() {
     assert!(stdout(&listed).contains(&thread_id));
 }
 
+/// `BATON_STORE` holds the password of a database URL: a command the model runs never gets
+/// the variable, so the password reaches neither the model nor the stored lines.
+#[test]
+fn the_store_url_never_reaches_a_command_nor_the_model() {
+    let Some(cluster) = PgCluster::start_or_skip("the_store_url_never_reaches_a_command") else {
+        return;
+    };
+    let server = ScriptedModelServer::start_blocking(default_script).expect("scripted server");
+    let env = TestEnv::new(&server, Wire::Responses);
+    let output = env
+        .baton()
+        .env("BATON_STORE", cluster.url())
+        .args(["exec", "shell: env; echo done-listing"])
+        .output()
+        .expect("run baton");
+    assert_success(&output);
+    assert_no_password(&output);
+    let answer = stdout(&output);
+    // The command really ran and printed its environment.
+    assert!(
+        answer.contains("PATH=") && answer.contains("done-listing"),
+        "{answer}"
+    );
+    assert!(!answer.contains("BATON_STORE"), "{answer}");
+    let requests = server.requests();
+    assert_eq!(
+        requests.len(),
+        2,
+        "the command's output went back to the model"
+    );
+    for request in &requests {
+        assert!(
+            !request.body.to_string().contains(PgCluster::PASSWORD),
+            "the password reached the model: {}",
+            request.body
+        );
+    }
+    let leaked = cluster.psql(
+        PgCluster::DATABASE,
+        &format!(
+            "SELECT count(*) FROM lines WHERE strpos(text, '{}') > 0",
+            PgCluster::PASSWORD
+        ),
+    );
+    assert_eq!(leaked, "0", "lines holding the password");
+}
+
 #[test]
 fn an_unreachable_database_is_a_clear_error_naming_host_and_port_not_the_password() {
     let server = ScriptedModelServer::start_blocking(default_script).expect("scripted server");

@@ -381,6 +381,16 @@ async fn a_pending_approval_is_asked_again_after_a_restart_and_answered_by_tasks
         .await;
     let task_id = created.task.task_id.clone();
     let asked = first.wait_for(&task_id, TaskStatus::InputRequired).await;
+    let status = asked
+        .task
+        .task
+        .status_message
+        .as_deref()
+        .unwrap_or_default();
+    assert!(
+        status.starts_with("waiting for approval to run `bash -lc touch approved.txt`"),
+        "{status}"
+    );
     let (key, question) = input_request(&asked);
     assert_eq!(question["method"], "elicitation/create", "{question}");
     let message = question["params"]["message"]
@@ -391,6 +401,24 @@ async fn a_pending_approval_is_asked_again_after_a_restart_and_answered_by_tasks
     assert_eq!(
         question["params"]["requestedSchema"]["required"],
         json!(["decision"])
+    );
+    // Another process cannot deliver the answer: it says where the task runs rather than
+    // dropping the answer while the task keeps waiting.
+    let other = TaskSession::stdio(&env).await;
+    let refused = other
+        .try_update(&task_id, &key, approve())
+        .await
+        .expect_err("the answer cannot reach the process that waits for it");
+    assert!(
+        refused
+            .to_string()
+            .contains("runs in another baton process"),
+        "{refused}"
+    );
+    drop(other);
+    assert_eq!(
+        first.get(&task_id).await.task.status(),
+        TaskStatus::InputRequired
     );
     signal(first.pid.expect("pid"), "KILL");
     drop(first);
@@ -668,6 +696,238 @@ async fn a_task_interrupted_by_a_server_shutdown_is_continued_by_the_next_server
         completed_result(&done)["structuredContent"]["content"],
         "finished by the next server"
     );
+}
+
+/// A process killed after it wrote a task but before its turn recorded the prompt (the next
+/// line) leaves a task with nothing to continue: it fails saying so, rather than completing
+/// with the previous turn's answer, and the thread goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_prompt_was_never_recorded_fails_instead_of_answering_from_the_last_turn() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let (thread_id, _) = env.exec_ok("first prompt");
+    // What the dead process left: its `baton-reply` task, and nothing after it.
+    let task_id = format!("{}{}", thread_id.replace('-', ""), "5a".repeat(16));
+    let at = "2026-12-02T12:00:00.000Z";
+    let created = json!({"timestamp": at, "type": "event_msg", "payload": {
+        "type": "baton_task", "task_id": task_id, "state": "working", "at": at,
+        "tool": "baton-reply", "ttl_ms": 86_400_000u64, "status_message": "started"}});
+    let rollout = env.rollout_of(&thread_id);
+    let mut text = std::fs::read_to_string(&rollout).expect("transcript");
+    text.push_str(&format!("{created}\n"));
+    std::fs::write(&rollout, text).expect("transcript");
+    let requests = model.requests().len();
+
+    let client = TaskSession::stdio(&env).await;
+    let failed = client.wait_for(&task_id, TaskStatus::Failed).await;
+    let failed = serde_json::to_value(&failed).expect("JSON");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("before it recorded the prompt")),
+        "{failed}"
+    );
+    assert_eq!(model.requests().len(), requests, "the model was not asked");
+    drop(client);
+
+    let resumed = env.run(&["exec", "resume", &thread_id, "RECALL"]);
+    assert_success(&resumed);
+    assert_eq!(
+        stdout(&resumed).trim(),
+        "recall: first prompt (0 tool outputs)"
+    );
+}
+
+/// Malformed params of the task methods (a task id that is not a string, `inputResponses`
+/// that is not an object or holds thousands of answers, no params) are -32602, not "method
+/// not found"; a well-formed unknown id is "not found" (-32602 too), and the server keeps
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_task_requests_are_invalid_params() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let mut raw = common::mcp::RawMcp::spawn(&env);
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-task-test", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {
+            "extensions": {"io.modelcontextprotocol/tasks": {}}
+        }
+    });
+    let unknown = "0".repeat(64);
+    let created = raw
+        .request(
+            1000,
+            "tools/call",
+            json!({"name": "baton", "arguments": {"prompt": "hi", "cwd": env.project},
+                   "_meta": meta}),
+        )
+        .await;
+    let known = created["result"]["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a task: {created}"))
+        .to_owned();
+    let cases = [
+        ("tasks/get", json!({"taskId": 42, "_meta": meta})),
+        ("tasks/get", json!({"_meta": meta})),
+        ("tasks/cancel", json!({"taskId": null, "_meta": meta})),
+        (
+            "tasks/update",
+            json!({"taskId": unknown, "inputResponses": [1, 2], "_meta": meta}),
+        ),
+        ("tasks/get", json!({"taskId": unknown, "_meta": meta})),
+        (
+            "tasks/get",
+            json!({"taskId": "x".repeat(1 << 20), "_meta": meta}),
+        ),
+        // Each answer costs a look-up of the task: thousands in one request are refused.
+        (
+            "tasks/update",
+            json!({"taskId": known, "_meta": meta, "inputResponses": (0..5000)
+                .map(|i| (format!("k{i}"), json!({"action": "accept"})))
+                .collect::<serde_json::Map<String, Value>>()}),
+        ),
+    ];
+    for (id, (method, params)) in (1..).zip(cases) {
+        let answer = raw.request(id, method, params).await;
+        assert_eq!(answer["error"]["code"], -32602, "{method}: {answer}");
+        assert!(
+            answer.to_string().len() < 4096,
+            "a huge id is not echoed whole: {} bytes",
+            answer.to_string().len()
+        );
+    }
+    let tools = raw.request(100, "tools/list", json!({"_meta": meta})).await;
+    assert!(tools["result"]["tools"].is_array(), "{tools}");
+}
+
+/// A call on the thread of a task that waited for an approval when its process died drives
+/// that task's turn: the question goes to this caller (here it approves), never to a
+/// `tasks/update` that no one may send, so the call does not hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_on_the_thread_of_a_task_waiting_for_approval_asks_its_own_client() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let first = TaskSession::stdio(&env).await;
+    let created = first
+        .call_task(
+            "baton",
+            json!({"prompt": "shell: touch approved.txt", "cwd": env.project,
+                   "approval-policy": "untrusted"}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    first.wait_for(&task_id, TaskStatus::InputRequired).await;
+    signal(first.pid.expect("pid"), "KILL");
+    drop(first);
+    let thread_id = {
+        let files = env.rollout_files();
+        let lines = parse_complete_lines(&files[0]);
+        lines[0]["payload"]["id"].as_str().expect("id").to_owned()
+    };
+
+    let plain =
+        common::mcp::McpProcess::spawn_with(&env, common::mcp::Elicit::Answer("approve")).await;
+    let recalled = tokio::time::timeout(
+        common::tasks::TASK_DEADLINE,
+        plain.reply(&thread_id, "RECALL"),
+    )
+    .await
+    .expect("the reply does not wait for a tasks/update");
+    assert_eq!(
+        recalled,
+        "recall: shell: touch approved.txt (1 tool outputs)"
+    );
+    let asked = plain.elicitations();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].to_string().contains("touch approved.txt"),
+        "{asked:?}"
+    );
+    assert!(env.project.join("approved.txt").exists());
+    drop(plain);
+
+    let later = TaskSession::stdio(&env).await;
+    let done = later.wait_for(&task_id, TaskStatus::Completed).await;
+    assert_eq!(completed_result(&done)["isError"], false, "{done:?}");
+}
+
+/// A task whose process died after its answer was recorded but before the task was marked
+/// completed, with another turn run on the thread since: the task's result is its own
+/// answer, not the later turn's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_answered_before_its_process_died_keeps_its_answer_after_later_turns() {
+    let model = ScriptedModelServer::start_blocking(default_script).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let first = TaskSession::stdio(&env).await;
+    let created = first
+        .call_task("baton", json!({"prompt": "first", "cwd": env.project}))
+        .await;
+    let task_id = created.task.task_id.clone();
+    let done = first.wait_for(&task_id, TaskStatus::Completed).await;
+    let thread_id = completed_result(&done)["structuredContent"]["threadId"]
+        .as_str()
+        .expect("threadId")
+        .to_owned();
+    drop(first);
+    // What a kill -9 just before the last line leaves: the answer, not the task's end.
+    let rollout = env.rollout_of(&thread_id);
+    let text = std::fs::read_to_string(&rollout).expect("transcript");
+    let (kept, last) = text
+        .trim_end()
+        .rsplit_once('\n')
+        .expect("more than one line");
+    assert!(last.contains("\"completed\""), "{last}");
+    std::fs::write(&rollout, format!("{kept}\n")).expect("transcript");
+
+    let later = env.run(&["exec", "resume", &thread_id, "second"]);
+    assert_success(&later);
+    let client = TaskSession::stdio(&env).await;
+    let done = client.wait_for(&task_id, TaskStatus::Completed).await;
+    assert_eq!(
+        completed_result(&done)["structuredContent"]["content"],
+        "echo: first"
+    );
+}
+
+/// A task whose process died mid-turn, after which another turn ran on the thread without
+/// continuing it (`exec resume`): the task cannot be continued any more and fails saying why,
+/// rather than asking the model on top of the later turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_superseded_by_a_later_turn_fails_instead_of_running_again() {
+    let gate = Gate::new();
+    let model = ScriptedModelServer::start_blocking(held_script(gate.clone())).expect("model");
+    let env = TestEnv::new(&model, Wire::Responses);
+    let first = TaskSession::stdio(&env).await;
+    let created = first
+        .call_task(
+            "baton",
+            json!({"prompt": "held: never answered", "cwd": env.project}),
+        )
+        .await;
+    let task_id = created.task.task_id.clone();
+    eventually("the model request", || model.requests().len() == 1).await;
+    signal(first.pid.expect("pid"), "KILL");
+    drop(first);
+    let thread_id = {
+        let files = env.rollout_files();
+        let lines = parse_complete_lines(&files[0]);
+        lines[0]["payload"]["id"].as_str().expect("id").to_owned()
+    };
+    let later = env.run(&["exec", "resume", &thread_id, "later"]);
+    assert_success(&later);
+    let requests = model.requests().len();
+
+    let client = TaskSession::stdio(&env).await;
+    let failed = client.wait_for(&task_id, TaskStatus::Failed).await;
+    let failed = serde_json::to_value(&failed).expect("JSON");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("a later turn started")),
+        "{failed}"
+    );
+    assert_eq!(model.requests().len(), requests, "the model was not asked");
 }
 
 /// Two servers on one PostgreSQL database: while A runs a task, B reports it running

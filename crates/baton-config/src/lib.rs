@@ -23,6 +23,9 @@ pub use overrides::{parse_cli_override, set_path};
 pub const CONFIG_FILE_NAME: &str = "config.toml";
 /// Used when neither the config nor a flag names a model.
 pub const DEFAULT_MODEL: &str = "gpt-5.1-codex";
+/// The environment variable that selects the session store (`files` or a PostgreSQL URL,
+/// which may hold the database's password).
+pub const STORE_ENV: &str = "BATON_STORE";
 const DEFAULT_IDLE_THREAD_TTL: Duration = Duration::from_secs(30 * 60);
 /// As Codex: 32 KiB of AGENTS.md text at most.
 const DEFAULT_PROJECT_DOC_MAX_BYTES: usize = 32 * 1024;
@@ -280,14 +283,16 @@ impl Config {
         }
     }
 
-    /// The variables that hold a provider's API key (`env_key` of every provider baton
-    /// knows): never passed to a command, and their values redacted from what is recorded.
+    /// The variables that hold baton's secrets: a provider's API key (`env_key` of every
+    /// provider baton knows) and [`STORE_ENV`] (a database URL may carry its password). Never
+    /// passed to a command, and their values redacted from what is recorded.
     pub fn secret_env_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .model_providers
             .values()
             .filter_map(|provider| provider.env_key.clone())
             .chain(self.model_provider.env_key.clone())
+            .chain(std::iter::once(STORE_ENV.to_owned()))
             .collect();
         names.sort();
         names.dedup();
@@ -879,7 +884,10 @@ allow_unix_sockets = ["/run/docker.sock"]
         assert_eq!(policy.include_only, ["PATH", "LC_*"]);
         assert!(policy.ignore_default_excludes);
         assert_eq!(policy.set.get("CI").map(String::as_str), Some("1"));
-        assert_eq!(config.secret_env_names(), ["CORP_LLM", "OPENAI_API_KEY"]);
+        assert_eq!(
+            config.secret_env_names(),
+            ["BATON_STORE", "CORP_LLM", "OPENAI_API_KEY"]
+        );
         assert_eq!(
             config.sandbox_policy().allow_unix_sockets,
             [PathBuf::from("/run/docker.sock")]

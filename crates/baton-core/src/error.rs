@@ -67,7 +67,7 @@ pub enum CoreError {
     )]
     UnknownTask { id: String },
     #[error(
-        "task {id} runs in another baton process; cancel it through the server that runs it, or wait for it to end"
+        "task {id} runs in another baton process; send tasks/update and tasks/cancel to the server that runs it (tasks/get works on any), or wait for it to end"
     )]
     TaskElsewhere { id: String },
     #[error("internal error: {0}")]

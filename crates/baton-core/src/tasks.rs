@@ -12,7 +12,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use baton_protocol::{EventMsg, PendingApproval, RolloutItem, TaskEvent, TaskState, ThreadId};
+use baton_protocol::{
+    EventMsg, PendingApproval, ResponseItem, RolloutItem, TaskEvent, TaskState, ThreadId,
+};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -98,6 +100,15 @@ pub struct TaskView {
     pub error: Option<String>,
     /// How many times a process continued it after the one running it died.
     pub resumptions: u32,
+    /// Whether the turn's prompt is in the transcript: a process that died between writing
+    /// the task and writing the prompt leaves a task with nothing to continue.
+    pub prompt_recorded: bool,
+    /// The turn's final answer when it is in the transcript (the process died before it
+    /// marked the task completed): the task's result, whatever came after it.
+    pub recorded_answer: Option<String>,
+    /// A later turn started on the thread after this task's prompt (a call that did not
+    /// continue the task first): the task's turn cannot be continued any more.
+    pub superseded: bool,
 }
 
 impl TaskView {
@@ -106,12 +117,30 @@ impl TaskView {
         let key = id.to_string();
         let mut view: Option<TaskView> = None;
         for item in items {
-            let RolloutItem::EventMsg(EventMsg::BatonTask(event)) = item else {
-                continue;
+            let event = match item {
+                RolloutItem::EventMsg(EventMsg::BatonTask(event)) if event.task_id == key => event,
+                // The task is written just before its turn records the prompt; a second
+                // prompt after it starts another turn.
+                RolloutItem::ResponseItem(ResponseItem::Message { role, .. }) if role == "user" => {
+                    if let Some(view) = view.as_mut() {
+                        view.superseded |= view.prompt_recorded;
+                        view.prompt_recorded = true;
+                    }
+                    continue;
+                }
+                // Recorded when a turn ends with the model's answer.
+                RolloutItem::EventMsg(EventMsg::AgentMessage { message }) => {
+                    if let Some(view) = view.as_mut()
+                        && view.prompt_recorded
+                        && !view.superseded
+                        && view.recorded_answer.is_none()
+                    {
+                        view.recorded_answer = Some(message.clone());
+                    }
+                    continue;
+                }
+                _ => continue,
             };
-            if event.task_id != key {
-                continue;
-            }
             let view = view.get_or_insert_with(|| TaskView {
                 id,
                 state: event.state,
@@ -125,6 +154,9 @@ impl TaskView {
                 result: None,
                 error: None,
                 resumptions: 0,
+                prompt_recorded: false,
+                recorded_answer: None,
+                superseded: false,
             });
             view.apply(event);
         }
@@ -216,7 +248,14 @@ impl LiveTask {
             Some(_) => TaskState::InputRequired,
             None => TaskState::Working,
         };
-        view.status_message = Some(self.status_message());
+        // The last progress said what ran before the question ("waiting for the model").
+        view.status_message = Some(match &view.approval {
+            Some(approval) => format!(
+                "waiting for approval to run `{}`",
+                approval.command.join(" ")
+            ),
+            None => self.status_message(),
+        });
         view
     }
 

@@ -390,10 +390,9 @@ impl ServerHandler for BatonServer {
                 None,
             )),
             "tools/list" | "resources/list" | "resources/read" | "initialize"
-            | "server/discover" | "ping" => Err(ErrorData::invalid_params(
-                format!("invalid params for {}", request.method),
-                None,
-            )),
+            | "server/discover" | "ping" | "tasks/get" | "tasks/update" | "tasks/cancel" => Err(
+                ErrorData::invalid_params(format!("invalid params for {}", request.method), None),
+            ),
             method => Err(ErrorData::new(
                 ErrorCode::METHOD_NOT_FOUND,
                 format!("method not found: {method}"),

@@ -28,6 +28,9 @@ use crate::server::{BatonServer, tool_error, turn_result};
 /// symmetry: a client that asked for a task gets one).
 const TASK_TOOLS: [&str; 3] = ["baton", "baton-reply", "baton-fork"];
 
+/// Answers one `tasks/update` may carry (a task waits for one approval at a time).
+const MAX_INPUT_RESPONSES: usize = 16;
+
 /// A task only for 2026-07-28 requests whose client declares the extension; everyone else
 /// gets the synchronous result, as before.
 pub(crate) fn wants_task(
@@ -167,6 +170,17 @@ impl BatonServer {
         let access = self
             .access(&ctx)
             .map_err(|m| ErrorData::internal_error(m, None))?;
+        if params.input_responses.len() > MAX_INPUT_RESPONSES {
+            // Each answer is a look-up of the task, which may read its transcript.
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "tasks/update carries {} input responses; a baton task asks one question \
+                     at a time, and at most {MAX_INPUT_RESPONSES} answers are read per update",
+                    params.input_responses.len()
+                ),
+                None,
+            ));
+        }
         if params.input_responses.is_empty() {
             // Still a look-up: an unknown task is an error, not a silent success.
             self.manager()

@@ -92,7 +92,6 @@ impl From<StoreError> for OpError {
 
 type OpResult<T> = Result<T, OpError>;
 
-
 impl PgStore {
     /// Connects to the database at `url`, creates or migrates baton's schema, and refuses a
     /// schema newer than this baton knows. The password comes from the URL or `PGPASSWORD`.

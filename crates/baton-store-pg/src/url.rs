@@ -7,22 +7,23 @@ use tokio_postgres::config::{Config, Host};
 /// prints or logs when it names the database.
 pub fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
+        // The user info ends at the last `@`: a password typed without percent-encoding may
+        // hold `/`, `?`, `#` or `@`, and must not be taken for the path or the query. An `@`
+        // in the query only hides more than needed.
+        let (user, rest) = match rest.rsplit_once('@') {
+            Some((userinfo, hosts)) => {
+                let user_end = userinfo
+                    .find([':', '/', '?', '#'])
+                    .unwrap_or(userinfo.len());
+                (format!("{}@", &userinfo[..user_end]), hosts)
+            }
+            None => (String::new(), rest),
+        };
         let (authority_and_path, query) = match rest.split_once('?') {
             Some((before, query)) => (before, Some(query)),
             None => (rest, None),
         };
-        let authority_end = authority_and_path
-            .find('/')
-            .unwrap_or(authority_and_path.len());
-        let (authority, path) = authority_and_path.split_at(authority_end);
-        let authority = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => {
-                let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-                format!("{user}@{hosts}")
-            }
-            None => authority.to_owned(),
-        };
-        let mut out = format!("{scheme}://{authority}{path}");
+        let mut out = format!("{scheme}://{user}{authority_and_path}");
         if let Some(query) = query {
             let kept: Vec<&str> = query
                 .split('&')
@@ -35,11 +36,57 @@ pub fn redact_url(url: &str) -> String {
         }
         out
     } else {
-        url.split_whitespace()
+        key_value_pairs(url)
+            .into_iter()
             .filter(|pair| !is_password_pair(pair))
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// The `key=value` pairs of a libpq connection string. libpq allows spaces around `=` and a
+/// value in single quotes may hold spaces (and `\'`), so a password is always one pair, never
+/// split into pieces that would be shown.
+fn key_value_pairs(text: &str) -> Vec<&str> {
+    let mut pairs = Vec::new();
+    let mut start = None;
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut seen_equals = false;
+    let mut in_value = false;
+    for (index, c) in text.char_indices() {
+        if start.is_none() {
+            if c.is_whitespace() {
+                continue;
+            }
+            (start, seen_equals, in_value) = (Some(index), false, false);
+        }
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '\'' => {
+                quoted = !quoted;
+                in_value |= seen_equals;
+            }
+            '=' if !seen_equals && !quoted => seen_equals = true,
+            c if c.is_whitespace() && !quoted => {
+                let equals_next = text[index..].trim_start().starts_with('=');
+                let spaces_around_equals =
+                    (!seen_equals && equals_next) || (seen_equals && !in_value);
+                if !spaces_around_equals && let Some(from) = start.take() {
+                    pairs.push(&text[from..index]);
+                }
+            }
+            _ => in_value |= seen_equals,
+        }
+    }
+    if let Some(from) = start {
+        pairs.push(&text[from..]);
+    }
+    pairs
 }
 
 fn is_password_pair(pair: &str) -> bool {
@@ -103,6 +150,38 @@ mod tests {
             "host=h user=u dbname=d"
         );
         assert_eq!(redact_url("postgres://h:5432/db"), "postgres://h:5432/db");
+    }
+
+    /// A password typed without percent-encoding, in a URL that does not parse (the port is
+    /// out of range), is the case where only this function stands between it and the screen.
+    #[test]
+    fn unencoded_and_quoted_passwords_are_removed_whole() {
+        for (url, shown) in [
+            (
+                "postgres://baton:pa/ss@h:99999/db",
+                "postgres://baton@h:99999/db",
+            ),
+            (
+                "postgres://baton:pa?ss@h:99999/db?sslmode=disable",
+                "postgres://baton@h:99999/db?sslmode=disable",
+            ),
+            ("postgres://baton:pa#ss@h/db", "postgres://baton@h/db"),
+            ("postgres://baton:pa@ss@h/db", "postgres://baton@h/db"),
+            (
+                "postgres://h/db?password=pa@ss",
+                // An `@` in the query hides more than the password, never less.
+                "postgres://h@ss",
+            ),
+            ("host=h password='pa ss' dbname=d", "host=h dbname=d"),
+            ("host=h password='pa\\' ss' dbname=d", "host=h dbname=d"),
+        ] {
+            let redacted = redact_url(url);
+            assert_eq!(redacted, shown, "{url}");
+            assert!(
+                !redacted.contains("pa") && !redacted.contains("ss'"),
+                "{url}"
+            );
+        }
     }
 
     #[test]

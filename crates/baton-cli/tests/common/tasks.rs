@@ -153,11 +153,21 @@ impl TaskSession {
         }
     }
 
-    pub async fn update(&self, task_id: &str, key: &str, response: Value) {
+    pub async fn try_update(
+        &self,
+        task_id: &str,
+        key: &str,
+        response: Value,
+    ) -> Result<(), ServiceError> {
         let mut responses = std::collections::BTreeMap::new();
         responses.insert(key.to_owned(), response);
         self.service
             .update_task(UpdateTaskParams::new(task_id, responses))
+            .await
+    }
+
+    pub async fn update(&self, task_id: &str, key: &str, response: Value) {
+        self.try_update(task_id, key, response)
             .await
             .unwrap_or_else(|err| panic!("tasks/update {task_id}: {err}\n{}", self.log_text()));
     }

@@ -6,6 +6,8 @@
 //! thread's lock is held, so exactly one process runs (or continues) a task at a time, and a
 //! process that finds the task unfinished with the lock free knows its runner is gone.
 
+use std::sync::Arc;
+
 use baton_config::Config;
 use baton_protocol::{EventMsg, ResponseItem, RolloutItem, TaskEvent, TaskState, ThreadId};
 use baton_store::{StoreError, TranscriptWriter};
@@ -17,7 +19,7 @@ use super::{ReplyToThread, StartThread, ThreadManager, TurnResult, blocking};
 use crate::access::Access;
 use crate::agent::{LiveThread, blocking_section};
 use crate::error::{CoreError, ErrorKind};
-use crate::hooks::{ApprovalDecision, TurnHooks};
+use crate::hooks::{ApprovalDecision, ApprovalRequest, Approver, TurnHooks};
 use crate::tasks::{
     LiveTask, MAX_RESUMPTIONS, RenderResult, TASK_POLL_INTERVAL_MS, TASK_TTL_MS, TaskId, TaskView,
 };
@@ -170,13 +172,24 @@ impl ThreadManager {
                 Ok(())
             }
             None => {
+                // Known, but not running here. An answer to a finished task is ignored; one for
+                // a task another process runs would be lost while the task waits on, so say so.
                 let view = self.recorded_task(id).await?;
-                // The question the transcript shows, while this process may be about to ask it
-                // again (continuing the task): kept, so the answer is not lost. Only that one
-                // key of a task waiting for it is kept, so memory stays bounded.
-                if !view.state.is_terminal()
-                    && view.asked.is_some_and(|approval| approval.call_id == key)
-                {
+                if view.state.is_terminal() {
+                    return Ok(());
+                }
+                match self.nobody_holds(id.thread()).await? {
+                    Ok(()) => {}
+                    Err(StoreError::Busy { pid, .. }) if pid == Some(std::process::id()) => {}
+                    Err(StoreError::Busy { .. }) => {
+                        return Err(CoreError::TaskElsewhere { id: id.to_string() });
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+                // No process runs it, or this one is about to continue it: the question the
+                // transcript shows is asked again then, so its answer is kept (one key per
+                // task, so memory stays bounded).
+                if view.asked.is_some_and(|approval| approval.call_id == key) {
                     self.early_answers
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -306,27 +319,58 @@ impl ThreadManager {
     ) -> Result<TurnResult, CoreError> {
         let id = view.id;
         let thread = id.thread();
+        if !view.prompt_recorded {
+            // Resuming would answer from the history before it: the previous turn's answer
+            // would become this task's result.
+            let reason = format!(
+                "the baton process running the task stopped before it recorded the prompt, so \
+                 nothing of the turn ran; send the call again (thread {thread} is unchanged)"
+            );
+            return Err(fail_task(view, reason, live, writer, setup)?);
+        }
+        if let Some(answer) = view.recorded_answer.clone() {
+            // Died after the answer was on disk but before the task was marked done: that
+            // answer is the result, even when later turns ran on the thread since.
+            let window = config.context_window_for(&live.settings.model);
+            let outcome = Ok(TurnResult {
+                thread_id: thread,
+                message: answer,
+                usage: Some(crate::TurnUsage::default().with_window(window)),
+                plan: if view.superseded {
+                    None
+                } else {
+                    live.plan.clone()
+                },
+            });
+            let mut event = TaskEvent::new(id.to_string(), TaskState::Completed);
+            event.result = Some((setup.render)(&outcome));
+            blocking_section(|| -> Result<(), StoreError> {
+                writer.append(&task_item(event.clone()))?;
+                writer.sync()
+            })?;
+            live.file_len = writer.len();
+            let mut view = view;
+            view.state = TaskState::Completed;
+            view.result = event.result;
+            view.status_message = None;
+            view.approval = None;
+            setup.announce(Ok(view));
+            return outcome;
+        }
+        if view.superseded {
+            let reason = format!(
+                "a later turn started on thread {thread} before this task's turn could be \
+                 continued (its process had stopped); what the task's turn did is kept in the thread"
+            );
+            return Err(fail_task(view, reason, live, writer, setup)?);
+        }
         if view.resumptions >= MAX_RESUMPTIONS {
-            let mut failed = TaskEvent::new(id.to_string(), TaskState::Failed);
             let reason = format!(
                 "the turn was resumed {MAX_RESUMPTIONS} times and the process running it stopped each time \
                  (killed, out of memory, or its machine was lost), so baton stopped resuming it; \
                  thread {thread} keeps everything recorded so far: continue it with baton-reply"
             );
-            failed.error = Some(reason.clone());
-            blocking_section(|| -> Result<(), StoreError> {
-                writer.append(&task_item(failed))?;
-                writer.sync()
-            })?;
-            self.note_open_task(id, false);
-            live.file_len = writer.len();
-            let mut view = view;
-            view.state = TaskState::Failed;
-            view.error = Some(reason.clone());
-            view.status_message = None;
-            view.approval = None;
-            setup.announce(Ok(view));
-            return Err(CoreError::Internal(reason));
+            return Err(fail_task(view, reason, live, writer, setup)?);
         }
         let rerun_call = match view.state {
             TaskState::InputRequired => view.approval.as_ref().map(|a| a.call_id.clone()),
@@ -387,9 +431,17 @@ impl ThreadManager {
             return;
         };
         tracing::info!(task = %view.id, "continuing a task whose process died before this call");
+        let approver: Arc<dyn Approver> = match &hooks.approver {
+            Some(approver) => approver.clone(),
+            None => Arc::new(NoOneToAsk),
+        };
         let task_hooks = TurnHooks {
             cancel: hooks.cancel.child_token(),
             sandbox_required: hooks.sandbox_required,
+            // This call drives the task's turn now, so the task's questions (one that waited
+            // when its process died, too) go to this caller, or are denied when it cannot
+            // answer: waiting for a `tasks/update` that may never come would hang the call.
+            approver: Some(approver),
             ..Default::default()
         };
         let (mut setup, _announced) = TaskSetup::new(render);
@@ -439,7 +491,8 @@ impl ThreadManager {
         self.note_open_task(id, true);
         let live = LiveTask::new(hooks.cancel.clone(), seed, &status);
         hooks.progress = Some(live.clone());
-        hooks.approver = Some(live.clone());
+        // Unless the caller answers them itself, the task's questions wait for `tasks/update`.
+        hooks.approver.get_or_insert_with(|| live.clone());
         hooks.task = Some(id.to_string());
         self.live_tasks.insert(id, live.clone());
         // After registering (see `answer_task`): an answer that came while the task was not
@@ -598,6 +651,44 @@ impl ThreadManager {
     }
 }
 
+/// The approver of a call whose client cannot answer questions: every question is denied
+/// with the reason, as in a call without tasks.
+struct NoOneToAsk;
+
+#[async_trait::async_trait]
+impl Approver for NoOneToAsk {
+    async fn request_approval(&self, _: ApprovalRequest) -> Result<ApprovalDecision, String> {
+        Err(
+            "no one can be asked for approval here (the client does not support elicitation)"
+                .to_owned(),
+        )
+    }
+}
+
+/// Records that baton gave up on `view`'s task (on `live`, locked by the caller) and announces
+/// it; the error the turn ends with.
+fn fail_task(
+    mut view: TaskView,
+    reason: String,
+    live: &mut LiveThread,
+    writer: &mut dyn TranscriptWriter,
+    setup: &mut TaskSetup,
+) -> Result<CoreError, CoreError> {
+    let mut failed = TaskEvent::new(view.id.to_string(), TaskState::Failed);
+    failed.error = Some(reason.clone());
+    blocking_section(|| -> Result<(), StoreError> {
+        writer.append(&task_item(failed))?;
+        writer.sync()
+    })?;
+    live.file_len = writer.len();
+    view.state = TaskState::Failed;
+    view.error = Some(reason.clone());
+    view.status_message = None;
+    view.approval = None;
+    setup.announce(Ok(view));
+    Ok(CoreError::Internal(reason))
+}
+
 /// The newest task of `thread`'s transcript that has not ended, if any.
 fn unfinished_task(thread: ThreadId, items: &[RolloutItem]) -> Option<TaskView> {
     let newest = items.iter().rev().find_map(|item| match item {
@@ -627,6 +718,9 @@ fn new_task(id: TaskId, tool: &str) -> (TaskView, TaskEvent) {
         result: None,
         error: None,
         resumptions: 0,
+        prompt_recorded: false,
+        recorded_answer: None,
+        superseded: false,
     };
     (view, event)
 }
