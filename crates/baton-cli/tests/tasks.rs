@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use baton_test_support::{Gate, RecordedRequest, Reply, ScriptedModelServer, Wire, default_script};
@@ -26,6 +25,22 @@ fn held_script(gate: Gate) -> impl Fn(&RecordedRequest) -> Reply + Send + Sync +
                 then: Box::new(Reply::text(format!("done: {}", rest.trim()))),
             },
             _ => default_script(request),
+        }
+    }
+}
+
+/// The first model request is held forever (its server is killed while it waits); every later
+/// one (the resumed turn's) is answered by `later`.
+fn held_once_then(
+    later: impl Fn(&RecordedRequest) -> Reply + Send + Sync + 'static,
+) -> impl Fn(&RecordedRequest) -> Reply + Send + Sync + 'static {
+    let held = held_script(Gate::new());
+    let requests = AtomicUsize::new(0);
+    move |request| {
+        if requests.fetch_add(1, Ordering::SeqCst) == 0 {
+            held(request)
+        } else {
+            later(request)
         }
     }
 }
@@ -168,25 +183,14 @@ async fn a_task_augmented_call_returns_a_task_at_once_and_completes_with_the_cal
 /// kill -9 while the task's model request is in flight; a new process on the same store
 /// finishes the task on `tasks/get`, with one user message and the final answer.
 async fn a_task_survives_kill_9(transport: Transport, delete_index: bool) {
-    let gate = Gate::new();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let script = {
-        let requests = requests.clone();
-        let held = held_script(gate.clone());
-        move |request: &RecordedRequest| {
-            // Only the first request is held (its server dies with it); the resumed one answers.
-            if requests.fetch_add(1, Ordering::SeqCst) == 0 {
-                held(request)
-            } else {
-                match request.last_user_text() {
-                    Some(text) if text.starts_with("held:") => {
-                        Reply::text(format!("finished after resume: {text}"))
-                    }
-                    _ => default_script(request),
-                }
+    let script = held_once_then(
+        move |request: &RecordedRequest| match request.last_user_text() {
+            Some(text) if text.starts_with("held:") => {
+                Reply::text(format!("finished after resume: {text}"))
             }
-        }
-    };
+            _ => default_script(request),
+        },
+    );
     let model = ScriptedModelServer::start_blocking(script).expect("model");
     let env = TestEnv::new(&model, Wire::Responses);
     let (first, http) = serve(&env, transport).await;
@@ -585,24 +589,14 @@ async fn a_task_killed_four_times_fails_with_the_reason() {
 /// completes, and the new turn sees the finished one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_on_the_thread_of_an_orphaned_task_finishes_the_task_first() {
-    let gate = Gate::new();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let script = {
-        let requests = requests.clone();
-        let held = held_script(gate.clone());
-        move |request: &RecordedRequest| {
-            if requests.fetch_add(1, Ordering::SeqCst) == 0 {
-                held(request)
-            } else {
-                match request.last_user_text() {
-                    Some(text) if text.starts_with("held:") => {
-                        Reply::text(format!("finished after resume: {text}"))
-                    }
-                    _ => default_script(request),
-                }
+    let script = held_once_then(
+        move |request: &RecordedRequest| match request.last_user_text() {
+            Some(text) if text.starts_with("held:") => {
+                Reply::text(format!("finished after resume: {text}"))
             }
-        }
-    };
+            _ => default_script(request),
+        },
+    );
     let model = ScriptedModelServer::start_blocking(script).expect("model");
     let env = TestEnv::new(&model, Wire::Responses);
     let first = TaskSession::stdio(&env).await;
@@ -645,19 +639,8 @@ async fn a_reply_on_the_thread_of_an_orphaned_task_finishes_the_task_first() {
 /// did not cancel it, so the task stays unfinished and the next server continues it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_interrupted_by_a_server_shutdown_is_continued_by_the_next_server() {
-    let gate = Gate::new();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let script = {
-        let requests = requests.clone();
-        let held = held_script(gate.clone());
-        move |request: &RecordedRequest| {
-            if requests.fetch_add(1, Ordering::SeqCst) == 0 {
-                held(request)
-            } else {
-                Reply::text("finished by the next server")
-            }
-        }
-    };
+    let script =
+        held_once_then(move |_: &RecordedRequest| Reply::text("finished by the next server"));
     let model = ScriptedModelServer::start_blocking(script).expect("model");
     let env = TestEnv::new(&model, Wire::Responses);
     let config = env.home.join("config.toml");
@@ -937,19 +920,7 @@ async fn on_postgres_another_server_finishes_the_task_of_a_killed_one() {
     let Some(cluster) = baton_test_support::PgCluster::start_or_skip("tasks_on_postgres") else {
         return;
     };
-    let gate = Gate::new();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let script = {
-        let requests = requests.clone();
-        let held = held_script(gate.clone());
-        move |request: &RecordedRequest| {
-            if requests.fetch_add(1, Ordering::SeqCst) == 0 {
-                held(request)
-            } else {
-                Reply::text("finished on server B")
-            }
-        }
-    };
+    let script = held_once_then(move |_: &RecordedRequest| Reply::text("finished on server B"));
     let model = ScriptedModelServer::start_blocking(script).expect("model");
     let env = TestEnv::new(&model, Wire::Responses);
     let url = cluster.url();
@@ -989,19 +960,7 @@ async fn on_postgres_another_server_finishes_the_task_of_a_killed_one() {
 /// continues them without waiting for a `tasks/get`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_starting_up_continues_the_tasks_a_killed_server_left() {
-    let gate = Gate::new();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let script = {
-        let requests = requests.clone();
-        let held = held_script(gate.clone());
-        move |request: &RecordedRequest| {
-            if requests.fetch_add(1, Ordering::SeqCst) == 0 {
-                held(request)
-            } else {
-                Reply::text("finished at start-up")
-            }
-        }
-    };
+    let script = held_once_then(move |_: &RecordedRequest| Reply::text("finished at start-up"));
     let model = ScriptedModelServer::start_blocking(script).expect("model");
     let env = TestEnv::new(&model, Wire::Responses);
     let first = TaskSession::stdio(&env).await;

@@ -141,25 +141,34 @@ impl TaskView {
                 }
                 _ => continue,
             };
-            let view = view.get_or_insert_with(|| TaskView {
-                id,
-                state: event.state,
-                status_message: None,
-                created_at: event.at.clone(),
-                updated_at: event.at.clone(),
-                ttl_ms: event.ttl_ms.unwrap_or(TASK_TTL_MS),
-                poll_interval_ms: TASK_POLL_INTERVAL_MS,
-                approval: None,
-                asked: None,
-                result: None,
-                error: None,
-                resumptions: 0,
-                prompt_recorded: false,
-                recorded_answer: None,
-                superseded: false,
-            });
-            view.apply(event);
+            match &mut view {
+                Some(view) => view.apply(event),
+                None => view = Some(TaskView::created(id, event)),
+            }
         }
+        view
+    }
+
+    /// The task as its creation event `event` made it.
+    pub(crate) fn created(id: TaskId, event: &TaskEvent) -> Self {
+        let mut view = TaskView {
+            id,
+            state: event.state,
+            status_message: None,
+            created_at: event.at.clone(),
+            updated_at: event.at.clone(),
+            ttl_ms: event.ttl_ms.unwrap_or(TASK_TTL_MS),
+            poll_interval_ms: TASK_POLL_INTERVAL_MS,
+            approval: None,
+            asked: None,
+            result: None,
+            error: None,
+            resumptions: 0,
+            prompt_recorded: false,
+            recorded_answer: None,
+            superseded: false,
+        };
+        view.apply(event);
         view
     }
 

@@ -20,9 +20,7 @@ use crate::access::Access;
 use crate::agent::{LiveThread, blocking_section};
 use crate::error::{CoreError, ErrorKind};
 use crate::hooks::{ApprovalDecision, ApprovalRequest, Approver, TurnHooks};
-use crate::tasks::{
-    LiveTask, MAX_RESUMPTIONS, RenderResult, TASK_POLL_INTERVAL_MS, TASK_TTL_MS, TaskId, TaskView,
-};
+use crate::tasks::{LiveTask, MAX_RESUMPTIONS, RenderResult, TASK_TTL_MS, TaskId, TaskView};
 
 /// What a task-augmented call gives the manager: how to render the result, and where to
 /// announce the task once it is on disk (or why the call failed before that).
@@ -705,23 +703,7 @@ fn new_task(id: TaskId, tool: &str) -> (TaskView, TaskEvent) {
     event.tool = Some(tool.to_owned());
     event.ttl_ms = Some(TASK_TTL_MS);
     event.status_message = Some("started".to_owned());
-    let view = TaskView {
-        id,
-        state: TaskState::Working,
-        status_message: event.status_message.clone(),
-        created_at: event.at.clone(),
-        updated_at: event.at.clone(),
-        ttl_ms: TASK_TTL_MS,
-        poll_interval_ms: TASK_POLL_INTERVAL_MS,
-        approval: None,
-        asked: None,
-        result: None,
-        error: None,
-        resumptions: 0,
-        prompt_recorded: false,
-        recorded_answer: None,
-        superseded: false,
-    };
+    let view = TaskView::created(id, &event);
     (view, event)
 }
 
