@@ -366,7 +366,13 @@ async fn unknown_and_malformed_ids_get_clear_errors_and_the_server_keeps_serving
         })
         .collect();
     assert!(created.is_empty(), "files created: {created:#?}");
-    let removed: Vec<_> = before.iter().filter(|p| !after.contains(p)).collect();
+    // SQLite's journal comes and goes with each index write (the server looks for unfinished
+    // tasks at start-up), so only other files count.
+    let removed: Vec<_> = before
+        .iter()
+        .filter(|p| !after.contains(p))
+        .filter(|p| !p.to_string_lossy().ends_with("-journal"))
+        .collect();
     assert!(removed.is_empty(), "files removed: {removed:#?}");
     assert!(!Path::new("/etc/passwd.jsonl").exists());
 
