@@ -38,6 +38,8 @@ struct Options {
     /// `baton-bench stores`: only the files-vs-PostgreSQL section, into its part of
     /// BENCHMARKS.md.
     stores_only: bool,
+    /// `baton-bench tasks`: only the durable-tasks section, printed (not written).
+    tasks_only: bool,
     sessions: usize,
     codex: bool,
     baton: Option<PathBuf>,
@@ -67,7 +69,7 @@ fn main() -> ExitCode {
         Ok(options) => options,
         Err(err) => {
             eprintln!("baton-bench: {err:#}");
-            eprintln!("usage: baton-bench [stores] [--sessions N] [--no-codex] [--baton PATH]");
+            eprintln!("usage: baton-bench [stores | tasks] [--sessions N] [--no-codex] [--baton PATH]");
             return ExitCode::from(2);
         }
     };
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
 fn parse_options(args: &[String]) -> anyhow::Result<Options> {
     let mut options = Options {
         stores_only: false,
+        tasks_only: false,
         sessions: 100_000,
         codex: true,
         baton: None,
@@ -100,6 +103,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
                 }
             }
             "stores" => options.stores_only = true,
+            "tasks" => options.tasks_only = true,
             "--no-codex" => options.codex = false,
             "--baton" => {
                 options.baton = Some(PathBuf::from(args.next().context("--baton needs a path")?));
@@ -219,6 +223,12 @@ fn run(options: Options) -> anyhow::Result<()> {
 
     if options.stores_only {
         return run_stores(&bench, started);
+    }
+    if options.tasks_only {
+        let mut report = Report::default();
+        tasks::run(&bench, &mut report)?;
+        println!("{}", report.table());
+        return Ok(());
     }
     let mut report = Report::default();
     report.note(format!(
