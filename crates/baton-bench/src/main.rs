@@ -69,7 +69,9 @@ fn main() -> ExitCode {
         Ok(options) => options,
         Err(err) => {
             eprintln!("baton-bench: {err:#}");
-            eprintln!("usage: baton-bench [stores | tasks] [--sessions N] [--no-codex] [--baton PATH]");
+            eprintln!(
+                "usage: baton-bench [stores | tasks] [--sessions N] [--no-codex] [--baton PATH]"
+            );
             return ExitCode::from(2);
         }
     };

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use baton_test_support::{Gate, RecordedRequest, Reply, ScriptedModelServer, Wire, default_script};
 use common::http::{Era, HttpServerProcess};
-use common::mcp::{processes_matching, signal};
+use common::mcp::{kill_9_and_wait, processes_matching};
 use common::tasks::{TaskSession, approve, completed_result, eventually, input_request};
 use common::*;
 use rmcp::model::TaskStatus;
@@ -66,7 +66,7 @@ async fn serve(env: &TestEnv, transport: Transport) -> (TaskSession, Option<Http
 fn kill_9(client: &TaskSession, http: Option<HttpServerProcess>) {
     match http {
         Some(server) => server.kill_9(),
-        None => signal(client.pid.expect("stdio pid"), "KILL"),
+        None => kill_9_and_wait(client.pid.expect("stdio pid")),
     }
 }
 
@@ -316,10 +316,10 @@ async fn a_command_killed_with_its_server_is_recorded_as_aborted_and_run_again()
             .is_some_and(|m| m.starts_with("running: ")),
         "{running:?}"
     );
-    signal(first.pid.expect("pid"), "KILL");
+    kill_9_and_wait(first.pid.expect("pid"));
     drop(first);
     for pid in processes_matching("sleep 876543") {
-        signal(pid, "KILL");
+        kill_9_and_wait(pid);
     }
 
     let second = TaskSession::stdio(&env).await;
@@ -424,7 +424,7 @@ async fn a_pending_approval_is_asked_again_after_a_restart_and_answered_by_tasks
         first.get(&task_id).await.task.status(),
         TaskStatus::InputRequired
     );
-    signal(first.pid.expect("pid"), "KILL");
+    kill_9_and_wait(first.pid.expect("pid"));
     drop(first);
 
     let second = TaskSession::stdio(&env).await;
@@ -561,7 +561,7 @@ async fn a_task_killed_four_times_fails_with_the_reason() {
         .await;
     let task_id = created.task.task_id.clone();
     eventually("the first model request", || model.requests().len() == 1).await;
-    signal(first.pid.expect("pid"), "KILL");
+    kill_9_and_wait(first.pid.expect("pid"));
     drop(first);
     for kill in 2..=4 {
         let next = TaskSession::stdio(&env).await;
@@ -571,7 +571,7 @@ async fn a_task_killed_four_times_fails_with_the_reason() {
             model.requests().len() == kill
         })
         .await;
-        signal(next.pid.expect("pid"), "KILL");
+        kill_9_and_wait(next.pid.expect("pid"));
     }
     let last = TaskSession::stdio(&env).await;
     let failed = last.wait_for(&task_id, TaskStatus::Failed).await;
@@ -608,7 +608,7 @@ async fn a_reply_on_the_thread_of_an_orphaned_task_finishes_the_task_first() {
         .await;
     let task_id = created.task.task_id.clone();
     eventually("the model request", || !model.requests().is_empty()).await;
-    signal(first.pid.expect("pid"), "KILL");
+    kill_9_and_wait(first.pid.expect("pid"));
     drop(first);
     let thread_id = {
         let files = env.rollout_files();
@@ -801,7 +801,7 @@ async fn a_reply_on_the_thread_of_a_task_waiting_for_approval_asks_its_own_clien
         .await;
     let task_id = created.task.task_id.clone();
     first.wait_for(&task_id, TaskStatus::InputRequired).await;
-    signal(first.pid.expect("pid"), "KILL");
+    kill_9_and_wait(first.pid.expect("pid"));
     drop(first);
     let thread_id = {
         let files = env.rollout_files();
@@ -890,7 +890,7 @@ async fn a_task_superseded_by_a_later_turn_fails_instead_of_running_again() {
         .await;
     let task_id = created.task.task_id.clone();
     eventually("the model request", || model.requests().len() == 1).await;
-    signal(first.pid.expect("pid"), "KILL");
+    kill_9_and_wait(first.pid.expect("pid"));
     drop(first);
     let thread_id = {
         let files = env.rollout_files();
@@ -972,7 +972,7 @@ async fn a_server_starting_up_continues_the_tasks_a_killed_server_left() {
         .await;
     let task_id = created.task.task_id.clone();
     eventually("the model request", || !model.requests().is_empty()).await;
-    signal(first.pid.expect("pid"), "KILL");
+    kill_9_and_wait(first.pid.expect("pid"));
     drop(first);
 
     // No tasks/get: the new server continues the task on its own.

@@ -292,11 +292,7 @@ impl McpProcess {
 
     /// SIGKILLs the server, as a crash or an impatient client would.
     pub async fn kill_9(self) {
-        signal(self.pid, "KILL");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while process_alive(self.pid) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        kill_9_and_wait(self.pid);
         drop(self.service);
     }
 
@@ -348,6 +344,20 @@ pub fn signal(pid: u32, sig: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+/// `kill -9 pid`, then waits (up to 5 s) until the process is gone, so that what it held (its
+/// thread locks) is free for the next step of the test.
+pub fn kill_9_and_wait(pid: u32) {
+    signal(pid, "KILL");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !process_alive(pid),
+        "process {pid} still alive 5 s after kill -9"
+    );
 }
 
 /// Whether a process exists and is not a zombie.

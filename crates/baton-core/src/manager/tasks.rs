@@ -176,13 +176,25 @@ impl ThreadManager {
                 if view.state.is_terminal() {
                     return Ok(());
                 }
-                match self.nobody_holds(id.thread()).await? {
-                    Ok(()) => {}
-                    Err(StoreError::Busy { pid, .. }) if pid == Some(std::process::id()) => {}
-                    Err(StoreError::Busy { .. }) => {
-                        return Err(CoreError::TaskElsewhere { id: id.to_string() });
+                // The thread's slot held here is either a short probe (another look-up) or
+                // this process continuing the task: look again briefly to tell them apart.
+                for attempt in 0..100 {
+                    if let Some(live) = self.live_tasks.get(id) {
+                        live.answer(key, answer);
+                        return Ok(());
                     }
-                    Err(err) => return Err(err.into()),
+                    match self.nobody_holds(id.thread()).await? {
+                        Ok(()) => break,
+                        Err(StoreError::Busy { pid, .. }) if pid == Some(std::process::id()) => {
+                            if attempt < 99 {
+                                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                            }
+                        }
+                        Err(StoreError::Busy { .. }) => {
+                            return Err(CoreError::TaskElsewhere { id: id.to_string() });
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
                 }
                 // No process runs it, or this one is about to continue it: the question the
                 // transcript shows is asked again then, so its answer is kept (one key per
@@ -565,7 +577,8 @@ impl ThreadManager {
     }
 
     /// The tasks the store's listing notes as unfinished whose threads no process holds:
-    /// their processes died. A server continues them when it starts (see `resume_task`).
+    /// their processes died. A server continues them when it starts (see `resume_task`);
+    /// one waiting for an approval is left to the next `tasks/get` or call on its thread.
     pub async fn orphaned_tasks(&self) -> Result<Vec<TaskId>, CoreError> {
         let store = self.store.clone();
         let noted = blocking(move || store.open_tasks()).await??;
@@ -584,6 +597,12 @@ impl ThreadManager {
             if view.state.is_terminal() {
                 // Ended, but the note was lost (a crash between the two writes).
                 self.note_open_task(id, false);
+                continue;
+            }
+            if view.state == TaskState::InputRequired {
+                // Continuing it here would only wait for an answer while holding the thread
+                // from a call that could give one; `tasks/get` or a call on the thread
+                // continues it, and asks its question again then.
                 continue;
             }
             if let Ok(Ok(())) = self.nobody_holds(thread).await {
