@@ -186,10 +186,6 @@ fn crash_test_kill_9_at_random_moments_loses_nothing() {
 }
 
 #[test]
-#[ignore = "KNOWN DEFECT: on PostgreSQL some kill timings lose a committed user message \
-            (e.g. BATON_CRASH_SEED=1796257787919256885: 16 items lost); passes on most seeds. \
-            Run it with `cargo test -p baton-cli --test durability -- --ignored`; see the \
-            closing note of session 3 and issue 16"]
 fn crash_test_kill_9_at_random_moments_loses_nothing_on_postgres() {
     if let Some(store) = StoreUnderTest::postgres_or_skip("crash_test_on_postgres") {
         crash_test(store);

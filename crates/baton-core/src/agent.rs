@@ -238,12 +238,20 @@ impl Turn<'_> {
         }
         self.progress("turn started").await;
         self.thread.turn_usage = TurnUsage::default();
+        // One write: a process killed in between must not leave a prompt that the model
+        // would see without the `user_message` event that lists it, or the reverse.
         let context = self.thread.settings.turn_context();
-        self.append(RolloutItem::TurnContext(context))?;
-        self.record(ResponseItem::user_message(prompt))?;
-        self.append(RolloutItem::EventMsg(EventMsg::UserMessage {
-            message: prompt.to_owned(),
-        }))?;
+        let message = ResponseItem::user_message(prompt);
+        self.writer.append_all(&[
+            RolloutItem::TurnContext(context),
+            RolloutItem::ResponseItem(message.clone()),
+            RolloutItem::EventMsg(EventMsg::UserMessage {
+                message: prompt.to_owned(),
+            }),
+        ])?;
+        self.thread.file_len = self.writer.len();
+        self.thread.history.push(message);
+        self.unreported += 1;
         self.sync()?;
         self.report_items().await;
 

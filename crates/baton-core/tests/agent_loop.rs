@@ -409,3 +409,46 @@ async fn a_fork_keeps_the_turns_asked_for_and_leaves_the_source_alone() {
     assert_eq!(continued.message, "ok");
     assert_eq!(setup.last_request_kinds(), ["user", "assistant", "user"]);
 }
+
+/// A turn's prompt, the `user_message` event that lists it and the settings it runs with are
+/// one write: a process killed between separate writes would leave a prompt that the model
+/// is shown on resume but that listings and the event stream do not have (seen on
+/// PostgreSQL, where each write is its own commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_and_its_user_message_event_are_written_together() {
+    let setup = Setup::new();
+    let manager = setup.manager(1111);
+    let id = setup.start(&manager, "first prompt").await;
+    manager
+        .reply(reply(id, "second prompt"), TurnHooks::default())
+        .await
+        .expect("reply");
+
+    let writes = setup.store.appended_together(id);
+    for prompt in ["first prompt", "second prompt"] {
+        let holding: Vec<&Vec<String>> = writes
+            .iter()
+            .filter(|lines| lines.iter().any(|line| line.contains(prompt)))
+            .collect();
+        assert_eq!(holding.len(), 1, "{prompt}: {writes:#?}");
+        let kinds: Vec<&str> = holding[0]
+            .iter()
+            .map(|line| {
+                if line.contains(r#""type":"turn_context""#) {
+                    "turn_context"
+                } else if line.contains(r#""type":"user_message""#) {
+                    "user_message event"
+                } else if line.contains(r#""role":"user""#) {
+                    "user message"
+                } else {
+                    "other"
+                }
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["turn_context", "user message", "user_message event"],
+            "{prompt}: {writes:#?}"
+        );
+    }
+}

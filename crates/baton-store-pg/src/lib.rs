@@ -847,27 +847,36 @@ struct PgWriter {
 }
 
 impl TranscriptWriter for PgWriter {
-    fn append(&mut self, item: &RolloutItem) -> Result<(), StoreError> {
-        let line = rollout_line(item, &self.path)?;
+    fn append_all(&mut self, items: &[RolloutItem]) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let lines = items
+            .iter()
+            .map(|item| rollout_line(item, &self.path))
+            .collect::<Result<Vec<String>, StoreError>>()?;
         let uuid = uuid_of(self.id);
-        let added = line.len() as i64 + 1;
-        let is_compaction = matches!(item, RolloutItem::Compacted(_));
-        let is_turn_context = matches!(item, RolloutItem::TurnContext(_));
+        let added: i64 = lines.iter().map(|line| line.len() as i64 + 1).sum();
+        let newest = |is: fn(&RolloutItem) -> bool| -> i64 {
+            items.iter().rposition(is).map_or(-1, |index| index as i64)
+        };
+        let compaction = newest(|item| matches!(item, RolloutItem::Compacted(_)));
+        let turn_context = newest(|item| matches!(item, RolloutItem::TurnContext(_)));
         let id = self.id;
-        // One statement: the row and the thread's counters commit together or not at all, so
+        // One statement: the rows and the thread's counters commit together or not at all, so
         // a failed append leaves no line and no gap. Not retried: a lost reply may hide a
-        // commit, and a retry would then write the line twice.
+        // commit, and a retry would then write the lines twice.
         let shared = self.shared.clone();
         let held = self.shared.held_locks().get(&id).cloned();
         let total = self.shared.run("append a line", async move {
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-                [&uuid, &line, &added, &is_compaction, &is_turn_context];
+                [&uuid, &lines, &added, &compaction, &turn_context];
             let result = match held {
                 // Under this process's lock: on the connection that holds it, or not at all.
                 Some(client) if client.is_closed() => {
                     return Err(OpError::Store(lock_lost(&shared, id)));
                 }
-                Some(client) => match client.query_opt(queries::APPEND_LINE, &params).await {
+                Some(client) => match client.query(queries::APPEND_LINES, &params).await {
                     Err(_) if client.is_closed() => {
                         return Err(OpError::Store(lock_lost(&shared, id)));
                     }
@@ -875,12 +884,12 @@ impl TranscriptWriter for PgWriter {
                 },
                 None => {
                     let client = shared.pool.get().await?;
-                    let result = client.query_opt(queries::APPEND_LINE, &params).await;
+                    let result = client.query(queries::APPEND_LINES, &params).await;
                     shared.pool.put(client);
                     result
                 }
             };
-            match result? {
+            match result?.first() {
                 Some(row) => Ok(row.try_get::<_, i64>(0)?),
                 None => Err(OpError::Store(shared.not_found(id))),
             }

@@ -12,23 +12,25 @@ pub const INSERT_THREAD: &str = "
 /// $1 thread id, $2 seq, $3 the line's text.
 pub const INSERT_LINE: &str = "INSERT INTO lines (thread_id, seq, text) VALUES ($1, $2, $3)";
 
-/// Appends one line: $1 thread id, $2 the line, $3 its bytes with the newline, $4 whether it
-/// is a `compacted` line, $5 whether it is a `turn_context` line. The row lock on the thread
-/// orders concurrent appenders; the line takes the next seq, so there are no gaps. Returns the
-/// transcript's new length in bytes; no row when the thread does not exist.
-pub const APPEND_LINE: &str = "
+/// Appends lines in one statement (all or none): $1 thread id, $2 the lines in order, $3 their
+/// bytes with the newlines, $4 the index in $2 of the newest `compacted` line or -1, $5 that
+/// of the newest `turn_context` line or -1. The row lock on the thread orders concurrent
+/// appenders; the lines take the next seqs, so there are no gaps. Returns the transcript's new
+/// length in bytes (on each row); no row when the thread does not exist.
+pub const APPEND_LINES: &str = "
     WITH thread AS (
         UPDATE threads
-        SET next_seq = next_seq + 1,
+        SET next_seq = next_seq + cardinality($2::text[]),
             bytes = bytes + $3,
             updated_at = now(),
-            compaction_seq = CASE WHEN $4 THEN next_seq ELSE compaction_seq END,
-            turn_context_seq = CASE WHEN $5 THEN next_seq ELSE turn_context_seq END
+            compaction_seq = CASE WHEN $4::bigint >= 0 THEN next_seq + $4::bigint ELSE compaction_seq END,
+            turn_context_seq = CASE WHEN $5::bigint >= 0 THEN next_seq + $5::bigint ELSE turn_context_seq END
         WHERE id = $1
-        RETURNING next_seq - 1 AS seq, bytes
+        RETURNING next_seq - cardinality($2::text[]) AS first_seq, bytes
     )
     INSERT INTO lines (thread_id, seq, text)
-    SELECT $1, thread.seq, $2 FROM thread
+    SELECT $1, thread.first_seq + new.ord - 1, new.text
+    FROM thread, unnest($2::text[]) WITH ORDINALITY AS new(text, ord)
     RETURNING (SELECT bytes FROM thread)";
 
 /// $1 thread id → the transcript's length in bytes.

@@ -195,7 +195,7 @@ fn a_schema_newer_than_this_baton_is_refused_and_an_older_one_is_kept() {
             "schema",
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM baton_migrations"
         ),
-        "1,2"
+        "1,2,3"
     );
     cluster.psql(
         "schema",

@@ -104,7 +104,14 @@ pub trait Store: Send + Sync {
 /// Appends lines to one thread's transcript, one whole line per item.
 pub trait TranscriptWriter: Send + Sync {
     /// Appends one item. On failure the transcript still ends with a whole line.
-    fn append(&mut self, item: &RolloutItem) -> Result<(), StoreError>;
+    fn append(&mut self, item: &RolloutItem) -> Result<(), StoreError> {
+        self.append_all(std::slice::from_ref(item))
+    }
+
+    /// Appends `items` as one write: a process killed meanwhile leaves all of them or none
+    /// (a torn tail aside, which readers skip). For lines that mean something only together,
+    /// such as a prompt and its `user_message` event. On failure none of them is kept.
+    fn append_all(&mut self, items: &[RolloutItem]) -> Result<(), StoreError>;
 
     /// The durability point: when this returns, every line appended so far survives a crash.
     /// The agent calls it after each tool output and at the end of each turn.
@@ -126,6 +133,10 @@ pub trait TranscriptWriter: Send + Sync {
 impl<W: TranscriptWriter + ?Sized> TranscriptWriter for Box<W> {
     fn append(&mut self, item: &RolloutItem) -> Result<(), StoreError> {
         (**self).append(item)
+    }
+
+    fn append_all(&mut self, items: &[RolloutItem]) -> Result<(), StoreError> {
+        (**self).append_all(items)
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {

@@ -47,6 +47,8 @@ struct Transcript {
     bytes: Vec<u8>,
     /// How many bytes the last `sync` made durable.
     synced: usize,
+    /// Where each `append_all` began in `bytes`: the units a killed process leaves whole.
+    append_starts: Vec<usize>,
     updated_at: DateTime<Utc>,
 }
 
@@ -93,6 +95,28 @@ impl MemoryStore {
             .map(|transcript| transcript.bytes.len() - transcript.synced)
     }
 
+    /// The lines of each write (`append` or `append_all`) to the thread since its creation,
+    /// in order: what a process killed between two writes could leave apart.
+    pub fn appended_together(&self, id: ThreadId) -> Vec<Vec<String>> {
+        let threads = lock(&self.shared.threads);
+        let Some(transcript) = threads.get(&id) else {
+            return Vec::new();
+        };
+        let ends = transcript.append_starts.iter().skip(1).copied();
+        let ends = ends.chain([transcript.bytes.len()]);
+        transcript
+            .append_starts
+            .iter()
+            .zip(ends)
+            .map(|(&start, end)| {
+                String::from_utf8_lossy(&transcript.bytes[start..end])
+                    .lines()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect()
+    }
+
     fn not_found(id: ThreadId) -> StoreError {
         StoreError::NotFound {
             id,
@@ -119,6 +143,7 @@ impl MemoryStore {
             Transcript {
                 synced: len,
                 bytes,
+                append_starts: Vec::new(),
                 updated_at: Utc::now(),
             },
         );
@@ -293,13 +318,16 @@ struct MemoryWriter {
 }
 
 impl TranscriptWriter for MemoryWriter {
-    fn append(&mut self, item: &RolloutItem) -> Result<(), StoreError> {
+    fn append_all(&mut self, items: &[RolloutItem]) -> Result<(), StoreError> {
         let mut line = Vec::new();
-        serialize_line(&mut line, item, &self.path)?;
+        for item in items {
+            serialize_line(&mut line, item, &self.path)?;
+        }
         let mut threads = lock(&self.shared.threads);
         let transcript = threads
             .get_mut(&self.id)
             .ok_or_else(|| MemoryStore::not_found(self.id))?;
+        transcript.append_starts.push(transcript.bytes.len());
         transcript.bytes.extend_from_slice(&line);
         transcript.updated_at = Utc::now();
         self.len += line.len() as u64;

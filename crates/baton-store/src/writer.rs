@@ -86,11 +86,19 @@ impl RolloutWriter {
     /// If the write fails (disk full, file size limit), whatever part of the line reached
     /// the file is cut off again, so the transcript still ends with a whole record.
     pub fn append(&mut self, item: &RolloutItem) -> Result<(), StoreError> {
+        self.append_all(std::slice::from_ref(item))
+    }
+
+    /// Appends one line per item, all in one write, so that a process killed meanwhile
+    /// leaves all of them or none (but a torn tail). A failed write is cut off as in `append`.
+    pub fn append_all(&mut self, items: &[RolloutItem]) -> Result<(), StoreError> {
         self.line.clear();
         if self.fence_next {
             self.line.push(b'\n');
         }
-        serialize_line(&mut self.line, item, &self.path)?;
+        for item in items {
+            serialize_line(&mut self.line, item, &self.path)?;
+        }
         // `write_all` is one `write` for a regular file in append mode; it only loops on a
         // short write, which happens when the disk or the file size limit is reached.
         if let Err(source) = self.file.write_all(&self.line) {
@@ -149,8 +157,8 @@ impl RolloutWriter {
 }
 
 impl crate::TranscriptWriter for RolloutWriter {
-    fn append(&mut self, item: &RolloutItem) -> Result<(), StoreError> {
-        RolloutWriter::append(self, item)
+    fn append_all(&mut self, items: &[RolloutItem]) -> Result<(), StoreError> {
+        RolloutWriter::append_all(self, items)
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {

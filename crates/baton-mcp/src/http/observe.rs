@@ -183,9 +183,9 @@ struct TimedWriter {
 }
 
 impl TranscriptWriter for TimedWriter {
-    fn append(&mut self, item: &RolloutItem) -> Result<(), StoreError> {
+    fn append_all(&mut self, items: &[RolloutItem]) -> Result<(), StoreError> {
         let started = Instant::now();
-        let result = self.inner.append(item);
+        let result = self.inner.append_all(items);
         self.metrics.store_operation("append", started.elapsed());
         result
     }
