@@ -123,8 +123,20 @@ impl TaskSession {
         }
     }
 
+    /// `tasks/get`; a server that does not answer within [`TASK_DEADLINE`] fails the test
+    /// (`tasks/get` must never wait for a turn).
     pub async fn try_get(&self, task_id: &str) -> Result<GetTaskResult, ServiceError> {
-        self.service.get_task(GetTaskParams::new(task_id)).await
+        tokio::time::timeout(
+            TASK_DEADLINE,
+            self.service.get_task(GetTaskParams::new(task_id)),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "tasks/get {task_id} was not answered within {TASK_DEADLINE:?}\n{}",
+                self.log_text()
+            )
+        })
     }
 
     pub async fn get(&self, task_id: &str) -> GetTaskResult {

@@ -292,7 +292,17 @@ impl ThreadManager {
         let thread = id.thread();
         let config = self.config(None)?;
         let slot = self.slot(thread);
-        let mut guard = slot.live.lock().await;
+        // Not waited for: what holds the slot here (another resumption of this task, a turn
+        // on the thread, a look-up) may run for as long as a turn, and `tasks/get` must
+        // answer now; the task is reported as it is, and a later poll looks again.
+        let Ok(mut guard) = slot.live.try_lock() else {
+            return Err(CoreError::Store(StoreError::Busy {
+                id: thread,
+                pid: Some(std::process::id()),
+                host: None,
+                since: None,
+            }));
+        };
         let _lock = blocking_section(|| self.store.lock_thread(thread))?;
         // Decided under the lock: another process may have resumed or finished it first.
         let view = self.recorded_task(id).await?;
