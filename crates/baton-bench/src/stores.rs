@@ -170,6 +170,23 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         ),
     );
 
+    // What every fresh process pays before its first query, and the running server does not.
+    let mut opens = Vec::new();
+    for _ in 0..RESUME_RUNS {
+        let started = Instant::now();
+        drop(PgStore::open(&stores.url)?);
+        opens.push(started.elapsed());
+    }
+    report.info(
+        SECTION,
+        format!(
+            "postgres: `PgStore::open` (TCP, SCRAM authentication, a server process, the \
+             schema check), what each `baton` process pays first (median of {RESUME_RUNS})"
+        ),
+        duration(median(&opens)),
+    );
+    server_resume(bench, &stores, home, count, report)?;
+
     // Text search: a word no session holds, so every thread's text is looked at.
     for (name, store) in stores.each() {
         let mut times = Vec::new();
@@ -204,6 +221,70 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     two_servers(bench, &stores, report)?;
     drop(stores);
     drop(cluster);
+    Ok(())
+}
+
+/// A resume in a running server, where a fleet resumes sessions: `baton-reply` on a thread
+/// this `baton mcp-server` has not seen (located, locked, rehydrated from the store, one turn,
+/// recorded), one call at a time. Unlike `exec resume`, the process and its database
+/// connections already exist, as they do for a team's servers.
+fn server_resume(
+    bench: &Bench,
+    stores: &Stores,
+    home: &Path,
+    count: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    const CALLS: usize = 20;
+    let ids: Vec<ThreadId> = sample(count, 2 * CALLS, 13)
+        .into_iter()
+        .map(|index| session_spec(index, count).map(|(id, _, _)| id))
+        .collect::<anyhow::Result<_>>()?;
+    let mut medians = Vec::new();
+    for (run, global) in [vec![], vec!["--store", stores.url.as_str()]]
+        .into_iter()
+        .enumerate()
+    {
+        let stderr = format!("server-resume-{run}.stderr");
+        let mut server = crate::mcp::Server::spawn_with(bench, home, &global, &stderr)?;
+        server.initialize()?;
+        let mut times = Vec::with_capacity(CALLS);
+        for (n, id) in ids[run * CALLS..(run + 1) * CALLS].iter().enumerate() {
+            let started = Instant::now();
+            server.send(&serde_json::json!({
+                "jsonrpc": "2.0", "id": n as u64 + 1, "method": "tools/call",
+                "params": {"name": "baton-reply", "arguments": {
+                    "threadId": id.to_string(), "prompt": "RECALL"
+                }}
+            }))?;
+            let (_, answer) = server.next_response()?;
+            times.push(started.elapsed());
+            let text = answer
+                .pointer("/result/structuredContent/content")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            if !text.starts_with("recall:") {
+                bail!("unexpected answer from baton-reply in a running server: {answer}");
+            }
+        }
+        server.close_and_wait()?;
+        medians.push(median(&times));
+    }
+    let what = |name: &str| {
+        format!(
+            "{name}: `baton-reply` on a session not yet in memory, in a running server, among \
+             {count} (median of {CALLS})"
+        )
+    };
+    report.info(SECTION, what("files"), duration(medians[0]));
+    let ratio = medians[1].as_secs_f64() / medians[0].as_secs_f64().max(1e-9);
+    report.add(
+        SECTION,
+        format!("{}, ratio to files", what("postgres")),
+        format!("{} ({ratio:.2}×)", duration(medians[1])),
+        "≤ 2× files",
+        Verdict::of(ratio <= 2.0),
+    );
     Ok(())
 }
 

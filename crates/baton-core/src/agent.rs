@@ -191,6 +191,8 @@ pub(crate) struct Turn<'a> {
     compact_first: bool,
     /// Items recorded but not yet passed to the progress sink.
     unreported: usize,
+    /// The `agent_message` event was written with the model's final response already.
+    answer_recorded: bool,
     /// The environment commands run with (baton's, filtered by `[shell_environment_policy]`).
     command_env: Vec<(OsString, OsString)>,
     /// Provider key values, redacted from what the model and the tools produce.
@@ -220,6 +222,7 @@ impl<'a> Turn<'a> {
             compact_limit,
             compact_first,
             unreported: 0,
+            answer_recorded: false,
             command_env: baton_exec::command_env(
                 &config.shell_environment_policy,
                 &secret_names,
@@ -241,17 +244,13 @@ impl Turn<'_> {
         // One write: a process killed in between must not leave a prompt that the model
         // would see without the `user_message` event that lists it, or the reverse.
         let context = self.thread.settings.turn_context();
-        let message = ResponseItem::user_message(prompt);
-        self.writer.append_all(&[
+        self.record_together(vec![
             RolloutItem::TurnContext(context),
-            RolloutItem::ResponseItem(message.clone()),
+            RolloutItem::ResponseItem(ResponseItem::user_message(prompt)),
             RolloutItem::EventMsg(EventMsg::UserMessage {
                 message: prompt.to_owned(),
             }),
         ])?;
-        self.thread.file_len = self.writer.len();
-        self.thread.history.push(message);
-        self.unreported += 1;
         self.sync()?;
         self.report_items().await;
 
@@ -347,6 +346,7 @@ impl Turn<'_> {
     /// Records how the turn ended (its answer, the abort, or the error) and makes it durable.
     fn finish(&mut self, result: Result<String, CoreError>) -> Result<String, CoreError> {
         match &result {
+            Ok(_) if self.answer_recorded => {}
             Ok(message) => {
                 self.append(RolloutItem::EventMsg(EventMsg::AgentMessage {
                     message: message.clone(),
@@ -405,7 +405,12 @@ impl Turn<'_> {
                 }
                 Err(err) => return Err(err.into()),
             };
-            self.record_usage(response.usage.as_ref())?;
+            // A response is one write (its usage, its items, and when it is the answer, the
+            // `agent_message` event): fewer writes, and no half response after a kill.
+            let mut lines: Vec<RolloutItem> = self
+                .usage_event(response.usage.as_ref())
+                .into_iter()
+                .collect();
             let mut calls = Vec::new();
             let mut final_message = String::new();
             for item in response.items {
@@ -423,8 +428,15 @@ impl Turn<'_> {
                     }
                     _ => {}
                 }
-                self.record(item)?;
+                lines.push(RolloutItem::ResponseItem(item));
             }
+            if calls.is_empty() {
+                lines.push(RolloutItem::EventMsg(EventMsg::AgentMessage {
+                    message: final_message.clone(),
+                }));
+            }
+            self.record_together(lines)?;
+            self.answer_recorded = calls.is_empty();
             self.report_items().await;
             if calls.is_empty() {
                 return Ok(final_message);
@@ -831,7 +843,9 @@ impl Turn<'_> {
             _ = self.hooks.cancel.cancelled() => return Err(CoreError::Cancelled),
             response = self.model.complete(&request) => response?,
         };
-        self.record_usage(response.usage.as_ref())?;
+        if let Some(event) = self.usage_event(response.usage.as_ref()) {
+            self.append(event)?;
+        }
         let summary = response
             .items
             .iter()
@@ -858,13 +872,11 @@ impl Turn<'_> {
         Ok(())
     }
 
-    /// Records a response's token usage as a `token_count` event and adds it to the turn's.
-    fn record_usage(&mut self, usage: Option<&TokenUsage>) -> Result<(), CoreError> {
-        let Some(usage) = usage else {
-            return Ok(());
-        };
+    /// Adds a response's token usage to the turn's; the `token_count` event that records it.
+    fn usage_event(&mut self, usage: Option<&TokenUsage>) -> Option<RolloutItem> {
+        let usage = usage?;
         self.thread.turn_usage.add(usage);
-        self.append(RolloutItem::EventMsg(EventMsg::TokenCount {
+        Some(RolloutItem::EventMsg(EventMsg::TokenCount {
             input_tokens: usage.input_tokens,
             cached_input_tokens: usage.cached_input_tokens,
             output_tokens: usage.output_tokens,
@@ -932,6 +944,20 @@ impl Turn<'_> {
     fn append(&mut self, item: RolloutItem) -> Result<(), CoreError> {
         self.writer.append(&item)?;
         self.thread.file_len = self.writer.len();
+        Ok(())
+    }
+
+    /// Appends `lines` in one write (all or none after a kill); the conversation items among
+    /// them join the history, as [`Turn::record`] does for one.
+    fn record_together(&mut self, lines: Vec<RolloutItem>) -> Result<(), CoreError> {
+        self.writer.append_all(&lines)?;
+        self.thread.file_len = self.writer.len();
+        for line in lines {
+            if let RolloutItem::ResponseItem(item) = line {
+                self.thread.history.push(item);
+                self.unreported += 1;
+            }
+        }
         Ok(())
     }
 

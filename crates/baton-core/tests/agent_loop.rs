@@ -451,4 +451,22 @@ async fn a_prompt_and_its_user_message_event_are_written_together() {
             "{prompt}: {writes:#?}"
         );
     }
+    // Likewise the model's answer and the `agent_message` event that ends the turn.
+    let answers: Vec<&Vec<String>> = writes
+        .iter()
+        .filter(|lines| {
+            lines
+                .iter()
+                .any(|line| line.contains(r#""type":"agent_message""#))
+        })
+        .collect();
+    assert_eq!(answers.len(), 2, "{writes:#?}");
+    for lines in answers {
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.contains(r#""role":"assistant""#)),
+            "{lines:#?}"
+        );
+    }
 }

@@ -38,6 +38,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 use tokio_postgres::config::{Config, SslMode};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 pub use url::{is_postgres_url, location_of, redact_url};
@@ -314,6 +315,23 @@ impl Shared {
         self.pool.put(client);
         result
     }
+
+    /// A read of thread `id` by the turn that holds its lock in this process runs on the
+    /// lock's connection (one connection per turn, not two: a `baton exec resume` opens one);
+    /// any other read, or one whose lock connection is gone, runs as [`Shared::read`] does.
+    async fn read_as_holder<T, F>(self: &Arc<Self>, id: ThreadId, op: F) -> OpResult<T>
+    where
+        F: for<'c> Fn(&'c Client) -> pool::BoxFuture<'c, OpResult<T>>,
+    {
+        let held = self.held_locks().get(&id).cloned();
+        if let Some(client) = held.filter(|client| !client.is_closed()) {
+            let result = op(&client).await;
+            if !(matches!(result, Err(OpError::Pg(_))) && client.is_closed()) {
+                return result;
+            }
+        }
+        self.read(op).await
+    }
 }
 
 async fn insert_thread(
@@ -375,10 +393,12 @@ impl Store for PgStore {
         let uuid = uuid_of(id);
         let len = self.run("open the thread", move |shared| async move {
             let row = shared
-                .read(|client| {
-                    Box::pin(
-                        async move { Ok(client.query_opt(queries::THREAD_BYTES, &[&uuid]).await?) },
-                    )
+                .read_as_holder(id, |client| {
+                    Box::pin(async move {
+                        Ok(client
+                            .query_typed_opt(queries::THREAD_BYTES, &[(&uuid, Type::UUID)])
+                            .await?)
+                    })
                 })
                 .await?;
             match row {
@@ -398,10 +418,10 @@ impl Store for PgStore {
         let uuid = uuid_of(id);
         let (total, bytes) = self.run("read the thread", move |shared| async move {
             let rows = shared
-                .read(|client| {
+                .read_as_holder(id, |client| {
                     Box::pin(async move {
                         Ok(client
-                            .query(queries::READ_FROM_COMPACTION, &[&uuid])
+                            .query_typed(queries::READ_FROM_COMPACTION, &[(&uuid, Type::UUID)])
                             .await?)
                     })
                 })
@@ -424,9 +444,11 @@ impl Store for PgStore {
         let line = self.run("read the thread's session_meta", move |shared| async move {
             let row = shared
                 .read(|client| {
-                    Box::pin(
-                        async move { Ok(client.query_opt(queries::FIRST_LINE, &[&uuid]).await?) },
-                    )
+                    Box::pin(async move {
+                        Ok(client
+                            .query_typed_opt(queries::FIRST_LINE, &[(&uuid, Type::UUID)])
+                            .await?)
+                    })
                 })
                 .await?;
             match row {
@@ -617,18 +639,16 @@ impl Store for PgStore {
         let key = lock_key(id);
         let client = self.run("lock the thread", move |shared| async move {
             let client = shared.pool.get().await?;
-            let taken: bool = match client.query_one(queries::TRY_LOCK, &[&key]).await {
-                Ok(row) => row.try_get(0)?,
-                Err(error) if client.is_closed() => {
+            let taken = match try_lock(&shared, &client, key, uuid).await {
+                Err(OpError::Pg(error)) if client.is_closed() => {
                     drop(error);
                     let fresh = shared.pool.connect().await?;
-                    let taken = fresh
-                        .query_one(queries::TRY_LOCK, &[&key])
-                        .await?
-                        .try_get(0)?;
+                    let taken = try_lock(&shared, &fresh, key, uuid).await?;
                     return finish_lock(&shared, fresh, taken, uuid, id).await;
                 }
-                Err(error) => return Err(error.into()),
+                // The lock may have been taken before the statement failed; closing the
+                // connection (dropping it) releases it.
+                result => result?,
             };
             finish_lock(&shared, client, taken, uuid, id).await
         })?;
@@ -645,6 +665,10 @@ impl Store for PgStore {
         let turn = turn.clone();
         let id = turn.id;
         let result = self.run("record the turn", move |shared| async move {
+            let held = shared.held_locks().get(&id).cloned();
+            if let Some(client) = held.filter(|client| !client.is_closed()) {
+                return record_turn_as_holder(&client, &turn).await;
+            }
             let mut client = shared.pool.get().await?;
             let result = record_turn(&mut client, &turn).await;
             shared.pool.put(client);
@@ -753,39 +777,86 @@ impl PgStore {
     }
 }
 
+/// Records a finished turn in the listing from any connection: the row is locked while its
+/// search text grows, as another process may record a turn of the thread meanwhile.
 async fn record_turn(client: &mut Client, turn: &TurnRecord) -> OpResult<()> {
     let uuid = uuid_of(turn.id);
     let transaction = client.transaction().await?;
     let Some(row) = transaction
-        .query_opt(queries::SEARCH_TEXT_FOR_UPDATE, &[&uuid])
+        .query_typed_opt(queries::SEARCH_TEXT_FOR_UPDATE, &[(&uuid, Type::UUID)])
         .await?
     else {
         return Ok(());
     };
-    let mut search_text: String = row.try_get(0)?;
+    update_listing(&transaction, turn, row.try_get(0)?).await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// [`record_turn`] by the holder of the thread's lock, on the lock's connection: no other
+/// baton writes the thread meanwhile, so no transaction and two round trips.
+async fn record_turn_as_holder(client: &Client, turn: &TurnRecord) -> OpResult<()> {
+    let uuid = uuid_of(turn.id);
+    let Some(row) = client
+        .query_typed_opt(queries::SEARCH_TEXT, &[(&uuid, Type::UUID)])
+        .await?
+    else {
+        return Ok(());
+    };
+    update_listing(client, turn, row.try_get(0)?).await
+}
+
+/// Writes `turn` into its thread's listing row, `search_text` being the row's current one.
+async fn update_listing(
+    client: &impl tokio_postgres::GenericClient,
+    turn: &TurnRecord,
+    mut search_text: String,
+) -> OpResult<()> {
     for text in [&turn.user_message, &turn.agent_message]
         .into_iter()
         .flatten()
     {
         push_search_text(&mut search_text, text);
     }
-    transaction
-        .execute(
+    let uuid = uuid_of(turn.id);
+    let cwd = turn.cwd.to_string_lossy();
+    let prompt = turn.user_message.as_deref().map(clip);
+    let answer = turn.agent_message.as_deref().map(clip);
+    let turns = i32::from(turn.user_message.is_some());
+    client
+        .query_typed(
             queries::RECORD_TURN,
             &[
-                &uuid,
-                &turn.cwd.to_string_lossy().as_ref(),
-                &turn.user_message.as_deref().map(clip),
-                &turn.agent_message.as_deref().map(clip),
-                &turn.model,
-                &i32::from(turn.user_message.is_some()),
-                &turn.source.as_str(),
-                &search_text,
+                (&uuid, Type::UUID),
+                (&cwd.as_ref(), Type::TEXT),
+                (&prompt, Type::TEXT),
+                (&answer, Type::TEXT),
+                (&turn.model, Type::TEXT),
+                (&turns, Type::INT4),
+                (&turn.source.as_str(), Type::TEXT),
+                (&search_text, Type::TEXT),
             ],
         )
         .await?;
-    transaction.commit().await?;
     Ok(())
+}
+
+/// Tries `key`'s advisory lock on `client` and, when taken, records this process as the
+/// holder of thread `uuid`: one round trip.
+async fn try_lock(shared: &Shared, client: &Client, key: i64, uuid: Uuid) -> OpResult<bool> {
+    let pid = shared.pid as i32;
+    let row = client
+        .query_typed_one(
+            queries::LOCK,
+            &[
+                (&key, Type::INT8),
+                (&uuid, Type::UUID),
+                (&shared.host, Type::TEXT),
+                (&pid, Type::INT4),
+            ],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
 }
 
 async fn finish_lock(
@@ -796,16 +867,6 @@ async fn finish_lock(
     id: ThreadId,
 ) -> OpResult<Client> {
     if taken {
-        let recorded = client
-            .execute(
-                queries::RECORD_HOLDER,
-                &[&uuid, &shared.host, &(shared.pid as i32)],
-            )
-            .await;
-        if let Err(error) = recorded {
-            // Without the row the lock still excludes; only the busy message is poorer.
-            tracing::warn!("could not record the holder of thread {id}'s lock: {error}");
-        }
         return Ok(client);
     }
     // The holder records itself just after taking the lock: a loser that raced it by a
@@ -869,14 +930,19 @@ impl TranscriptWriter for PgWriter {
         let shared = self.shared.clone();
         let held = self.shared.held_locks().get(&id).cloned();
         let total = self.shared.run("append a line", async move {
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-                [&uuid, &lines, &added, &compaction, &turn_context];
+            let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 5] = [
+                (&uuid, Type::UUID),
+                (&lines, Type::TEXT_ARRAY),
+                (&added, Type::INT8),
+                (&compaction, Type::INT8),
+                (&turn_context, Type::INT8),
+            ];
             let result = match held {
                 // Under this process's lock: on the connection that holds it, or not at all.
                 Some(client) if client.is_closed() => {
                     return Err(OpError::Store(lock_lost(&shared, id)));
                 }
-                Some(client) => match client.query(queries::APPEND_LINES, &params).await {
+                Some(client) => match client.query_typed(queries::APPEND_LINES, &params).await {
                     Err(_) if client.is_closed() => {
                         return Err(OpError::Store(lock_lost(&shared, id)));
                     }
@@ -884,7 +950,7 @@ impl TranscriptWriter for PgWriter {
                 },
                 None => {
                     let client = shared.pool.get().await?;
-                    let result = client.query(queries::APPEND_LINES, &params).await;
+                    let result = client.query_typed(queries::APPEND_LINES, &params).await;
                     shared.pool.put(client);
                     result
                 }
@@ -957,21 +1023,24 @@ impl Drop for PgGuard {
         // Waited for, so the next `lock_thread` (in this process or another) finds it free.
         let shared = self.shared.clone();
         let result = self.shared.run("unlock the thread", async move {
-            let forgotten = client
-                .execute(
-                    queries::FORGET_HOLDER,
-                    &[&uuid, &shared.host, &(shared.pid as i32)],
+            let pid = shared.pid as i32;
+            let unlocked = client
+                .query_typed(
+                    queries::UNLOCK,
+                    &[
+                        (&uuid, Type::UUID),
+                        (&shared.host, Type::TEXT),
+                        (&pid, Type::INT4),
+                        (&key, Type::INT8),
+                    ],
                 )
                 .await;
-            let unlocked = client.execute(queries::UNLOCK, &[&key]).await;
             // Reused only when no writer still shares it (a writer outliving its guard).
-            if forgotten.is_ok()
-                && unlocked.is_ok()
+            if unlocked.is_ok()
                 && let Ok(client) = Arc::try_unwrap(client)
             {
                 shared.pool.put(client);
             }
-            forgotten?;
             unlocked?;
             Ok(())
         });

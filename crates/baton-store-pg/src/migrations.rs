@@ -24,7 +24,7 @@ pub async fn apply(client: &mut Client, location: &str) -> OpResult<()> {
     // Nearly every start finds the schema current: one query, not a locked transaction of
     // five round trips, for each short `baton` process. Any doubt (no table yet, an older or
     // newer version, an error) takes the full path below.
-    if let Ok(row) = client.query_one(queries::SCHEMA_VERSION, &[]).await
+    if let Ok(row) = client.query_typed_one(queries::SCHEMA_VERSION, &[]).await
         && row.try_get::<_, i64>(0).ok() == Some(latest())
     {
         return Ok(());

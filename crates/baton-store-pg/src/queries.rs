@@ -93,7 +93,12 @@ pub const LIST: &str = "
 /// $1 thread id → its search text, the row locked until the transaction ends.
 pub const SEARCH_TEXT_FOR_UPDATE: &str = "SELECT search_text FROM threads WHERE id = $1 FOR UPDATE";
 
+/// $1 thread id → its search text, for the holder of the thread's lock (no other writer).
+pub const SEARCH_TEXT: &str = "SELECT search_text FROM threads WHERE id = $1";
+
 /// $1 id, $2 cwd, $3 prompt, $4 answer, $5 model, $6 turns added, $7 source, $8 search text.
+/// The listing is rebuilt from the lines by `reindex`, so its commit does not wait for the
+/// disk (see [`LOCK`]); the lines' commits do.
 pub const RECORD_TURN: &str = "
     UPDATE threads SET
         cwd = $2,
@@ -104,7 +109,7 @@ pub const RECORD_TURN: &str = "
         turns = turns + $6,
         source = $7,
         search_text = $8
-    WHERE id = $1";
+    WHERE id = $1 AND set_config('synchronous_commit', 'off', true) IS NOT NULL";
 
 /// $1 id, $2 first prompt, $3 last message, $4 turns, $5 search text, $6 compaction seq,
 /// $7 turn_context seq, $8 next seq, $9 bytes.
@@ -114,27 +119,32 @@ pub const REINDEX_THREAD: &str = "
         compaction_seq = $6, turn_context_seq = $7, next_seq = $8, bytes = $9
     WHERE id = $1";
 
-/// $1 key → whether this connection now holds the thread's lock.
-pub const TRY_LOCK: &str = "SELECT pg_try_advisory_lock($1)";
+/// $1 lock key, $2 thread id, $3 host, $4 pid → whether this connection now holds the
+/// thread's lock; when it does, the holder row names this process, in the same round trip.
+/// The row only names the holder in a busy message (the advisory lock itself is what
+/// excludes, and dies with the connection), so its commit does not wait for the disk:
+/// `set_config(..., true)` lasts until this statement's transaction ends, its commit
+/// included. `attempt` calls a volatile function, so PostgreSQL evaluates it once.
+pub const LOCK: &str = "
+    WITH attempt AS (SELECT pg_try_advisory_lock($1) AS taken),
+    holder AS (
+        INSERT INTO thread_locks (thread_id, host, pid, since)
+        SELECT $2, $3, $4, now()
+        FROM attempt, (SELECT set_config('synchronous_commit', 'off', true)) AS no_wait
+        WHERE attempt.taken
+        ON CONFLICT (thread_id) DO UPDATE SET host = $3, pid = $4, since = now()
+    )
+    SELECT taken FROM attempt";
 
-pub const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
-
-/// $1 thread id, $2 host, $3 pid. The holder row only names the holder in a busy message
-/// (the advisory lock itself is what excludes, and dies with the server), so its commit does
-/// not wait for the disk: `set_config(..., true)` lasts until this statement's transaction
-/// ends, its commit included.
-pub const RECORD_HOLDER: &str = "
-    INSERT INTO thread_locks (thread_id, host, pid, since)
-    SELECT $1::uuid, $2::text, $3::integer, now()
-    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_wait
-    ON CONFLICT (thread_id) DO UPDATE SET host = $2, pid = $3, since = now()";
-
-/// $1 thread id, $2 host, $3 pid: forgets our own row only, its commit not waiting for the
-/// disk either (see [`RECORD_HOLDER`]).
-pub const FORGET_HOLDER: &str = "
-    DELETE FROM thread_locks
-    WHERE thread_id = $1 AND host = $2 AND pid = $3
-      AND set_config('synchronous_commit', 'off', true) IS NOT NULL";
+/// $1 thread id, $2 host, $3 pid, $4 lock key: forgets our own holder row (its commit not
+/// waiting for the disk, see [`LOCK`]) and releases the lock, in one round trip.
+pub const UNLOCK: &str = "
+    WITH forgotten AS (
+        DELETE FROM thread_locks
+        WHERE thread_id = $1 AND host = $2 AND pid = $3
+          AND set_config('synchronous_commit', 'off', true) IS NOT NULL
+    )
+    SELECT pg_advisory_unlock($4)";
 
 /// $1 thread id → (host, pid, since) of the recorded holder.
 pub const HOLDER: &str = "SELECT host, pid, since FROM thread_locks WHERE thread_id = $1";

@@ -41,6 +41,10 @@ pub const ALL: &[(&str, Check)] = &[
         "a_transcript_imports_byte_for_byte_and_once",
         a_transcript_imports_byte_for_byte_and_once,
     ),
+    (
+        "lines_appended_together_keep_their_order_and_their_compaction",
+        lines_appended_together_keep_their_order_and_their_compaction,
+    ),
 ];
 
 /// A `session_meta` as baton writes it.
@@ -134,6 +138,46 @@ pub fn a_thread_is_created_appended_to_and_read_back_from_its_newest_compaction(
             "event_msg"
         ]
     );
+}
+
+/// `append_all` writes its lines in order, as one; a compaction among them is where the next
+/// rehydration starts, as it is when appended alone.
+pub fn lines_appended_together_keep_their_order_and_their_compaction(store: &dyn Store) {
+    let id = ThreadId::new();
+    let mut writer = store
+        .create_thread(&meta(id, Path::new("/work/together")))
+        .expect("create");
+    writer.append(&user("alone")).expect("append");
+    let before = writer.len();
+    writer
+        .append_all(&[
+            user("first of three"),
+            RolloutItem::Compacted(Compacted {
+                message: "summary".into(),
+                replacement_history: Some(vec![ResponseItem::user_message("summary")]),
+            }),
+            user("third of three"),
+        ])
+        .expect("append_all");
+    writer.append_all(&[]).expect("nothing to append");
+    writer.sync().expect("sync");
+
+    let exported = store.export_thread(id).expect("export");
+    assert_eq!(exported.len() as u64, writer.len(), "{exported}");
+    assert!(writer.len() > before);
+    let texts: Vec<String> = exported
+        .lines()
+        .filter_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("a whole line");
+            value["payload"]["content"][0]["text"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(texts, ["alone", "first of three", "third of three"]);
+    let loaded = store.read_thread(id).expect("read");
+    assert_eq!(message_texts(&loaded), ["summary", "third of three"]);
+    assert_eq!(loaded.file_len, writer.len());
 }
 
 pub fn a_thread_with_a_whole_history_is_listed_and_found_by_its_text(store: &dyn Store) {

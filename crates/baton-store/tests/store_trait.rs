@@ -45,6 +45,23 @@ fn a_transcript_imports_byte_for_byte_and_once() {
 }
 
 #[test]
+fn lines_appended_together_keep_their_order_and_their_compaction() {
+    both(contract::lines_appended_together_keep_their_order_and_their_compaction);
+}
+
+/// The list above and [`contract::ALL`] (which the PostgreSQL store runs) stay one list.
+#[test]
+fn every_contract_check_runs_on_both_stores_here() {
+    let this_file = include_str!("store_trait.rs");
+    for (name, _) in contract::ALL {
+        assert!(
+            this_file.contains(&format!("both(contract::{name})")),
+            "contract check {name} is not run on the files and memory stores"
+        );
+    }
+}
+
+#[test]
 fn the_memory_store_names_the_other_process_holding_a_thread() {
     let store = MemoryStore::new();
     let other = store.as_process(4242);
