@@ -98,6 +98,17 @@ impl PgStore {
     /// schema newer than this baton knows. The password comes from the URL or `PGPASSWORD`.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
         let shown = redact_url(url);
+        if has_unencoded_at_in_userinfo(url) {
+            // tokio-postgres (like libpq) ends the user info at the first `@`: the rest of
+            // the password would become the host name and be shown in every error.
+            return Err(StoreError::Database {
+                doing: "parse the database URL",
+                location: shown,
+                source: "the URL has more than one `@` before its host: write an `@` in the \
+                         user name or password as `%40`"
+                    .into(),
+            });
+        }
         let (url, tls_settings) = tls::split_tls_settings(url);
         let mut config = Config::from_str(&url).map_err(|error| StoreError::Database {
             doing: "parse the database URL",
@@ -467,7 +478,9 @@ impl Store for PgStore {
         let mut compaction_seq = None;
         let mut turn_context_seq = None;
         let mut lines = Vec::new();
-        for (seq, line) in whole.lines().enumerate() {
+        // Split at `\n` only: `lines()` would also drop a `\r` before it, and the rows would
+        // no longer be the file's bytes.
+        for (seq, line) in whole.split_terminator('\n').enumerate() {
             match line_type(line).as_deref() {
                 Some("compacted") => compaction_seq = Some(seq as i64),
                 Some("turn_context") => turn_context_seq = Some(seq as i64),
@@ -1049,6 +1062,16 @@ impl Drop for PgGuard {
             tracing::debug!("unlocking thread {id}: {error}");
         }
     }
+}
+
+/// Whether a `postgres://` URL has two `@` before its query: an unencoded `@` in the user
+/// name or password.
+fn has_unencoded_at_in_userinfo(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let before_query = rest.split('?').next().unwrap_or(rest);
+    before_query.matches('@').count() > 1
 }
 
 /// A database error with its causes ("error connecting to server" alone does not say that

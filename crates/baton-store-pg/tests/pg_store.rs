@@ -209,6 +209,17 @@ fn a_schema_newer_than_this_baton_is_refused_and_an_older_one_is_kept() {
 }
 
 #[test]
+fn a_password_with_an_unencoded_at_is_refused_without_showing_any_of_it() {
+    let error = PgStore::open("postgres://u:hunter@2xyz@127.0.0.1:1/db")
+        .err()
+        .expect("refused");
+    let message = error.to_string();
+    assert!(message.contains("%40"), "{message}");
+    assert!(!message.contains("hunter"), "{message}");
+    assert!(!message.contains("2xyz"), "{message}");
+}
+
+#[test]
 fn an_unreachable_database_names_host_and_port_never_the_password() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())

@@ -265,4 +265,15 @@ pub fn a_transcript_imports_byte_for_byte_and_once(store: &dyn Store) {
     let loaded = store.read_thread(other).expect("read");
     assert_eq!(message_texts(&loaded), ["summary", "after"]);
     assert_eq!(loaded.file_len, copy.len() as u64);
+
+    // A transcript written with CRLF line ends (edited on Windows) keeps them too, so an
+    // export, an import elsewhere and a second `migrate` all see the same bytes.
+    let third = ThreadId::new();
+    let crlf = exported
+        .replace(&id.to_string(), &third.to_string())
+        .replace('\n', "\r\n");
+    assert_eq!(store.import_thread(&crlf).expect("import CRLF"), third);
+    assert_eq!(store.export_thread(third).expect("export"), crlf);
+    let loaded = store.read_thread(third).expect("read");
+    assert_eq!(message_texts(&loaded), ["summary", "after"]);
 }
