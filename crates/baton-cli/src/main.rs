@@ -286,7 +286,8 @@ fn manager(
     source: SessionSource,
 ) -> anyhow::Result<Arc<ThreadManager>> {
     let home = baton_config::find_baton_home()?;
-    let store = open_store(store, &home, &overrides)?;
+    let serving = source == SessionSource::Mcp;
+    let store = open_store(store, &home, &overrides, serving)?;
     let options = ThreadManagerOptions {
         home,
         overrides,
@@ -307,7 +308,7 @@ fn observed_manager(
     metrics: &baton_mcp::http::HttpMetrics,
 ) -> anyhow::Result<Arc<ThreadManager>> {
     let home = baton_config::find_baton_home()?;
-    let store = match open_store(store, &home, &overrides)? {
+    let store = match open_store(store, &home, &overrides, true)? {
         Some(store) => store,
         None => Arc::new(baton_store::FileStore::open(&home)?),
     };
@@ -324,11 +325,13 @@ fn observed_manager(
 }
 
 /// The store `--store`, else `BATON_STORE`, else config.toml's `store` names; `None` for the
-/// default files store under BATON_HOME.
+/// default files store under BATON_HOME. A server (`serving`) starts even while PostgreSQL
+/// cannot be reached, and its calls reach the database once it is back.
 fn open_store(
     flag: Option<&str>,
     home: &std::path::Path,
     overrides: &ConfigOverrides,
+    serving: bool,
 ) -> anyhow::Result<Option<Arc<dyn baton_store::Store>>> {
     let from_env = std::env::var(baton_config::STORE_ENV)
         .ok()
@@ -341,7 +344,11 @@ fn open_store(
         return Ok(None);
     }
     if baton_store_pg::is_postgres_url(&chosen) {
-        let store = baton_store_pg::PgStore::open(&chosen)?;
+        let store = if serving {
+            baton_store_pg::PgStore::open_for_server(&chosen)?
+        } else {
+            baton_store_pg::PgStore::open(&chosen)?
+        };
         return Ok(Some(Arc::new(store)));
     }
     Err(UsageError(format!(

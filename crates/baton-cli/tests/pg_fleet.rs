@@ -420,3 +420,37 @@ async fn the_database_going_away_fails_calls_clearly_and_the_server_recovers_by_
         fleet.assert_no_password("baton's output", text);
     }
 }
+
+/// A server started while PostgreSQL is down starts anyway (a client that launches it then
+/// keeps it), answers `tools/list`, fails calls with the database's host and port, and serves
+/// them once the database is back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_while_the_database_is_down_serves_once_it_is_back() {
+    let Some(mut fleet) = Fleet::start("fleet_started_while_down") else {
+        return;
+    };
+    let named = format!("127.0.0.1:{}", fleet.cluster.port());
+    fleet.cluster.stop();
+    let server = fleet.server();
+    let client = server.client(Era::Stateless2026, None).await;
+    let tools = client.service.list_all_tools().await.expect("tools/list");
+    assert!(tools.iter().any(|tool| tool.name == "baton"));
+    let project = fleet.env.project.clone();
+    let error = client
+        .tool_error("baton", json!({"prompt": "while down", "cwd": project}))
+        .await;
+    assert!(error.contains(&named), "{error}");
+    assert!(error.contains("is PostgreSQL running"), "{error}");
+
+    fleet.cluster.restart();
+    let (thread_id, answer) = client
+        .start(json!({"prompt": "once it is back", "cwd": project}))
+        .await;
+    assert_eq!(answer, "echo: once it is back");
+    let stored = fleet.cluster.psql(
+        PgCluster::DATABASE,
+        &format!("SELECT count(*) FROM threads WHERE id = '{thread_id}'"),
+    );
+    assert_eq!(stored, "1");
+    fleet.assert_no_password("the server's stderr", &server.stderr_text());
+}

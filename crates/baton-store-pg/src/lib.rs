@@ -27,6 +27,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use baton_protocol::{RolloutItem, SessionMeta, ThreadId, format_timestamp};
 use baton_store::{
@@ -71,6 +72,10 @@ struct Shared {
     /// appended on it, so a lost lock (the database restarted under a running turn) fails the
     /// next append instead of letting this turn write beside another server's.
     held: std::sync::Mutex<HashMap<ThreadId, Arc<Client>>>,
+    /// The schema was found current (or brought there). Until then every operation checks it
+    /// first: a server that started while the database was down (see
+    /// [`PgStore::open_for_server`]) gets there at its first call after the database is back.
+    schema_ready: AtomicBool,
 }
 
 /// A failure inside one store operation, before it is named for a person.
@@ -97,6 +102,47 @@ impl PgStore {
     /// Connects to the database at `url`, creates or migrates baton's schema, and refuses a
     /// schema newer than this baton knows. The password comes from the URL or `PGPASSWORD`.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let store = Self::configure(url)?;
+        // Every operation checks the schema first until it is current: this one does only that.
+        store
+            .shared
+            .run("create or migrate the schema", async { Ok(()) })?;
+        Ok(store)
+    }
+
+    /// [`PgStore::open`] for a server, which must start and keep serving while the database
+    /// is down: a database that cannot be reached now is not an error (a warning is logged);
+    /// the schema is checked at the first operation instead, and at each one until that
+    /// succeeds, each failing with the same clear error meanwhile. What waiting cannot fix
+    /// (a malformed URL, a schema newer than this baton) is still an error here.
+    pub fn open_for_server(url: &str) -> Result<PgStore, StoreError> {
+        let store = Self::configure(url)?;
+        let checked = store.shared.runtime.block_on({
+            let shared = store.shared.clone();
+            async move { shared.check_schema().await }
+        });
+        match checked {
+            Some(Err(OpError::Pg(error))) => {
+                tracing::warn!(
+                    "the session database {} cannot be reached now ({}); serving anyway, each \
+                     call retries it",
+                    store.shared.location,
+                    describe(&error)
+                );
+                Ok(store)
+            }
+            Some(Err(OpError::Store(error))) => Err(error),
+            Some(Ok(())) => Ok(store),
+            None => Err(StoreError::Database {
+                doing: "create or migrate the schema",
+                location: store.shared.location.clone(),
+                source: "the database worker stopped".into(),
+            }),
+        }
+    }
+
+    /// The store for `url`, not connected yet.
+    fn configure(url: &str) -> Result<PgStore, StoreError> {
         let shown = redact_url(url);
         if has_unencoded_at_in_userinfo(url) {
             // tokio-postgres (like libpq) ends the user info at the first `@`: the rest of
@@ -168,15 +214,9 @@ impl PgStore {
             host: host_name(),
             pid: std::process::id(),
             held: std::sync::Mutex::new(HashMap::new()),
+            schema_ready: AtomicBool::new(false),
         });
-        let store = PgStore { shared };
-        store.run("create or migrate the schema", |shared| async move {
-            let mut client = shared.pool.get().await?;
-            let result = migrations::apply(&mut client, &shared.location).await;
-            shared.pool.put(client);
-            result
-        })?;
-        Ok(store)
+        Ok(PgStore { shared })
     }
 
     /// The database as people see it (no password).
@@ -269,14 +309,22 @@ impl PgStore {
 }
 
 impl Shared {
+    /// Runs `future` on the store's runtime and waits for it, the schema checked first if it
+    /// has not been yet.
     fn run<T: Send + 'static>(
-        &self,
+        self: &Arc<Self>,
         doing: &'static str,
         future: impl Future<Output = OpResult<T>> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let shared = self.clone();
         let result = self
             .runtime
-            .block_on(future)
+            .block_on(async move {
+                if !shared.schema_ready.load(Ordering::Acquire) {
+                    shared.check_schema().await?;
+                }
+                future.await
+            })
             .ok_or_else(|| StoreError::Database {
                 doing,
                 location: self.location.clone(),
@@ -294,6 +342,16 @@ impl Shared {
 
     fn path_of(&self, id: ThreadId) -> PathBuf {
         PathBuf::from(format!("{}/threads/{id}", self.location))
+    }
+
+    /// Creates or migrates the schema, or refuses a newer one; remembers success.
+    async fn check_schema(&self) -> OpResult<()> {
+        let mut client = self.pool.get().await?;
+        let result = migrations::apply(&mut client, &self.location).await;
+        self.pool.put(client);
+        result?;
+        self.schema_ready.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn held_locks(&self) -> std::sync::MutexGuard<'_, HashMap<ThreadId, Arc<Client>>> {
