@@ -1,6 +1,7 @@
 //! The `baton` binary: command-line parsing, logging, and how errors are shown to a person.
 //! Everything else lives in the library crates.
 
+mod command_line;
 mod migrate;
 mod sessions;
 
@@ -133,6 +134,7 @@ struct UsageError(String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    command_line::hide_database_passwords();
     init_logging(matches!(cli.command, Command::McpServer(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

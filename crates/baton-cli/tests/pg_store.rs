@@ -152,6 +152,40 @@ fn the_store_url_never_reaches_a_command_nor_the_model() {
     assert_eq!(leaked, "0", "lines holding the password");
 }
 
+/// A password given in `--store` is masked in baton's command line, which any local user
+/// and any command the model runs can read (`/proc/PID/cmdline`): the command below searches
+/// every process's command line for it and finds nothing.
+#[test]
+fn a_password_in_the_store_flag_is_not_readable_in_any_command_line() {
+    let Some(cluster) = PgCluster::start_or_skip("password_not_in_command_lines") else {
+        return;
+    };
+    let server = ScriptedModelServer::start_blocking(default_script).expect("scripted server");
+    let env = TestEnv::new(&server, Wire::Responses);
+    // Built from two halves at run time, so that the command's own text does not hold it.
+    let (head, tail) = PgCluster::PASSWORD.split_at(4);
+    let search = format!(
+        "shell: p={head}; p=${{p}}{tail}; n=0; for f in /proc/[0-9]*/cmdline; do          c=$(tr '\\0' ' ' < $f 2>/dev/null); n=$((n+1));          case \"$c\" in *\"$p\"*) echo \"FOUND in $f: $c\";; esac; done; echo \"searched $n\""
+    );
+    let output = env
+        .baton()
+        .args(["--store", &cluster.url(), "exec", &search])
+        .output()
+        .expect("run baton");
+    assert_success(&output);
+    let answer = stdout(&output);
+    assert!(answer.contains("searched "), "{answer}");
+    assert!(!answer.contains("FOUND"), "{answer}");
+    assert_no_password(&output);
+    for request in server.requests() {
+        assert!(
+            !request.body.to_string().contains(PgCluster::PASSWORD),
+            "the password reached the model: {}",
+            request.body
+        );
+    }
+}
+
 #[test]
 fn an_unreachable_database_is_a_clear_error_naming_host_and_port_not_the_password() {
     let server = ScriptedModelServer::start_blocking(default_script).expect("scripted server");

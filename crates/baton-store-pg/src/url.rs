@@ -44,6 +44,32 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The passwords a `postgres://` URL holds as written (in its user info, or as `password=` in
+/// its query): what must not stay readable in a command line. An `@` in the query makes more
+/// than the password count as one, which only hides more.
+pub fn passwords_in_url(url: &str) -> Vec<&str> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    if let Some((userinfo, _)) = rest.rsplit_once('@')
+        && let Some((_, password)) = userinfo.split_once(':')
+        && !password.is_empty()
+    {
+        found.push(password);
+    }
+    if let Some((_, query)) = rest.split_once('?') {
+        found.extend(
+            query
+                .split('&')
+                .filter(|pair| is_password_pair(pair))
+                .filter_map(|pair| pair.split_once('=').map(|(_, value)| value))
+                .filter(|value| !value.is_empty()),
+        );
+    }
+    found
+}
+
 /// The `key=value` pairs of a libpq connection string. libpq allows spaces around `=` and a
 /// value in single quotes may hold spaces (and `\'`), so a password is always one pair, never
 /// split into pieces that would be shown.
@@ -129,6 +155,21 @@ pub fn is_postgres_url(store: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_passwords_a_url_holds_are_found_as_written() {
+        assert_eq!(
+            passwords_in_url("postgres://baton:hunter2@db:5433/baton?sslmode=require"),
+            ["hunter2"]
+        );
+        assert_eq!(
+            passwords_in_url("postgresql://u:p%40ss@h/db?password=other&x=1"),
+            ["p%40ss", "other"]
+        );
+        assert!(passwords_in_url("postgres://baton@db/baton").is_empty());
+        assert!(passwords_in_url("postgres://baton:@db/baton").is_empty());
+        assert!(passwords_in_url("files").is_empty());
+    }
 
     #[test]
     fn passwords_are_removed_from_urls_and_connection_strings() {
