@@ -299,8 +299,8 @@ async fn a_command_killed_with_its_server_is_recorded_as_aborted_and_run_again()
     let created = first
         .call_task(
             "baton",
-            json!({"prompt": "shell: touch started.txt; sleep 876543", "cwd": env.project,
-                   "sandbox": "danger-full-access", "approval-policy": "never"}),
+            json!({"prompt": "shell: touch started.txt; sleep 876543 & wait", "cwd": env.project,
+                   "approval-policy": "never"}),
         )
         .await;
     let task_id = created.task.task_id.clone();
@@ -316,11 +316,14 @@ async fn a_command_killed_with_its_server_is_recorded_as_aborted_and_run_again()
             .is_some_and(|m| m.starts_with("running: ")),
         "{running:?}"
     );
+    assert!(!processes_matching("sleep 876543").is_empty());
     kill_9_and_wait(first.pid.expect("pid"));
     drop(first);
-    for pid in processes_matching("sleep 876543") {
-        kill_9_and_wait(pid);
-    }
+    // The command dies with its server: it would otherwise run beside the resumed turn.
+    eventually("the command to die with its server", || {
+        processes_matching("sleep 876543").is_empty()
+    })
+    .await;
 
     let second = TaskSession::stdio(&env).await;
     let done = second.wait_for(&task_id, TaskStatus::Completed).await;

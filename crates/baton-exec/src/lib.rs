@@ -18,6 +18,7 @@ mod safe_command;
 mod sandbox;
 mod seccomp;
 mod shell;
+mod spawner;
 
 pub use denial::looks_like_sandbox_denial;
 pub use env::command_env;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::child::{self, ChildLimits};
 use crate::output::{HeadTailBuffer, OutputCap};
 use crate::sandbox;
+use crate::spawner;
 
 /// How long we keep reading after the command's process group is gone. Output still in the
 /// pipe arrives at once; only a process that left the group (setsid, daemonised) keeps the
@@ -207,11 +208,15 @@ pub async fn run_shell(
     }
     let restrictions = sandbox.child_restrictions();
     let limits = ChildLimits::probe();
+    // SAFETY: getpid cannot fail.
+    let baton = unsafe { libc::getpid() };
     // SAFETY: the closure only makes async-signal-safe syscalls (setsid, unshare, mount, open,
     // write, prctl, capset, landlock, seccomp, close_range, fcntl) on data prepared before
     // fork; it does not allocate.
     unsafe {
         command.pre_exec(move || {
+            // Killed with baton, so a resumed turn never runs beside it (see `spawner`).
+            spawner::die_with_parent(baton)?;
             // A new session (and so a new process group whose id is the child's pid) lets us
             // kill everything the command starts with one killpg, and detaches it from any tty.
             if libc::setsid() == -1 {
@@ -225,12 +230,11 @@ pub async fn run_shell(
     }
 
     let started = Instant::now();
-    let mut child = command
-        .spawn()
+    // The spawner drops `command` after the fork: that closes the parent's copies of the
+    // pipe's write end, so the pipe reaches end-of-file once the command's processes are gone.
+    let mut child = spawner::spawn(command)
+        .await
         .map_err(|source| spawn_error(source, program, &req))?;
-    // The parent's copies of the pipe's write end live in `command`; close them so the pipe
-    // reaches end-of-file once the command's processes are gone.
-    drop(command);
     let group = ProcessGroupGuard {
         pgid: child.id().map(|pid| pid as libc::pid_t),
     };
