@@ -209,6 +209,23 @@ fn a_schema_newer_than_this_baton_is_refused_and_an_older_one_is_kept() {
 }
 
 #[test]
+fn an_unknown_thread_is_not_found_in_the_words_of_a_database() {
+    let Some(cluster) = PgCluster::start_or_skip("unknown_thread_wording") else {
+        return;
+    };
+    let store = PgStore::open(&cluster.create_database("wording")).expect("open store");
+    let id = ThreadId::new();
+    let message = store.export_thread(id).expect_err("unknown").to_string();
+    assert!(message.contains(&id.to_string()), "{message}");
+    assert!(
+        message.contains("in the session database postgres://"),
+        "{message}"
+    );
+    assert!(!message.contains("rollout-"), "{message}");
+    assert!(!message.contains(PgCluster::PASSWORD), "{message}");
+}
+
+#[test]
 fn a_password_with_an_unencoded_at_is_refused_without_showing_any_of_it() {
     let error = PgStore::open("postgres://u:hunter@2xyz@127.0.0.1:1/db")
         .err()

@@ -16,11 +16,7 @@ pub enum StoreError {
         source: io::Error,
     },
 
-    #[error(
-        "no session with thread id {id}: it is not in the index and no file named \
-         rollout-…-{id}.jsonl exists under {}",
-        searched.display()
-    )]
+    #[error("{}", not_found_message(*id, searched))]
     NotFound { id: ThreadId, searched: PathBuf },
 
     #[error("{} is not a session transcript: {reason}", path.display())]
@@ -94,5 +90,18 @@ impl StoreError {
             path,
             source,
         }
+    }
+}
+
+/// Where baton looked, in the words of the store that looked: a database has no files.
+fn not_found_message(id: ThreadId, searched: &Path) -> String {
+    let place = searched.display().to_string();
+    if place.starts_with("postgres://") || place.starts_with("postgresql://") {
+        format!("no session with thread id {id} in the session database {place}")
+    } else {
+        format!(
+            "no session with thread id {id}: it is not in the index and no file named \
+             rollout-…-{id}.jsonl exists under {place}"
+        )
     }
 }
