@@ -940,8 +940,8 @@ async fn finish_lock(
     if taken {
         return Ok(client);
     }
-    // The holder records itself just after taking the lock: a loser that raced it by a
-    // round trip looks again for a moment rather than name no one.
+    // The holder's row commits with the statement that took the lock, a moment after the
+    // lock itself: a loser that raced it looks again for a moment rather than name no one.
     let mut holder = client.query_opt(queries::HOLDER, &[&uuid]).await;
     for _ in 0..HOLDER_LOOKUPS {
         if !matches!(holder, Ok(None)) {
