@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use baton_test_support::{PgCluster, ScriptedModelServer, Wire, default_script};
+use baton_test_support::{
+    Gate, PgCluster, RecordedRequest, Reply, ScriptedModelServer, Wire, default_script,
+};
 use common::*;
 use serde_json::Value;
 
@@ -328,50 +330,77 @@ fn concurrent_writers_on_one_thread_are_refused_with_busy_not_interleaved_on_pos
 }
 
 fn concurrent_writers(store: StoreUnderTest) {
-    // Slow replies make the turns overlap for sure.
-    let server = ScriptedModelServer::start_blocking(default_script).expect("server");
+    const ROUNDS: usize = 4;
+    // Writer A's model request is held at its round's gate, so A holds the thread while B
+    // tries: the overlap is certain, not a matter of timing.
+    let gates: Vec<Gate> = (0..ROUNDS).map(|_| Gate::new()).collect();
+    let script_gates = gates.clone();
+    let server = ScriptedModelServer::start_blocking(move |request: &RecordedRequest| {
+        let prompt = request.last_user_text().unwrap_or_default();
+        let round = prompt
+            .strip_prefix("held-")
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        match round.and_then(|round| script_gates.get(round)) {
+            Some(gate) if request.last_tool_output().is_none() => Reply::Hold {
+                gate: gate.clone(),
+                then: Box::new(Reply::text(format!("done: {prompt}"))),
+            },
+            _ => default_script(request),
+        }
+    })
+    .expect("server");
     let env = store.env(&server, Wire::Responses);
     let (thread_id, _) = env.exec_ok("start");
 
-    let rounds = 6;
-    let (mut accepted, mut busy) = (Vec::new(), 0);
-    for round in 0..rounds {
-        let children: Vec<_> = (0..2)
-            .map(|writer| {
-                let prompt = format!("sleep: 300 round-{round}-writer-{writer}");
-                let child = env
-                    .baton()
-                    .args(["exec", "resume", &thread_id, &prompt])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("spawn");
-                (prompt, child)
-            })
-            .collect();
-        for (prompt, child) in children {
-            let output = child.wait_with_output().expect("wait");
-            if output.status.success() {
-                accepted.push(prompt);
-            } else {
-                let err = stderr(&output);
-                assert!(err.contains("busy"), "refused without `busy`: {err}");
-                assert!(err.contains(&thread_id), "{err}");
-                assert!(
-                    err.chars().any(|c| c.is_ascii_digit()) && err.contains("process"),
-                    "the holder's pid is named: {err}"
-                );
-                busy += 1;
-            }
+    let mut accepted = Vec::new();
+    for (round, gate) in gates.iter().enumerate() {
+        let held = format!("held-{round}: writer A");
+        let writer_a = env
+            .baton()
+            .args(["exec", "resume", &thread_id, &held])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !server
+            .requests()
+            .iter()
+            .any(|request| request.last_user_text().as_deref() == Some(held.as_str()))
+        {
+            assert!(Instant::now() < deadline, "writer A never asked the model");
+            std::thread::sleep(Duration::from_millis(10));
         }
+
+        // A is inside its turn: B is refused, naming the thread and A's process.
+        let writer_b = env.run(&[
+            "exec",
+            "resume",
+            &thread_id,
+            &format!("round-{round}-writer-B"),
+        ]);
+        assert!(!writer_b.status.success(), "B ran while A held the thread");
+        let err = stderr(&writer_b);
+        assert!(err.contains("busy"), "refused without `busy`: {err}");
+        assert!(err.contains(&thread_id), "{err}");
+        assert!(
+            err.contains(&format!("process {}", writer_a.id())),
+            "the holder's pid is named: {err}"
+        );
+
+        gate.open();
+        let output = writer_a.wait_with_output().expect("wait");
+        assert_success(&output);
+        accepted.push(held);
     }
     println!(
-        "concurrency ({}): accepted={} busy={busy}",
+        "concurrency ({}): accepted={} busy={ROUNDS}",
         store.name(),
         accepted.len()
     );
-    assert!(busy > 0, "the writers never overlapped");
-    // Every line must be one whole record: no interleaving, nothing torn.
+    // Every line must be one whole record, and only the accepted turns are there: B wrote
+    // nothing, not even its prompt.
     let transcript = store.transcript(&env, &thread_id);
     let mut prompts = prompts_in(&parse_allowing_torn(
         &transcript,
@@ -379,11 +408,8 @@ fn concurrent_writers(store: StoreUnderTest) {
         &HashSet::new(),
     ));
     assert_eq!(prompts.remove(0), "start");
-    let mut expected = accepted.clone();
-    expected.sort();
-    prompts.sort();
     assert_eq!(
-        prompts, expected,
+        prompts, accepted,
         "the transcript holds exactly the accepted turns"
     );
 }
