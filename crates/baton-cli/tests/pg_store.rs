@@ -186,6 +186,30 @@ fn a_password_in_the_store_flag_is_not_readable_in_any_command_line() {
     }
 }
 
+/// An unknown thread on PostgreSQL is reported in the words of a database, by every command.
+#[test]
+fn an_unknown_thread_on_postgres_names_the_database_not_session_files() {
+    let Some(cluster) = PgCluster::start_or_skip("unknown_thread_on_postgres") else {
+        return;
+    };
+    let server = ScriptedModelServer::start_blocking(default_script).expect("scripted server");
+    let env = TestEnv::new(&server, Wire::Responses);
+    let url = cluster.url();
+    let unknown = "01a23a0d-0000-7000-8000-000000000000";
+    for args in [
+        vec!["--store", url.as_str(), "sessions", "show", unknown],
+        vec!["--store", url.as_str(), "exec", "resume", unknown, "hi"],
+    ] {
+        let output = env.run(&args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let err = stderr(&output);
+        assert!(err.contains(unknown), "{err}");
+        assert!(err.contains("in the session database postgres://"), "{err}");
+        assert!(!err.contains("session files"), "{err}");
+        assert_no_password(&output);
+    }
+}
+
 #[test]
 fn an_unreachable_database_is_a_clear_error_naming_host_and_port_not_the_password() {
     let server = ScriptedModelServer::start_blocking(default_script).expect("scripted server");

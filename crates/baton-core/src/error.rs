@@ -8,9 +8,7 @@ use baton_protocol::{ThreadId, ThreadIdError};
 pub enum CoreError {
     #[error("{0}")]
     MalformedThreadId(#[from] ThreadIdError),
-    #[error(
-        "thread {id} was not found: baton looked in its index and session files under {baton_sessions} and in Codex's sessions under {codex_home}; check the id with `baton sessions list`"
-    )]
+    #[error("{}", unknown_thread_message(*id, baton_sessions, codex_home))]
     UnknownThread {
         id: ThreadId,
         baton_sessions: PathBuf,
@@ -127,6 +125,26 @@ impl From<baton_model::ModelError> for CoreError {
     fn from(err: baton_model::ModelError) -> Self {
         Self::Model(Box::new(err))
     }
+}
+
+/// Where baton looked for an unknown thread, in the words of its store (a database has no
+/// session files).
+fn unknown_thread_message(
+    id: ThreadId,
+    baton_sessions: &std::path::Path,
+    codex_home: &std::path::Path,
+) -> String {
+    let searched = baton_sessions.display().to_string();
+    let in_store = if searched.starts_with("postgres://") || searched.starts_with("postgresql://") {
+        format!("in the session database {searched}")
+    } else {
+        format!("in its index and session files under {searched}")
+    };
+    format!(
+        "thread {id} was not found: baton looked {in_store} and in Codex's sessions under {}; \
+         check the id with `baton sessions list`",
+        codex_home.display()
+    )
 }
 
 #[cfg(test)]
