@@ -163,8 +163,23 @@ impl PgCluster {
                 &pwfile_arg,
             ],
         )?;
-        cluster.port = free_port()?;
-        cluster.launch()?;
+        // A port found free may be taken by another process before postgres binds it: then
+        // postgres exits, and another port is tried.
+        let mut attempts = 0;
+        loop {
+            cluster.port = free_port()?;
+            match cluster.launch() {
+                Ok(()) => break,
+                Err(error) if attempts < 4 && cluster.server.is_none() => {
+                    attempts += 1;
+                    eprintln!(
+                        "PostgreSQL did not start on port {}: {error}; another port",
+                        cluster.port
+                    );
+                }
+                Err(error) => return Err(error),
+            }
+        }
         let socket = cluster.socket_dir().display().to_string();
         let port = cluster.port.to_string();
         cluster.run_tool(
@@ -375,7 +390,12 @@ impl PgCluster {
         loop {
             let ready = self
                 .command("pg_isready")
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                // Through this cluster's own socket directory: over TCP, another server that
+                // holds the port (ours then failed to bind it) would answer for it.
+                .arg("-q")
+                .arg("-h")
+                .arg(self.socket_dir())
+                .args(["-p", &self.port.to_string()])
                 .stdin(Stdio::null())
                 .status()
                 .map_err(|error| PgUnavailable(format!("could not run pg_isready: {error}")))?;
