@@ -12,7 +12,7 @@ pub fn hide_database_passwords() {
     let secrets: Vec<String> = std::env::args_os()
         .filter_map(|arg| arg.into_string().ok())
         .flat_map(|arg| {
-            let url = ["postgres://", "postgresql://"]
+            let url = baton_store::DATABASE_URL_SCHEMES
                 .iter()
                 .filter_map(|scheme| arg.find(scheme))
                 .min()

@@ -135,7 +135,7 @@ fn unknown_thread_message(
     codex_home: &std::path::Path,
 ) -> String {
     let searched = baton_sessions.display().to_string();
-    let in_store = if searched.starts_with("postgres://") || searched.starts_with("postgresql://") {
+    let in_store = if baton_store::is_database_url(&searched) {
         format!("in the session database {searched}")
     } else {
         format!("in its index and session files under {searched}")

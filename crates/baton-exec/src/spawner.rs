@@ -7,8 +7,8 @@
 //! baton resumes never runs beside the command it recorded as aborted.
 
 use std::io;
+use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::oneshot;
 
@@ -27,16 +27,12 @@ pub(crate) async fn spawn(command: tokio::process::Command) -> io::Result<tokio:
         runtime: tokio::runtime::Handle::current(),
         reply,
     };
-    jobs()?
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .send(job)
-        .map_err(|_| spawner_gone())?;
+    jobs()?.send(job).map_err(|_| spawner_gone())?;
     answer.await.map_err(|_| spawner_gone())?
 }
 
-fn jobs() -> io::Result<&'static Mutex<mpsc::Sender<Job>>> {
-    static JOBS: OnceLock<Result<Mutex<mpsc::Sender<Job>>, String>> = OnceLock::new();
+fn jobs() -> io::Result<&'static mpsc::Sender<Job>> {
+    static JOBS: OnceLock<Result<mpsc::Sender<Job>, String>> = OnceLock::new();
     JOBS.get_or_init(|| {
         let (sender, receiver) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -55,7 +51,7 @@ fn jobs() -> io::Result<&'static Mutex<mpsc::Sender<Job>>> {
                     let _ = reply.send(child);
                 }
             })
-            .map(|_| Mutex::new(sender))
+            .map(|_| sender)
             .map_err(|error| error.to_string())
     })
     .as_ref()

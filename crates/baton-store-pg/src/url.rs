@@ -149,7 +149,7 @@ pub fn location_of(config: &Config) -> String {
 
 /// Whether `store` (the `store` setting, `--store` or `BATON_STORE`) names PostgreSQL.
 pub fn is_postgres_url(store: &str) -> bool {
-    store.starts_with("postgres://") || store.starts_with("postgresql://")
+    baton_store::is_database_url(store)
 }
 
 #[cfg(test)]

@@ -93,10 +93,21 @@ impl StoreError {
     }
 }
 
+/// How a PostgreSQL URL starts: what names a session database rather than a folder, as a
+/// store's location and as `--store`.
+pub const DATABASE_URL_SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
+
+/// Whether `text` is a session database's URL (or a location a database store shows).
+pub fn is_database_url(text: &str) -> bool {
+    DATABASE_URL_SCHEMES
+        .iter()
+        .any(|scheme| text.starts_with(scheme))
+}
+
 /// Where baton looked, in the words of the store that looked: a database has no files.
 fn not_found_message(id: ThreadId, searched: &Path) -> String {
     let place = searched.display().to_string();
-    if place.starts_with("postgres://") || place.starts_with("postgresql://") {
+    if is_database_url(&place) {
         format!("no session with thread id {id} in the session database {place}")
     } else {
         format!(

@@ -35,7 +35,7 @@ pub use api::{
     ListPage, ListQuery, ReindexReport, Store, ThreadGuard, TranscriptWriter, TurnRecord,
 };
 pub use codex::{find_codex_rollout, list_codex_sessions};
-pub use error::StoreError;
+pub use error::{DATABASE_URL_SCHEMES, StoreError, is_database_url};
 /// The listing cursor every store hands out (newest update first, then id).
 pub use index::Cursor as ListCursor;
 pub use lines::MAX_LINE_BYTES;

@@ -178,7 +178,7 @@ impl ThreadManager {
                 }
                 // The thread's slot held here is either a short probe (another look-up) or
                 // this process continuing the task: look again briefly to tell them apart.
-                for attempt in 0..100 {
+                for _ in 0..100 {
                     if let Some(live) = self.live_tasks.get(id) {
                         live.answer(key, answer);
                         return Ok(());
@@ -186,9 +186,7 @@ impl ThreadManager {
                     match self.nobody_holds(id.thread()).await? {
                         Ok(()) => break,
                         Err(StoreError::Busy { pid, .. }) if pid == Some(std::process::id()) => {
-                            if attempt < 99 {
-                                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                         }
                         Err(StoreError::Busy { .. }) => {
                             return Err(CoreError::TaskElsewhere { id: id.to_string() });
