@@ -349,7 +349,7 @@ fn open_store(
         let store = if serving {
             baton_store_pg::PgStore::open_for_server(&chosen)?
         } else {
-            baton_store_pg::PgStore::open(&chosen)?
+            baton_store_pg::PgStore::open_in_background(&chosen)?
         };
         return Ok(Some(Arc::new(store)));
     }

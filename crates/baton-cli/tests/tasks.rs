@@ -316,7 +316,12 @@ async fn a_command_killed_with_its_server_is_recorded_as_aborted_and_run_again()
             .is_some_and(|m| m.starts_with("running: ")),
         "{running:?}"
     );
-    assert!(!processes_matching("sleep 876543").is_empty());
+    // `touch` ran, but the shell may be mid-exec of `sleep` (its command line reads empty
+    // for that moment): look until it shows.
+    eventually("the sleep to show in /proc", || {
+        !processes_matching("sleep 876543").is_empty()
+    })
+    .await;
     kill_9_and_wait(first.pid.expect("pid"));
     drop(first);
     // The command dies with its server: it would otherwise run beside the resumed turn.
@@ -463,7 +468,12 @@ async fn tasks_cancel_aborts_the_turn_and_the_thread_stays_usable() {
     let task_id = created.task.task_id.clone();
     let started = env.project.join("started.txt");
     eventually("the command to start", || started.exists()).await;
-    assert!(!processes_matching("sleep 765432").is_empty());
+    // `touch` ran, but the shell may be mid-exec of `sleep` (its command line reads empty
+    // for that moment): look until it shows.
+    eventually("the sleep to show in /proc", || {
+        !processes_matching("sleep 765432").is_empty()
+    })
+    .await;
     client.try_cancel(&task_id).await.expect("tasks/cancel");
     client.wait_for(&task_id, TaskStatus::Cancelled).await;
     assert!(

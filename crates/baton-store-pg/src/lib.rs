@@ -76,6 +76,9 @@ struct Shared {
     /// first: a server that started while the database was down (see
     /// [`PgStore::open_for_server`]) gets there at its first call after the database is back.
     schema_ready: AtomicBool,
+    /// The schema check [`PgStore::open_in_background`] started, until an operation takes it
+    /// to wait for it.
+    schema_check_started: tokio::sync::Mutex<Option<tokio::task::JoinHandle<OpResult<()>>>>,
 }
 
 /// A failure inside one store operation, before it is named for a person.
@@ -107,6 +110,26 @@ impl PgStore {
         store
             .shared
             .run("create or migrate the schema", async { Ok(()) })?;
+        Ok(store)
+    }
+
+    /// [`PgStore::open`] for a short command: connecting and checking the schema start in the
+    /// background and this returns at once, so the connection (TCP, authentication, a new
+    /// server process: most of what a `baton exec resume` pays for PostgreSQL) overlaps the
+    /// command's own start. The first operation waits for that and fails with its error (an
+    /// unreachable database, a schema newer than this baton); what the URL gets wrong is an
+    /// error here.
+    pub fn open_in_background(url: &str) -> Result<PgStore, StoreError> {
+        let store = Self::configure(url)?;
+        let shared = store.shared.clone();
+        let check = store
+            .shared
+            .runtime
+            .spawn(async move { shared.check_schema().await });
+        // Nothing else has the store yet, so the lock is free.
+        if let Ok(mut started) = store.shared.schema_check_started.try_lock() {
+            *started = check;
+        }
         Ok(store)
     }
 
@@ -215,6 +238,7 @@ impl PgStore {
             pid: std::process::id(),
             held: std::sync::Mutex::new(HashMap::new()),
             schema_ready: AtomicBool::new(false),
+            schema_check_started: tokio::sync::Mutex::new(None),
         });
         Ok(PgStore { shared })
     }
@@ -261,12 +285,17 @@ impl PgStore {
             lines.push(line);
         }
         let total = self.insert_lines(meta.id, lines, bytes, compaction_seq, turn_context_seq)?;
-        Ok(Box::new(PgWriter {
+        Ok(self.writer(meta.id, total as u64))
+    }
+
+    /// A writer that appends to thread `id`, whose transcript is `len` bytes long now.
+    fn writer(&self, id: ThreadId, len: u64) -> Box<dyn TranscriptWriter> {
+        Box::new(PgWriter {
             shared: self.shared.clone(),
-            id: meta.id,
-            path,
-            len: total as u64,
-        }))
+            id,
+            path: self.path_of(id),
+            len,
+        })
     }
 
     /// Inserts a new thread with its `lines` (`bytes` is them as JSONL), all or nothing.
@@ -321,7 +350,7 @@ impl Shared {
             .runtime
             .block_on(async move {
                 if !shared.schema_ready.load(Ordering::Acquire) {
-                    shared.check_schema().await?;
+                    shared.wait_for_schema().await?;
                 }
                 future.await
             })
@@ -344,6 +373,32 @@ impl Shared {
         PathBuf::from(format!("{}/threads/{id}", self.location))
     }
 
+    /// Waits for the schema check [`PgStore::open_in_background`] started while it runs
+    /// (operations that arrive meanwhile wait for it too, and find it done), else checks the
+    /// schema now. A failed check is reported to the operation that waited for it, not
+    /// retried at once: a database that cannot be reached would cost its connect timeout
+    /// twice.
+    async fn wait_for_schema(&self) -> OpResult<()> {
+        let mut started = self.schema_check_started.lock().await;
+        if self.schema_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match started.take() {
+            Some(check) => check.await.unwrap_or_else(|error| {
+                Err(OpError::Store(StoreError::Database {
+                    doing: "create or migrate the schema",
+                    location: self.location.clone(),
+                    source: format!("the schema check stopped: {error}").into(),
+                }))
+            }),
+            None => {
+                // Checks after a failed one run side by side, each bounded by its timeout.
+                drop(started);
+                self.check_schema().await
+            }
+        }
+    }
+
     /// Creates or migrates the schema, or refuses a newer one; remembers success.
     async fn check_schema(&self) -> OpResult<()> {
         let mut client = self.pool.get().await?;
@@ -355,9 +410,7 @@ impl Shared {
     }
 
     fn held_locks(&self) -> std::sync::MutexGuard<'_, HashMap<ThreadId, Arc<Client>>> {
-        self.held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        pool::lock(&self.held)
     }
 
     fn not_found(&self, id: ThreadId) -> StoreError {
@@ -475,12 +528,16 @@ impl Store for PgStore {
                 None => Err(OpError::Store(shared.not_found(id))),
             }
         })?;
-        Ok(Box::new(PgWriter {
-            shared: self.shared.clone(),
-            id,
-            path: self.path_of(id),
-            len: len as u64,
-        }))
+        Ok(self.writer(id, len as u64))
+    }
+
+    fn append_after_read(
+        &self,
+        id: ThreadId,
+        len: u64,
+    ) -> Result<Box<dyn TranscriptWriter>, StoreError> {
+        // The caller holds the lock and read `len` bytes: nobody appended since.
+        Ok(self.writer(id, len))
     }
 
     fn read_thread(&self, id: ThreadId) -> Result<LoadedRollout, StoreError> {
@@ -738,10 +795,10 @@ impl Store for PgStore {
         let result = self.run("record the turn", move |shared| async move {
             let held = shared.held_locks().get(&id).cloned();
             if let Some(client) = held.filter(|client| !client.is_closed()) {
-                return record_turn_as_holder(&client, &turn).await;
+                return record_turn(&client, &turn).await;
             }
-            let mut client = shared.pool.get().await?;
-            let result = record_turn(&mut client, &turn).await;
+            let client = shared.pool.get().await?;
+            let result = record_turn(&client, &turn).await;
             shared.pool.put(client);
             result
         });
@@ -838,6 +895,7 @@ impl PgStore {
                         &turn_context_seq,
                         &count,
                         &total,
+                        &summary.updated_at,
                     ],
                 )
                 .await;
@@ -848,54 +906,27 @@ impl PgStore {
     }
 }
 
-/// Records a finished turn in the listing from any connection: the row is locked while its
-/// search text grows, as another process may record a turn of the thread meanwhile.
-async fn record_turn(client: &mut Client, turn: &TurnRecord) -> OpResult<()> {
-    let uuid = uuid_of(turn.id);
-    let transaction = client.transaction().await?;
-    let Some(row) = transaction
-        .query_typed_opt(queries::SEARCH_TEXT_FOR_UPDATE, &[(&uuid, Type::UUID)])
-        .await?
-    else {
-        return Ok(());
-    };
-    update_listing(&transaction, turn, row.try_get(0)?).await?;
-    transaction.commit().await?;
-    Ok(())
-}
-
-/// [`record_turn`] by the holder of the thread's lock, on the lock's connection: no other
-/// baton writes the thread meanwhile, so no transaction and two round trips.
-async fn record_turn_as_holder(client: &Client, turn: &TurnRecord) -> OpResult<()> {
-    let uuid = uuid_of(turn.id);
-    let Some(row) = client
-        .query_typed_opt(queries::SEARCH_TEXT, &[(&uuid, Type::UUID)])
-        .await?
-    else {
-        return Ok(());
-    };
-    update_listing(client, turn, row.try_get(0)?).await
-}
-
-/// Writes `turn` into its thread's listing row, `search_text` being the row's current one.
-async fn update_listing(
-    client: &impl tokio_postgres::GenericClient,
-    turn: &TurnRecord,
-    mut search_text: String,
-) -> OpResult<()> {
-    for text in [&turn.user_message, &turn.agent_message]
-        .into_iter()
-        .flatten()
-    {
-        push_search_text(&mut search_text, text);
-    }
+/// Records a finished turn in the listing, from any connection: one statement, unless the
+/// search text reaches its limit with this turn and is cut here, exactly as the files store
+/// and `reindex` cut it (`push_search_text`).
+async fn record_turn(client: &Client, turn: &TurnRecord) -> OpResult<()> {
     let uuid = uuid_of(turn.id);
     let cwd = turn.cwd.to_string_lossy();
     let prompt = turn.user_message.as_deref().map(clip);
     let answer = turn.agent_message.as_deref().map(clip);
     let turns = i32::from(turn.user_message.is_some());
-    client
-        .query_typed(
+    let searchable: Vec<&str> = [&turn.user_message, &turn.agent_message]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .filter(|text| !text.is_empty())
+        .collect();
+    let addition = searchable.join("\n");
+    // Longer than the whole limit, it cannot fit whole: no need to send it twice.
+    let addition = (addition.len() < baton_store::SEARCH_TEXT_LIMIT).then_some(addition);
+    let limit = i32::try_from(baton_store::SEARCH_TEXT_LIMIT).unwrap_or(i32::MAX);
+    let row = client
+        .query_typed_opt(
             queries::RECORD_TURN,
             &[
                 (&uuid, Type::UUID),
@@ -905,10 +936,52 @@ async fn update_listing(
                 (&turn.model, Type::TEXT),
                 (&turns, Type::INT4),
                 (&turn.source.as_str(), Type::TEXT),
-                (&search_text, Type::TEXT),
+                (&addition, Type::TEXT),
+                (&limit, Type::INT4),
             ],
         )
         .await?;
+    let done = match row {
+        Some(row) => row.try_get::<_, bool>(0)?,
+        None => true, // no such thread (yet): nothing to record
+    };
+    if done {
+        return Ok(());
+    }
+    // Rare: a few turns per thread, when its prompts and answers reach 64 KiB. After three
+    // lost races with other processes the text waits for `reindex`: it is only a cache.
+    // (Without a transaction, so that it also runs on the lock's shared connection.)
+    for _ in 0..3 {
+        let Some(row) = client
+            .query_typed_opt(queries::SEARCH_TEXT, &[(&uuid, Type::UUID)])
+            .await?
+        else {
+            return Ok(());
+        };
+        let mut search_text: String = row.try_get(0)?;
+        let read_bytes = i32::try_from(search_text.len()).unwrap_or(i32::MAX);
+        for text in &searchable {
+            push_search_text(&mut search_text, text);
+        }
+        let updated = client
+            .execute_typed(
+                queries::SET_SEARCH_TEXT,
+                &[
+                    (&uuid, Type::UUID),
+                    (&search_text, Type::TEXT),
+                    (&read_bytes, Type::INT4),
+                ],
+            )
+            .await?;
+        if updated > 0 {
+            return Ok(());
+        }
+    }
+    tracing::warn!(
+        "thread {}: its search text kept changing under this turn's update; `baton sessions \
+         reindex` rebuilds it",
+        turn.id
+    );
     Ok(())
 }
 

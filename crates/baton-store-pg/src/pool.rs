@@ -40,6 +40,14 @@ impl Runtime {
         })
     }
 
+    /// Starts `future` on the runtime without waiting for it. `None` if the runtime is gone.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Option<tokio::task::JoinHandle<T>> {
+        Some(self.runtime.as_ref()?.spawn(future))
+    }
+
     /// Runs `future` on the runtime and waits for its output on a channel: callable from any
     /// thread, inside another runtime or not. `None` if the runtime is gone.
     pub fn block_on<T: Send + 'static>(
@@ -131,7 +139,8 @@ where
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `mutex`, also after a thread panicked holding it (its data stays consistent).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

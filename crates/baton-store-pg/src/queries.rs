@@ -17,12 +17,15 @@ pub const INSERT_LINE: &str = "INSERT INTO lines (thread_id, seq, text) VALUES (
 /// of the newest `turn_context` line or -1. The row lock on the thread orders concurrent
 /// appenders; the lines take the next seqs, so there are no gaps. Returns the transcript's new
 /// length in bytes (on each row); no row when the thread does not exist.
+/// No indexed column changes (`updated_at` moves when the turn is recorded, as in the files
+/// store's index), so PostgreSQL can update the row in place (a HOT update): otherwise every
+/// append would add the row to every index again, the trigram indexes of a search text of up
+/// to 64 KiB among them.
 pub const APPEND_LINES: &str = "
     WITH thread AS (
         UPDATE threads
         SET next_seq = next_seq + cardinality($2::text[]),
             bytes = bytes + $3,
-            updated_at = now(),
             compaction_seq = CASE WHEN $4::bigint >= 0 THEN next_seq + $4::bigint ELSE compaction_seq END,
             turn_context_seq = CASE WHEN $5::bigint >= 0 THEN next_seq + $5::bigint ELSE turn_context_seq END
         WHERE id = $1
@@ -90,16 +93,27 @@ pub const LIST: &str = "
     ORDER BY updated_at DESC, id DESC
     LIMIT $8";
 
-/// $1 thread id → its search text, the row locked until the transaction ends.
-pub const SEARCH_TEXT_FOR_UPDATE: &str = "SELECT search_text FROM threads WHERE id = $1 FOR UPDATE";
-
-/// $1 thread id → its search text, for the holder of the thread's lock (no other writer).
-pub const SEARCH_TEXT: &str = "SELECT search_text FROM threads WHERE id = $1";
-
-/// $1 id, $2 cwd, $3 prompt, $4 answer, $5 model, $6 turns added, $7 source, $8 search text.
-/// The listing is rebuilt from the lines by `reindex`, so its commit does not wait for the
-/// disk (see [`LOCK`]); the lines' commits do.
+/// $1 id, $2 cwd, $3 prompt, $4 answer (both clipped for the listing), $5 model, $6 turns
+/// added, $7 source, $8 what joins the search text (the whole prompt and answer, joined by a
+/// newline; NULL when longer than the limit), $9 the search text's limit in bytes (UTF-8, as
+/// Rust counts them, whatever the database's encoding) → `done`: false when the text did not fit
+/// whole and room is left, so the caller cuts it to that room ([`SET_SEARCH_TEXT`]).
+/// One statement from any connection: `old` locks the row until the update, so a turn
+/// recorded by another process meanwhile is not lost. Cutting in SQL would need a function,
+/// whose first call costs a fresh connection more than the round trip it saves. The listing
+/// is rebuilt from the lines by `reindex`, so its commit does not wait for the disk (see
+/// [`LOCK`]); the lines' commits do.
 pub const RECORD_TURN: &str = "
+    WITH old AS (
+        SELECT octet_length(convert_to(search_text, 'UTF8')) AS search_bytes
+        FROM threads WHERE id = $1 FOR UPDATE
+    ),
+    fit AS (
+        SELECT coalesce($8 = '' OR search_bytes + 1 + octet_length(convert_to($8, 'UTF8')) <= $9,
+                        false) AS whole,
+               search_bytes + 1 >= $9 AS full
+        FROM old
+    )
     UPDATE threads SET
         cwd = $2,
         updated_at = now(),
@@ -108,15 +122,34 @@ pub const RECORD_TURN: &str = "
         model = coalesce($5, model),
         turns = turns + $6,
         source = $7,
-        search_text = $8
-    WHERE id = $1 AND set_config('synchronous_commit', 'off', true) IS NOT NULL";
+        search_text = CASE
+            WHEN NOT fit.whole OR $8 = '' THEN search_text
+            WHEN search_text = '' THEN $8
+            ELSE search_text || E'\\n' || $8
+        END
+    FROM fit
+    WHERE id = $1 AND set_config('synchronous_commit', 'off', true) IS NOT NULL
+    RETURNING fit.whole OR fit.full AS done";
+
+/// $1 thread id → its search text.
+pub const SEARCH_TEXT: &str = "SELECT search_text FROM threads WHERE id = $1";
+
+/// $1 thread id, $2 its new search text, $3 the length in bytes of the text it was made from:
+/// a search text only grows, so another length means another process grew it meanwhile (no
+/// row is updated, the caller reads again). Commits without waiting for the disk, as
+/// [`RECORD_TURN`].
+pub const SET_SEARCH_TEXT: &str = "
+    UPDATE threads SET search_text = $2
+    WHERE id = $1 AND octet_length(convert_to(search_text, 'UTF8')) = $3
+      AND set_config('synchronous_commit', 'off', true) IS NOT NULL";
 
 /// $1 id, $2 first prompt, $3 last message, $4 turns, $5 search text, $6 compaction seq,
-/// $7 turn_context seq, $8 next seq, $9 bytes.
+/// $7 turn_context seq, $8 next seq, $9 bytes, $10 updated at (the newest line's time, as the
+/// files store's reindex takes it: a turn that died before it was recorded moves it too).
 pub const REINDEX_THREAD: &str = "
     UPDATE threads SET
         first_prompt = $2, last_message = $3, turns = $4, search_text = $5,
-        compaction_seq = $6, turn_context_seq = $7, next_seq = $8, bytes = $9
+        compaction_seq = $6, turn_context_seq = $7, next_seq = $8, bytes = $9, updated_at = $10
     WHERE id = $1";
 
 /// $1 lock key, $2 thread id, $3 host, $4 pid → whether this connection now holds the

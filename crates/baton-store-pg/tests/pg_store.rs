@@ -206,6 +206,41 @@ fn a_schema_newer_than_this_baton_is_refused_and_an_older_one_is_kept() {
     assert!(message.contains("version 999"), "{message}");
     assert!(message.contains("newer than this baton knows"), "{message}");
     assert!(!message.contains(PgCluster::PASSWORD), "{message}");
+    // Opened in the background, the first operation is refused in the same words.
+    let store = PgStore::open_in_background(&url).expect("a store to try");
+    let message = store
+        .export_thread(ThreadId::new())
+        .expect_err("refused")
+        .to_string();
+    assert!(message.contains("newer than this baton knows"), "{message}");
+}
+
+#[test]
+fn a_store_opened_in_the_background_waits_for_the_one_schema_check_it_started() {
+    let Some(cluster) = PgCluster::start_or_skip("open_in_background") else {
+        return;
+    };
+    let url = format!(
+        "{}?application_name=opened_in_background",
+        cluster.create_database("background")
+    );
+    let store = PgStore::open_in_background(&url).expect("open store");
+    // The first operation runs while the check is still connecting: it must wait for it, not
+    // open a connection of its own and check again.
+    let id = ThreadId::new();
+    store
+        .create_thread(&meta(id, Path::new("/w")))
+        .expect("create on the schema the check made");
+    assert_eq!(
+        cluster.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'opened_in_background'"
+        ),
+        "1",
+        "connections opened"
+    );
+    assert_eq!(store.export_thread(id).expect("export").lines().count(), 1);
 }
 
 #[test]
@@ -247,6 +282,15 @@ fn an_unreachable_database_names_host_and_port_never_the_password() {
         .err()
         .expect("unreachable");
     let message = error.to_string();
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    // Opened in the background, the first operation says the same.
+    let store = PgStore::open_in_background(&format!("postgres://u:hunter2@127.0.0.1:{port}/db"))
+        .expect("nothing to connect to yet");
+    let message = store
+        .export_thread(ThreadId::new())
+        .expect_err("unreachable")
+        .to_string();
     assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
 }
@@ -338,5 +382,100 @@ fn an_append_after_the_database_restarted_under_a_held_lock_fails_and_writes_not
             .export_thread(id)
             .expect("export")
             .contains("next turn")
+    );
+}
+
+#[test]
+fn a_recorded_turn_grows_the_search_text_exactly_as_baton_store_does_up_to_its_limit() {
+    let Some(cluster) = PgCluster::start_or_skip("record_turn_search_text") else {
+        return;
+    };
+    let url = cluster.create_database("search_text");
+    let store = PgStore::open(&url).expect("open store");
+    let id = ThreadId::new();
+    store
+        .create_thread(&meta(id, Path::new("/w")))
+        .expect("create");
+    let limit = baton_store::SEARCH_TEXT_LIMIT;
+    // Whole texts (one turn without a prompt, one with an empty one), then a prompt that
+    // passes the limit inside a 3-byte '€', an answer left one byte (a newline and an empty
+    // cut), then turns that find the text full.
+    let turns: Vec<(Option<String>, Option<String>)> = vec![
+        (Some("first prompt".into()), Some("first answer".into())),
+        (None, Some("an answer without a prompt".into())),
+        (Some("a".repeat(limit / 2)), None),
+        (Some(String::new()), Some("b".repeat(limit / 4 + 1))),
+        (Some("€".repeat(limit / 3)), Some("€".into())),
+        (Some("€".into()), Some("x".into())),
+        (Some("y".into()), Some("z".into())),
+    ];
+    let mut expected = String::new();
+    for (prompt, answer) in turns {
+        for text in [&prompt, &answer].into_iter().flatten() {
+            baton_store::push_search_text(&mut expected, text);
+        }
+        store
+            .record_turn(&baton_store::TurnRecord {
+                id,
+                path: Path::new("unused").to_path_buf(),
+                cwd: Path::new("/w").to_path_buf(),
+                created_at: chrono::Utc::now(),
+                model: None,
+                source: baton_store::ThreadOrigin::Baton,
+                user_message: prompt,
+                agent_message: answer,
+            })
+            .expect("record");
+        // The bar keeps a trailing newline from psql's trimming.
+        let stored = cluster.psql(
+            "search_text",
+            &format!("SELECT search_text || '|' FROM threads WHERE id = '{id}'"),
+        );
+        let stored = stored.strip_suffix('|').unwrap_or(&stored);
+        assert_eq!(stored.len(), expected.len());
+        assert!(
+            stored == expected,
+            "the search texts differ at {} bytes",
+            expected.len()
+        );
+    }
+    assert_eq!(
+        expected.len(),
+        limit - 1,
+        "the limit was reached, a '€' cut at its start"
+    );
+}
+
+#[test]
+fn reindex_moves_updated_at_to_the_newest_line_as_appends_do_not() {
+    let Some(cluster) = PgCluster::start_or_skip("reindex_updated_at") else {
+        return;
+    };
+    let url = cluster.create_database("reindex_updated_at");
+    let store = PgStore::open(&url).expect("open store");
+    let id = ThreadId::new();
+    let mut writer = store
+        .create_thread(&meta(id, Path::new("/w")))
+        .expect("create");
+    let updated_at = |cluster: &PgCluster| {
+        cluster.psql(
+            "reindex_updated_at",
+            &format!("SELECT updated_at < now() - interval '1 day' FROM threads WHERE id = '{id}'"),
+        )
+    };
+    // A turn that died before it was recorded: its lines are there, the listing is older.
+    cluster.psql(
+        "reindex_updated_at",
+        "UPDATE threads SET updated_at = now() - interval '1 year'",
+    );
+    writer
+        .append_all(&[user("a prompt never answered")])
+        .expect("append");
+    assert_eq!(updated_at(&cluster), "t", "appends leave updated_at alone");
+    store.reindex().expect("reindex");
+    assert_eq!(
+        updated_at(&cluster),
+        "f",
+        "reindex takes the newest line's time"
     );
 }

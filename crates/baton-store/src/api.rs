@@ -40,6 +40,18 @@ pub trait Store: Send + Sync {
     /// last line (a crash mid-append) is fenced off so the next line starts whole.
     fn append_to(&self, id: ThreadId) -> Result<Box<dyn TranscriptWriter>, StoreError>;
 
+    /// [`Store::append_to`] for a caller that holds the thread's lock and has just read its
+    /// transcript, `len` bytes long ([`LoadedRollout::file_len`]): a store may take that
+    /// length instead of looking it up again (on a database, a round trip saved per turn).
+    fn append_after_read(
+        &self,
+        id: ThreadId,
+        len: u64,
+    ) -> Result<Box<dyn TranscriptWriter>, StoreError> {
+        let _ = len;
+        self.append_to(id)
+    }
+
     /// Reads a thread back from its newest compaction on, every tool call paired with an
     /// output. [`StoreError::NotFound`] when the store has no thread `id`.
     fn read_thread(&self, id: ThreadId) -> Result<LoadedRollout, StoreError>;

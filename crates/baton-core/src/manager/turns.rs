@@ -189,8 +189,9 @@ impl ThreadManager {
                     }
                     Err(err) => return Err(err),
                 };
+                let read = live.file_len;
                 *guard = Some(live);
-                blocking(move || store.append_to(id)).await??
+                blocking(move || store.append_after_read(id, read)).await??
             }
         };
         let Some(live) = guard.as_mut() else {

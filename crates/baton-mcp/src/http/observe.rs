@@ -118,6 +118,15 @@ impl Store for TimedStore {
             .map(|w| self.writer(w))
     }
 
+    fn append_after_read(
+        &self,
+        id: ThreadId,
+        len: u64,
+    ) -> Result<Box<dyn TranscriptWriter>, StoreError> {
+        self.timed("append_to", || self.inner.append_after_read(id, len))
+            .map(|w| self.writer(w))
+    }
+
     fn read_thread(&self, id: ThreadId) -> Result<LoadedRollout, StoreError> {
         self.timed("read_thread", || self.inner.read_thread(id))
     }
