@@ -144,12 +144,14 @@ pub const SET_SEARCH_TEXT: &str = "
       AND set_config('synchronous_commit', 'off', true) IS NOT NULL";
 
 /// $1 id, $2 first prompt, $3 last message, $4 turns, $5 search text, $6 compaction seq,
-/// $7 turn_context seq, $8 next seq, $9 bytes, $10 updated at (the newest line's time, as the
-/// files store's reindex takes it: a turn that died before it was recorded moves it too).
+/// $7 turn_context seq, $8 next seq, $9 bytes, $10 the newest line's time: a turn that died
+/// before it was recorded moves `updated_at` to it, as the files store's reindex does, but
+/// never back (a recorded turn's time is a few milliseconds after its last line).
 pub const REINDEX_THREAD: &str = "
     UPDATE threads SET
         first_prompt = $2, last_message = $3, turns = $4, search_text = $5,
-        compaction_seq = $6, turn_context_seq = $7, next_seq = $8, bytes = $9, updated_at = $10
+        compaction_seq = $6, turn_context_seq = $7, next_seq = $8, bytes = $9,
+        updated_at = greatest(updated_at, $10)
     WHERE id = $1";
 
 /// $1 lock key, $2 thread id, $3 host, $4 pid → whether this connection now holds the

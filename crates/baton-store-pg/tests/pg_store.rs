@@ -478,4 +478,19 @@ fn reindex_moves_updated_at_to_the_newest_line_as_appends_do_not() {
         "f",
         "reindex takes the newest line's time"
     );
+    // A listing newer than the newest line (a turn is recorded just after its last line)
+    // stays as it is.
+    cluster.psql(
+        "reindex_updated_at",
+        "UPDATE threads SET updated_at = now() + interval '1 day'",
+    );
+    store.reindex().expect("reindex");
+    assert_eq!(
+        cluster.psql(
+            "reindex_updated_at",
+            &format!("SELECT updated_at > now() FROM threads WHERE id = '{id}'"),
+        ),
+        "t",
+        "reindex never moves updated_at back"
+    );
 }
