@@ -85,6 +85,8 @@ struct Shared {
 enum OpError {
     Pg(tokio_postgres::Error),
     Store(StoreError),
+    /// Connecting got no answer in this long (the server accepted and went silent).
+    Unanswered(std::time::Duration),
 }
 
 impl From<tokio_postgres::Error> for OpError {
@@ -100,6 +102,21 @@ impl From<StoreError> for OpError {
 }
 
 type OpResult<T> = Result<T, OpError>;
+
+impl OpError {
+    /// What went wrong, for a person: never the password.
+    fn describe(&self) -> String {
+        match self {
+            OpError::Pg(error) => describe(error),
+            OpError::Store(error) => error.to_string(),
+            OpError::Unanswered(deadline) => format!(
+                "the server accepted the connection but did not answer within {} s \
+                 (the URL's connect_timeout)",
+                deadline.as_secs()
+            ),
+        }
+    }
+}
 
 impl PgStore {
     /// Connects to the database at `url`, creates or migrates baton's schema, and refuses a
@@ -145,12 +162,12 @@ impl PgStore {
             async move { shared.check_schema().await }
         });
         match checked {
-            Some(Err(OpError::Pg(error))) => {
+            Some(Err(error @ (OpError::Pg(_) | OpError::Unanswered(_)))) => {
                 tracing::warn!(
                     "the session database {} cannot be reached now ({}); serving anyway, each \
                      call retries it",
                     store.shared.location,
-                    describe(&error)
+                    error.describe()
                 );
                 Ok(store)
             }
@@ -361,10 +378,10 @@ impl Shared {
             })?;
         result.map_err(|error| match error {
             OpError::Store(error) => error,
-            OpError::Pg(error) => StoreError::Database {
+            other => StoreError::Database {
                 doing,
                 location: self.location.clone(),
-                source: describe(&error).into(),
+                source: other.describe().into(),
             },
         })
     }

@@ -9,9 +9,11 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio_postgres::{Client, Config, NoTls};
 
+use crate::OpError;
 use crate::tls::MakeRustlsConnect;
 
 /// Connections kept open while idle; more are opened on demand and closed when returned.
@@ -88,7 +90,7 @@ impl Pool {
     }
 
     /// An idle connection that is still open, or a new one. Must run on the store's runtime.
-    pub async fn get(&self) -> Result<Client, tokio_postgres::Error> {
+    pub async fn get(&self) -> Result<Client, OpError> {
         loop {
             let client = lock(&self.idle).pop();
             match client {
@@ -99,8 +101,23 @@ impl Pool {
         }
     }
 
-    /// A new connection, its IO driven by a task on the current runtime.
-    pub async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+    /// A new connection, its IO driven by a task on the current runtime. The URL's
+    /// `connect_timeout` bounds the whole start (TCP, TLS, authentication, the server's
+    /// start-up), not only the TCP connect as in tokio-postgres: a server that accepts and
+    /// never answers would otherwise hang the call for good.
+    pub async fn connect(&self) -> Result<Client, OpError> {
+        let deadline = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(10));
+        match tokio::time::timeout(deadline, self.connect_unbounded()).await {
+            Ok(connected) => Ok(connected?),
+            Err(_) => Err(OpError::Unanswered(deadline)),
+        }
+    }
+
+    async fn connect_unbounded(&self) -> Result<Client, tokio_postgres::Error> {
         let client = match &self.tls {
             Some(tls) => {
                 let (client, connection) = self.config.connect(tls.clone()).await?;

@@ -494,3 +494,37 @@ fn reindex_moves_updated_at_to_the_newest_line_as_appends_do_not() {
         "reindex never moves updated_at back"
     );
 }
+
+#[test]
+fn a_server_that_accepts_and_never_answers_is_an_error_within_the_connect_timeout() {
+    // Accepts connections and keeps them open without a word, as a hung server would.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let url = format!("postgres://u:hunter2@127.0.0.1:{port}/db?connect_timeout=1");
+    // Without the bound, `open` waits for good: fail instead of hanging the test run.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let opening = url.clone();
+    std::thread::spawn(move || {
+        let _ = sender.send(PgStore::open(&opening).err().map(|error| error.to_string()));
+    });
+    let message = receiver
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("open still waiting after 60 s")
+        .expect("no answer is an error");
+    assert!(message.contains("did not answer within 1 s"), "{message}");
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    // Opened in the background, the first operation says the same.
+    let store = PgStore::open_in_background(&url).expect("nothing asked yet");
+    let message = store
+        .export_thread(ThreadId::new())
+        .expect_err("no answer")
+        .to_string();
+    assert!(message.contains("did not answer within 1 s"), "{message}");
+}

@@ -45,6 +45,10 @@ pub const ALL: &[(&str, Check)] = &[
         "lines_appended_together_keep_their_order_and_their_compaction",
         lines_appended_together_keep_their_order_and_their_compaction,
     ),
+    (
+        "reindex_keeps_the_search_text_the_turns_wrote",
+        reindex_keeps_the_search_text_the_turns_wrote,
+    ),
 ];
 
 /// A `session_meta` as baton writes it.
@@ -276,4 +280,60 @@ pub fn a_transcript_imports_byte_for_byte_and_once(store: &dyn Store) {
     assert_eq!(store.export_thread(third).expect("export"), crlf);
     let loaded = store.read_thread(third).expect("read");
     assert_eq!(message_texts(&loaded), ["summary", "after"]);
+}
+
+/// `reindex` rebuilds the search text the turns wrote: a prompt and an answer are written
+/// both as response items and as events, and count once, so long prompts do not push later
+/// ones out of the bytes search covers.
+pub fn reindex_keeps_the_search_text_the_turns_wrote(store: &dyn Store) {
+    let id = ThreadId::new();
+    let cwd = Path::new("/work/r");
+    let mut writer = store.create_thread(&meta(id, cwd)).expect("create");
+    // Two prompts of two fifths of the limit each: counted twice, the second one's end (the
+    // only place "omega" is: not the first prompt, not the last answer) would be cut off.
+    let filler = "word ".repeat(crate::SEARCH_TEXT_LIMIT * 2 / 25);
+    for prompt in [format!("{filler} alpha"), format!("{filler} omega")] {
+        let answer = "an answer";
+        writer
+            .append_all(&[
+                user(&prompt),
+                RolloutItem::EventMsg(EventMsg::UserMessage {
+                    message: prompt.clone(),
+                }),
+                RolloutItem::ResponseItem(ResponseItem::assistant_message(answer)),
+                RolloutItem::EventMsg(EventMsg::AgentMessage {
+                    message: answer.into(),
+                }),
+            ])
+            .expect("append");
+        writer.sync().expect("sync");
+        store
+            .record_turn(&crate::TurnRecord {
+                id,
+                path: writer.path().to_path_buf(),
+                cwd: cwd.to_path_buf(),
+                created_at: Utc::now(),
+                model: None,
+                source: crate::ThreadOrigin::Baton,
+                user_message: Some(prompt),
+                agent_message: Some(answer.into()),
+            })
+            .expect("record");
+    }
+    let found = |store: &dyn Store| -> Vec<ThreadId> {
+        let page = store
+            .list(&ListQuery {
+                text: Some("omega".into()),
+                ..Default::default()
+            })
+            .expect("list");
+        page.threads.iter().map(|t| t.id).collect()
+    };
+    assert_eq!(
+        found(store),
+        [id],
+        "the second prompt is searchable after its turn"
+    );
+    store.reindex().expect("reindex");
+    assert_eq!(found(store), [id], "and still after reindex");
 }

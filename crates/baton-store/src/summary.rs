@@ -179,7 +179,10 @@ struct SummaryBuilder {
     turn_cwd: Option<PathBuf>,
     turn_model: Option<String>,
     last_time: Option<DateTime<Utc>>,
-    search_text: String,
+    /// A turn writes its prompt and answer twice, as events and as response items: each kind
+    /// gathers its own text and `finish` keeps one, as it does for the first prompt.
+    search_text_from_events: String,
+    search_text_from_items: String,
 }
 
 #[derive(Deserialize)]
@@ -254,7 +257,7 @@ impl SummaryBuilder {
             return;
         };
         if let Some(message) = &event.message {
-            push_search_text(&mut self.search_text, message);
+            push_search_text(&mut self.search_text_from_events, message);
         }
         match (event.kind.as_str(), event.message) {
             ("user_message", Some(message)) => {
@@ -279,7 +282,7 @@ impl SummaryBuilder {
             return;
         };
         if role == "user" || role == "assistant" {
-            push_search_text(&mut self.search_text, &text);
+            push_search_text(&mut self.search_text_from_items, &text);
         }
         match role {
             "user" if !is_context_message(&text) => {
@@ -310,10 +313,18 @@ impl SummaryBuilder {
         // A prompt is written both as an event and as a response item; count one kind. A
         // fork or an import copies the history as items only, so when items outnumber events
         // the items tell the whole story.
-        let (first_user_message, turns) = if self.user_events >= self.user_items {
-            (self.first_user_event, self.user_events)
+        let (first_user_message, turns, search_text) = if self.user_events >= self.user_items {
+            (
+                self.first_user_event,
+                self.user_events,
+                self.search_text_from_events,
+            )
         } else {
-            (self.first_user_item, self.user_items)
+            (
+                self.first_user_item,
+                self.user_items,
+                self.search_text_from_items,
+            )
         };
         Ok(ThreadSummary {
             id: meta.id,
@@ -326,7 +337,7 @@ impl SummaryBuilder {
             model: self.turn_model.or_else(|| meta.model.clone()),
             turns,
             source: ThreadOrigin::of(&meta),
-            search_text: self.search_text,
+            search_text,
             owner: meta.owner.clone(),
         })
     }

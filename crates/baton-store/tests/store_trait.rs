@@ -49,6 +49,11 @@ fn lines_appended_together_keep_their_order_and_their_compaction() {
     both(contract::lines_appended_together_keep_their_order_and_their_compaction);
 }
 
+#[test]
+fn reindex_keeps_the_search_text_the_turns_wrote() {
+    both(contract::reindex_keeps_the_search_text_the_turns_wrote);
+}
+
 /// The list above and [`contract::ALL`] (which the PostgreSQL store runs) stay one list.
 #[test]
 fn every_contract_check_runs_on_both_stores_here() {
