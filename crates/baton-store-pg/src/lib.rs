@@ -1238,7 +1238,7 @@ fn describe(error: &tokio_postgres::Error) -> String {
     // tokio-postgres does not expose the kind of a connect error, only its text.
     if error.as_db_error().is_none() && (error.is_closed() || text.contains("connecting")) {
         text.push_str(
-            " (is PostgreSQL running and reachable there? a server connects again on its next call)",
+            " (is PostgreSQL running and reachable there? the next command or call connects again)",
         );
     }
     text

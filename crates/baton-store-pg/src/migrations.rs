@@ -40,7 +40,7 @@ pub async fn apply(client: &mut Client, location: &str) -> OpResult<()> {
         .try_get(0)?;
     if current > latest() {
         return Err(OpError::Store(StoreError::Database {
-            doing: "open the session database",
+            doing: "check the schema",
             location: location.to_owned(),
             source: format!(
                 "its schema is version {current}, newer than this baton knows (version {}); \

@@ -206,6 +206,10 @@ fn a_schema_newer_than_this_baton_is_refused_and_an_older_one_is_kept() {
     assert!(message.contains("version 999"), "{message}");
     assert!(message.contains("newer than this baton knows"), "{message}");
     assert!(!message.contains(PgCluster::PASSWORD), "{message}");
+    assert!(
+        !message.contains("session database in the session database"),
+        "{message}"
+    );
     // Opened in the background, the first operation is refused in the same words.
     let store = PgStore::open_in_background(&url).expect("a store to try");
     let message = store
