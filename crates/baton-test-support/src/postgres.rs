@@ -428,24 +428,30 @@ impl PgCluster {
 
     fn signal_and_wait(&mut self, signal: libc::c_int) {
         if let Some(mut server) = self.server.take() {
-            let group = server.id() as libc::pid_t;
-            // SAFETY: kill(2) with a process group we created; no memory is involved.
-            unsafe {
-                if signal == libc::SIGKILL {
-                    libc::kill(-group, signal);
-                } else {
-                    libc::kill(group, signal);
-                }
+            let postmaster = server.id() as libc::pid_t;
+            if signal != libc::SIGKILL {
+                // SAFETY: kill(2) on the server we started; no memory is involved.
+                unsafe { libc::kill(postmaster, signal) };
+                let _ = server.wait();
+                return;
+            }
+            // Every backend calls setsid(), so killing the postmaster's process group leaves
+            // them running until they notice its death: an idle backend could still answer
+            // (and commit) a query sent right after the "kill". Stop the postmaster so it
+            // forks no more, then kill it and every child it has, and wait for all of them.
+            // SAFETY: kill(2) on processes we started; no memory is involved.
+            unsafe { libc::kill(postmaster, libc::SIGSTOP) };
+            let children = children_of(postmaster);
+            // SAFETY: as above.
+            unsafe { libc::kill(-postmaster, libc::SIGKILL) };
+            for &child in &children {
+                // SAFETY: as above.
+                unsafe { libc::kill(child, libc::SIGKILL) };
             }
             let _ = server.wait();
-            if signal == libc::SIGKILL {
-                // Backends of the killed server may linger a moment holding shared memory;
-                // wait for the whole group to be gone before a restart.
-                let deadline = Instant::now() + READY_DEADLINE;
-                // SAFETY: signal 0 only asks whether the group still exists.
-                while unsafe { libc::kill(-group, 0) } == 0 && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+            let deadline = Instant::now() + READY_DEADLINE;
+            while children.iter().any(|&child| is_running(child)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
     }
@@ -614,9 +620,55 @@ fn free_port() -> Result<u16, PgUnavailable> {
     ))
 }
 
+/// The processes whose parent is `parent`, from /proc.
+fn children_of(parent: libc::pid_t) -> Vec<libc::pid_t> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|&pid| stat_of(pid).is_some_and(|(_, ppid)| ppid == parent))
+        .collect()
+}
+
+/// Whether `pid` still runs: it exists and is not a zombie waiting to be reaped.
+fn is_running(pid: libc::pid_t) -> bool {
+    stat_of(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// (state, parent pid) from /proc/PID/stat; the command name before them may hold any byte.
+fn stat_of(pid: libc::pid_t) -> Option<(char, libc::pid_t)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let parent = fields.next()?.parse().ok()?;
+    Some((state, parent))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kill_takes_every_server_process_with_it() {
+        let Some(mut cluster) = PgCluster::start_or_skip("postgres::tests::kill_all") else {
+            return;
+        };
+        let postmaster = cluster.server.as_ref().map(Child::id).expect("running") as libc::pid_t;
+        // A connection gets a backend of its own; the server's helpers are there already.
+        let _idle = std::net::TcpStream::connect(("127.0.0.1", cluster.port())).expect("connect");
+        let children = children_of(postmaster);
+        assert!(!children.is_empty(), "no server processes found");
+        cluster.kill();
+        // Backends call setsid(): killing the postmaster's group alone left them running a
+        // moment, long enough to answer a query after the "kill".
+        let left: Vec<_> = children
+            .into_iter()
+            .filter(|&pid| is_running(pid))
+            .collect();
+        assert!(left.is_empty(), "still running after kill: {left:?}");
+    }
 
     #[test]
     fn a_cluster_starts_accepts_connections_and_comes_back_after_a_kill() {
