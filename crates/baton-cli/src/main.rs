@@ -345,7 +345,7 @@ fn open_store(
     if chosen == "files" {
         return Ok(None);
     }
-    if baton_store_pg::is_postgres_url(&chosen) {
+    if baton_store::is_database_url(&chosen) {
         let store = if serving {
             baton_store_pg::PgStore::open_for_server(&chosen)?
         } else {

@@ -41,7 +41,7 @@ pub(crate) fn open_destination(to: &str, home: &Path) -> anyhow::Result<(Arc<dyn
         let shown = format!("files:{}", path.display());
         return Ok((Arc::new(FileStore::open(&path)?), shown));
     }
-    if baton_store_pg::is_postgres_url(to) {
+    if baton_store::is_database_url(to) {
         let store = baton_store_pg::PgStore::open(to)?;
         let shown = store.location().to_owned();
         return Ok((Arc::new(store), shown));

@@ -42,7 +42,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-pub use url::{is_postgres_url, location_of, passwords_in_url, redact_url};
+pub use url::{location_of, passwords_in_url, redact_url};
 
 use pool::Pool;
 

@@ -147,11 +147,6 @@ pub fn location_of(config: &Config) -> String {
     )
 }
 
-/// Whether `store` (the `store` setting, `--store` or `BATON_STORE`) names PostgreSQL.
-pub fn is_postgres_url(store: &str) -> bool {
-    baton_store::is_database_url(store)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
